@@ -1,0 +1,88 @@
+"""Who is connected: per-peer and total limits, and draining for a graceful shutdown.
+
+Twisted's ``policies.LimitConnectionsByPeer`` is broken on current Twisted (it indexes an
+``IPv4Address``), so the counting is done here.  A factory owns one :class:`ConnectionTracker`;
+its protocols call :meth:`opened` and :meth:`closed`, and provide ``drain()``: finish what you are
+doing, then close.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol as TypingProtocol
+
+from twisted.internet import defer, interfaces
+
+
+class Drainable(TypingProtocol):
+    """A connection that can be asked to finish its current work and close."""
+
+    transport: interfaces.ITransport
+
+    def drain(self) -> None:
+        """Close when the current request is done (at once when idle)."""
+
+
+def peer_key(address: object) -> str:
+    """The address a per-peer limit counts by: the host for IP, one key for everything else."""
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else type(address).__name__
+
+
+class ConnectionTracker:
+    """Count connections by peer and in total, refuse past the limits, and drain on shutdown."""
+
+    def __init__(self, max_per_peer: int = 64, max_total: int = 1024) -> None:
+        self.max_per_peer = max_per_peer
+        self.max_total = max_total
+        self.active: dict[Drainable, str] = {}
+        self._per_peer: Counter[str] = Counter()
+        self.draining = False
+        self._idle_waiters: list[defer.Deferred[None]] = []
+
+    def refusal(self, address: object) -> str | None:
+        """Why a new connection from ``address`` must be refused, or None to accept it."""
+        if self.draining:
+            return "the server is shutting down"
+        if len(self.active) >= self.max_total:
+            return f"too many connections ({self.max_total} in total)"
+        if self._per_peer[peer_key(address)] >= self.max_per_peer:
+            return f"too many connections from your address (limit {self.max_per_peer})"
+        return None
+
+    def opened(self, connection: Drainable, address: object) -> None:
+        """Count a connection that has been made."""
+        key = peer_key(address)
+        self.active[connection] = key
+        self._per_peer[key] += 1
+        if self.draining:
+            connection.drain()
+
+    def closed(self, connection: Drainable) -> None:
+        """Forget a connection that has been lost."""
+        key = self.active.pop(connection, None)
+        if key is None:
+            return
+        self._per_peer[key] -= 1
+        if not self._per_peer[key]:
+            del self._per_peer[key]
+        if not self.active:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self) -> defer.Deferred[None]:
+        """Ask every connection to finish and close; fires when none is left."""
+        self.draining = True
+        for connection in list(self.active):
+            connection.drain()
+        if not self.active:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._idle_waiters.append(waiter)
+        return waiter
+
+    def abort_all(self) -> None:
+        """Drop whatever is still connected, without waiting for buffers."""
+        for connection in list(self.active):
+            connection.transport.abortConnection()  # type: ignore[attr-defined]

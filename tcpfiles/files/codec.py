@@ -1,0 +1,319 @@
+"""The files wire protocol as pure functions and small objects: no I/O here.
+
+Requests are single UTF-8 lines ending in LF (CRLF accepted). :class:`LineBuffer` splits a byte
+stream into bounded lines; :func:`parse_request` turns one line into a frozen request object.
+Responses start with a status line made by :func:`ok_line` or :func:`err_line` and read back with
+:func:`parse_status`.  ``docs/protocol.md`` is the specification this module implements.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+#: Longest request (or status) line, without its line ending.
+MAX_LINE = 8192
+
+#: Every error code a server may send; documented in docs/protocol.md.
+ERROR_CODES = frozenset(
+    {
+        "bad-request",  # the request cannot be understood (syntax, bad path, bad offset)
+        "not-found",  # no such file or directory (also: outside the root, escaping link)
+        "forbidden",  # exists inside the root but the server may not read it
+        "not-a-file",  # a directory, FIFO, device or socket where a regular file is needed
+        "not-a-directory",  # LIST of something that is not a directory
+        "too-long",  # request line over the limit; the connection is closed
+        "read-only",  # uploads are not enabled on this server
+        "too-large",  # an upload larger than the server accepts
+        "unauthorized",  # a login is required first
+        "busy",  # too many connections, or the server is shutting down
+        "timeout",  # a request line took too long to arrive; the connection is closed
+        "internal",  # the server failed; the request may be retried
+    }
+)
+
+
+class ProtocolError(Exception):
+    """Bytes that do not follow the protocol (a peer's fault, never ours)."""
+
+
+class LineTooLong(ProtocolError):
+    """A line grew past the limit before its LF arrived."""
+
+
+class LineBuffer:
+    """Split a byte stream into lines of at most ``max_line`` bytes (LF or CRLF endings).
+
+    Lines are returned without their ending.  Once a line is too long, :meth:`lines` raises
+    :class:`LineTooLong` and the buffer stays unusable: the caller is expected to close.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buffer = bytearray()
+        self._scan_from = 0
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes."""
+        self._buffer += data
+
+    @property
+    def pending(self) -> int:
+        """How many bytes are buffered that are not yet part of a returned line."""
+        return len(self._buffer)
+
+    def take(self, n: int) -> bytes:
+        """Remove and return up to ``n`` raw bytes from the front of the buffer."""
+        chunk = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        self._scan_from = 0
+        return chunk
+
+    def next_line(self) -> bytes | None:
+        """Return the next complete line, or None when no complete line is buffered."""
+        end = self._buffer.find(b"\n", self._scan_from)
+        if end < 0:
+            self._scan_from = len(self._buffer)
+            # A CR may still be followed by LF, so allow one extra byte before complaining.
+            if len(self._buffer) > self.max_line + 1:
+                raise LineTooLong(f"line longer than {self.max_line} bytes")
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scan_from = 0
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.max_line:
+            raise LineTooLong(f"line longer than {self.max_line} bytes")
+        return line
+
+    def lines(self) -> Iterator[bytes]:
+        """Yield every complete line buffered so far."""
+        while (line := self.next_line()) is not None:
+            yield line
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Get:
+    """``GET <path>`` or ``RESUME <offset> <path>``: send a file's bytes from ``offset``."""
+
+    path: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class List:
+    """``LIST [<path>]``: the entries of a directory (the root when path is empty)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Stat:
+    """``STAT <path>``: type, size, mtime and, for a file, its sha256."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Help:
+    """``HELP``: the list of commands."""
+
+
+@dataclass(frozen=True)
+class Quit:
+    """``QUIT``: say goodbye and close."""
+
+
+@dataclass(frozen=True)
+class Put:
+    """``PUT ...``: an upload; answered ``read-only`` while uploads are not supported."""
+
+    args: str
+
+
+@dataclass(frozen=True)
+class BadRequest:
+    """A line that is not a valid request; answered with ``ERR bad-request``."""
+
+    message: str
+
+
+Request = Get | List | Stat | Help | Quit | Put | BadRequest
+
+HELP_LINES = (
+    "GET <path>                 OK <size>, then <size> bytes of the file",
+    "RESUME <offset> <path>     OK <n>, then the n = size - offset bytes from <offset> on",
+    "LIST [<path>]              OK <n>, then n lines: <type> <size> <mtime> <name>",
+    "STAT <path>                OK type=file size=<n> mtime=<utc> sha256=<hex>",
+    "HELP                       this text",
+    "QUIT                       OK bye, then the server closes",
+    "Paths are /-separated and relative to the served root. Errors: ERR <code> <text>.",
+)
+
+
+def parse_request(line: bytes) -> Request:
+    """Turn one request line (without its line ending) into a request object.
+
+    Never raises: anything malformed becomes :class:`BadRequest`.  Verbs are case-insensitive;
+    the path is the rest of the line, taken verbatim (spaces allowed, nothing decoded).
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return BadRequest("request is not valid UTF-8")
+    verb, _, rest = text.partition(" ")
+    verb = verb.upper()
+    if verb == "GET":
+        if not rest:
+            return BadRequest("usage: GET <path>")
+        return Get(rest)
+    if verb == "RESUME":
+        offset_text, _, path = rest.partition(" ")
+        if not (offset_text.isascii() and offset_text.isdigit()) or not path:
+            return BadRequest("usage: RESUME <offset> <path>")
+        return Get(path, int(offset_text))
+    if verb == "LIST":
+        return List(rest)
+    if verb == "STAT":
+        if not rest:
+            return BadRequest("usage: STAT <path>")
+        return Stat(rest)
+    if verb in ("HELP", "QUIT") and rest:
+        return BadRequest(f"{verb} takes no arguments")
+    if verb == "HELP":
+        return Help()
+    if verb == "QUIT":
+        return Quit()
+    if verb == "PUT":
+        return Put(rest)
+    if not verb:
+        return BadRequest("empty request; try HELP")
+    return BadRequest(f"unknown command {escape_text(verb[:32])}; try HELP")
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def ok_line(*fields: object) -> bytes:
+    """``OK field ...`` with its LF."""
+    return " ".join(["OK", *map(str, fields)]).encode("utf-8") + b"\n"
+
+
+def err_line(code: str, text: str) -> bytes:
+    """``ERR <code> <text>`` with its LF; ``text`` is escaped so it stays one line."""
+    if code not in ERROR_CODES:
+        raise ValueError(f"unknown error code {code!r}")
+    return f"ERR {code} {escape_text(text)}".encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class Ok:
+    """A parsed ``OK`` status line."""
+
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Err:
+    """A parsed ``ERR`` status line."""
+
+    code: str
+    text: str
+
+
+def parse_status(line: bytes) -> Ok | Err:
+    """Read a status line (without its ending); raises :class:`ProtocolError` if it is neither."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("status line is not valid UTF-8") from None
+    word, _, rest = text.partition(" ")
+    if word == "OK":
+        return Ok(tuple(rest.split(" ")) if rest else ())
+    if word == "ERR":
+        code, _, message = rest.partition(" ")
+        if not code:
+            raise ProtocolError("ERR status line without a code")
+        return Err(code, message)
+    raise ProtocolError(f"not a status line: {text[:80]!r}")
+
+
+def format_mtime(seconds: float) -> str:
+    """UTC ISO 8601 to the second: ``2026-11-21T03:46:36Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
+
+
+def parse_fields(fields: tuple[str, ...]) -> dict[str, str]:
+    """``("type=file", "size=3")`` -> ``{"type": "file", "size": "3"}``."""
+    result = {}
+    for field in fields:
+        key, sep, value = field.partition("=")
+        if not sep:
+            raise ProtocolError(f"expected key=value, got {field[:80]!r}")
+        result[key] = value
+    return result
+
+
+# --- escaping names for LIST and messages -----------------------------------------------------
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def escape_name(raw: bytes) -> str:
+    r"""Make a file name safe to put on one line of a terminal.
+
+    Bytes that are not UTF-8 become ``\xNN``; control, format (bidi overrides), separator and
+    private-use characters become ``\uNNNN`` (or ``\UNNNNNNNN``); a backslash becomes ``\\``.
+    Everything else is kept, so an ordinary name is its own escape.  :func:`unescape_name`
+    reverses it.
+    """
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def escape_text(text: str) -> str:
+    """Escape a str (a verb, a path) the way :func:`escape_name` escapes names."""
+    return escape_name(text.encode("utf-8", "surrogateescape"))
+
+
+def unescape_name(text: str) -> bytes:
+    """Invert :func:`escape_name`; raises :class:`ProtocolError` on a malformed escape."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            out += ch.encode("utf-8")
+            i += 1
+            continue
+        kind = text[i + 1 : i + 2]
+        width = {"\\": 0, "x": 2, "u": 4, "U": 8}.get(kind)
+        if width is None:
+            raise ProtocolError(f"bad escape at {i} in {text[:80]!r}")
+        digits = text[i + 2 : i + 2 + width]
+        if len(digits) != width or (width and not all(c in "0123456789abcdef" for c in digits)):
+            raise ProtocolError(f"bad escape at {i} in {text[:80]!r}")
+        if kind == "\\":
+            out += b"\\"
+        elif kind == "x":
+            out.append(int(digits, 16))
+        else:
+            out += chr(int(digits, 16)).encode("utf-8", "surrogatepass")
+        i += 2 + width
+    return bytes(out)

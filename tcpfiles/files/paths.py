@@ -1,0 +1,204 @@
+"""Wire paths and confinement: the one place where a client's path meets the file system.
+
+:func:`parse_path` checks a path from the wire and splits it into parts (rejecting, never
+rewriting).  :func:`open_beneath` opens those parts below a root by walking directory file
+descriptors one part at a time, resolving symlinks itself, so that nothing outside the root is
+ever opened, a FIFO or device is never opened at all, and a file swapped for a symlink between
+two steps is caught by ``O_NOFOLLOW``.  An escaping symlink, a missing file and a path through a
+non-directory all raise the same :class:`NotFound`, so a client learns nothing about what lies
+outside the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+MAX_PART_BYTES = 255
+MAX_PATH_BYTES = 4096
+MAX_SYMLINK_HOPS = 40
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+class PathError(Exception):
+    """Base for every refusal; ``code`` is the wire error code."""
+
+    code = "internal"
+
+
+class BadPath(PathError):
+    """The path itself is not acceptable (``..``, control characters, too long, ...)."""
+
+    code = "bad-request"
+
+
+class NotFound(PathError):
+    """Missing, outside the root, or behind an escaping or looping symlink: one answer for all."""
+
+    code = "not-found"
+
+
+class Forbidden(PathError):
+    """Inside the root, but the server's user may not open it."""
+
+    code = "forbidden"
+
+
+class NotAFile(PathError):
+    """A regular file was needed (directory, FIFO, device, socket)."""
+
+    code = "not-a-file"
+
+
+class NotADirectory(PathError):
+    """A directory was needed."""
+
+    code = "not-a-directory"
+
+
+class FileChanging(PathError):
+    """The file changed under us more than once while we read it; worth retrying later."""
+
+    code = "busy"
+
+
+def _is_forbidden_char(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code <= 0x9F or ch == "\\"
+
+
+def parse_path(text: str) -> tuple[str, ...]:
+    """Split a wire path into its parts; raise :class:`BadPath` for anything we refuse.
+
+    ``/`` separates parts; a leading ``/`` means the root and empty parts (``a//b``) are ignored.
+    ``.`` and ``..`` parts, control characters, backslashes, parts over 255 bytes and paths over
+    4096 bytes are refused.  Nothing is decoded or normalised: ``%2e%2e`` is a literal name.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadPath(f"path longer than {MAX_PATH_BYTES} bytes")
+    if any(_is_forbidden_char(ch) for ch in text):
+        raise BadPath("path contains a control character or a backslash")
+    parts = tuple(part for part in text.split("/") if part)
+    for part in parts:
+        if part in (".", ".."):
+            raise BadPath("'.' and '..' are not allowed in paths")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
+            raise BadPath(f"a path part is longer than {MAX_PART_BYTES} bytes")
+    return parts
+
+
+@dataclass(frozen=True)
+class Root:
+    """A served directory, as given and as resolved once at start-up."""
+
+    path: str
+    real: str
+
+    @classmethod
+    def at(cls, path: str) -> Root:
+        """Check that ``path`` is a directory and remember its absolute and real forms."""
+        absolute = os.path.abspath(path)
+        if not os.path.isdir(absolute):
+            raise NotADirectoryError(f"{path!r} is not a directory")
+        return cls(absolute, os.path.realpath(absolute))
+
+    def open_fd(self) -> int:
+        """A fresh descriptor for the root directory itself."""
+        return os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW)
+
+    def relative_parts(self, target: str) -> list[str] | None:
+        """Parts of an absolute symlink target below this root, or None when it points outside."""
+        for base in {self.real, self.path}:
+            if target == base:
+                return []
+            if target.startswith(base.rstrip("/") + "/"):
+                return target[len(base.rstrip("/")) + 1 :].split("/")
+        return None
+
+
+def _os_error(exc: OSError) -> PathError:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Forbidden("permission denied")
+    return NotFound("no such file or directory")
+
+
+def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> int:
+    """Open ``parts`` below ``root`` and return the file descriptor; the caller closes it.
+
+    ``want`` is ``"file"`` (a regular file opened for reading), ``"dir"`` (a directory) or
+    ``"any"`` (either; tell them apart with ``fstat``).  Symlinks are followed only while they stay inside the root.  Raises a
+    :class:`PathError` subclass; never blocks on a FIFO or device, because those are recognised
+    with ``lstat`` and never opened.
+    """
+    stack = [root.open_fd()]  # directory descriptors from the root down to the current one
+    pending = list(reversed(parts))  # parts still to walk, next one last
+    hops = 0
+    try:
+        while pending:
+            name = pending.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":  # only ever from a symlink target
+                if len(stack) == 1:
+                    raise NotFound("no such file or directory")
+                os.close(stack.pop())
+                continue
+            try:
+                st = os.stat(name, dir_fd=stack[-1], follow_symlinks=False)
+            except OSError as exc:
+                raise _os_error(exc) from None
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise NotFound("no such file or directory")
+                try:
+                    target = os.readlink(name, dir_fd=stack[-1])
+                except OSError as exc:
+                    raise _os_error(exc) from None
+                if target.startswith("/"):
+                    inside = root.relative_parts(target)
+                    if inside is None:
+                        raise NotFound("no such file or directory")
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                    pending.extend(reversed(inside))
+                else:
+                    pending.extend(reversed(target.split("/")))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    stack.append(os.open(name, _DIR_FLAGS, dir_fd=stack[-1]))
+                except OSError as exc:
+                    raise _os_error(exc) from None
+                continue
+            # Not a directory: it must be the last part, and a file is what we came for.
+            if any(part not in ("", ".") for part in pending):
+                raise NotFound("no such file or directory")
+            if want == "dir":
+                raise NotADirectory("not a directory")
+            if not stat.S_ISREG(st.st_mode):
+                raise NotAFile("not a regular file")
+            return _open_regular(stack[-1], name)
+        if want == "file":
+            raise NotAFile("is a directory")
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _open_regular(dir_fd: int, name: str) -> int:
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # swapped for a symlink since lstat
+            raise NotFound("no such file or directory") from None
+        raise _os_error(exc) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since lstat
+        os.close(fd)
+        raise NotAFile("not a regular file")
+    return fd

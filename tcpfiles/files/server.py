@@ -1,0 +1,376 @@
+"""The files server: a thin protocol over the codec and the store, and its factory.
+
+One connection carries any number of requests, answered strictly in order.  While a response is
+being sent, later (pipelined) requests wait in the line buffer; reading stops when that buffer is
+full, so a client cannot make the server hold more than a bounded amount of its input.
+
+Timers, all from the injected clock: a request line must be complete within ``line_timeout`` of
+its first byte (a trickle does not reset it); a connection with nothing to do is closed after
+``idle_timeout``; a body that makes no progress for ``stall_timeout`` is aborted.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import interfaces
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpfiles.connections import ConnectionTracker
+from tcpfiles.files import codec
+from tcpfiles.files.paths import PathError
+from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer, FileShrank, TransferStopped
+from tcpfiles.files.store import Entry, FileInfo, OpenedFile
+from tcpfiles.interfaces import IFileStore
+
+log = Logger(namespace="tcpfiles.files")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound a files server enforces; the defaults are the documented ones."""
+
+    max_line: int = codec.MAX_LINE
+    line_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    stall_timeout: float = 60.0
+    max_per_peer: int = 64
+    max_connections: int = 1024
+    #: Unparsed input (pipelined requests) held while a response is sent, before reading stops.
+    max_pending_input: int = 64 * 1024
+    chunk_size: int = CHUNK_SIZE
+
+
+class State(enum.Enum):
+    """Where a connection is in its request/response cycle."""
+
+    WAITING = "waiting for a request"
+    RESPONDING = "sending a response"
+    CLOSING = "closing"
+
+
+def _describe_peer(address: object) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return str(getattr(address, "name", None) or type(address).__name__)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+class FileServerProtocol(Protocol):
+    """One client connection of the files service."""
+
+    def __init__(self, factory: FileServerFactory) -> None:
+        self.factory = factory
+        self.limits = factory.limits
+        self.lines = codec.LineBuffer(self.limits.max_line)
+        self.state = State.WAITING
+        self.peer = "?"
+        self._timer: interfaces.IDelayedCall | None = None
+        self._timer_kind = ""
+        self._pumping = False
+        self._draining = False
+        self._reading_paused = False
+        self._request = ""
+        self._started = 0.0
+
+    # --- connection life ------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Count the connection and wait for a request."""
+        address = self.transport.getPeer()
+        self.peer = _describe_peer(address)
+        self.factory.tracker.opened(self, address)
+        self._pump()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Stop every timer and forget the connection."""
+        self.state = State.CLOSING
+        self._cancel_timer()
+        self.factory.tracker.closed(self)
+
+    def drain(self) -> None:
+        """Shutting down: close now if idle, else after the current response."""
+        self._draining = True
+        if self.state is State.WAITING:
+            self._close()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Buffer input and answer every complete request we can."""
+        if self.state is State.CLOSING:
+            return
+        self.lines.feed(data)
+        self._pump()
+
+    # --- the request loop -----------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self.state is State.WAITING:
+                if self._draining:
+                    self._close()
+                    return
+                try:
+                    line = self.lines.next_line()
+                except codec.LineTooLong:
+                    self._request = "(line too long)"
+                    self._started = self.factory.clock.seconds()
+                    self._fail_and_close("too-long", f"request line over {self.limits.max_line} bytes")
+                    return
+                if line is None:
+                    break
+                self._handle(line)
+        finally:
+            self._pumping = False
+        self._after_pump()
+
+    def _after_pump(self) -> None:
+        if self.state is State.WAITING:
+            self._resume_reading()
+            if self.lines.pending:
+                if self._timer_kind != "line":  # a trickle must not push the deadline back
+                    self._arm("line", self.limits.line_timeout, self._line_timed_out)
+            else:
+                self._arm("idle", self.limits.idle_timeout, self._idle_timed_out)
+        elif self.state is State.RESPONDING and self.lines.pending > self.limits.max_pending_input:
+            self._pause_reading()
+
+    def _handle(self, line: bytes) -> None:
+        self._cancel_timer()
+        self._request = codec.escape_name(line[:200])
+        self._started = self.factory.clock.seconds()
+        request = codec.parse_request(line)
+        try:
+            if isinstance(request, codec.Get):
+                self._get(request)
+            elif isinstance(request, codec.List):
+                self._list(self.factory.store.list_dir(request.path))
+            elif isinstance(request, codec.Stat):
+                self._stat(request)
+            elif isinstance(request, codec.Help):
+                body = "".join(f"{text}\n" for text in codec.HELP_LINES).encode()
+                self._respond(codec.ok_line(len(codec.HELP_LINES)) + body, "OK")
+            elif isinstance(request, codec.Quit):
+                self._respond(codec.ok_line("bye"), "OK")
+                self._close()
+            elif isinstance(request, codec.Put):
+                self._error("read-only", "uploads are not enabled on this server")
+            else:
+                self._error("bad-request", request.message)
+        except PathError as exc:
+            self._error(exc.code, f"{exc}: {request_path(request)}")
+        except OSError as exc:
+            log.failure("{peer} {request}: file system error", peer=self.peer, request=self._request)
+            self._error("internal", f"server file system error ({exc.strerror})")
+
+    # --- responses ------------------------------------------------------------------------
+
+    def _get(self, request: codec.Get) -> None:
+        opened = self.factory.store.open_file(request.path)
+        if request.offset > opened.size:
+            opened.close()
+            self._error(
+                "bad-request",
+                f"offset {request.offset} is past the end of the file ({opened.size} bytes)",
+            )
+            return
+        count = opened.size - request.offset
+        self.transport.write(codec.ok_line(count))
+        if count == 0:
+            opened.close()
+            self._finished("OK", 0)
+            return
+        self.state = State.RESPONDING
+        self._arm("stall", self.limits.stall_timeout, self._stalled)
+        producer = FileBodyProducer(
+            opened.fd, request.offset, count, self.limits.chunk_size, self._progress
+        )
+        d = producer.begin(self.transport)
+        d.addBoth(self._body_done, opened)
+
+    def _progress(self, _nbytes: int) -> None:
+        if self._timer_kind == "stall" and self._timer is not None:
+            self._timer.reset(self.limits.stall_timeout)
+
+    def _body_done(self, result: int | Failure, opened: OpenedFile) -> None:
+        opened.close()
+        if not isinstance(result, Failure):
+            self._finished("OK", result)
+            return
+        if result.check(TransferStopped):
+            self._log("aborted: connection lost", 0)
+            return
+        reason = "file shrank" if result.check(FileShrank) else "read error"
+        self._log(f"aborted: {reason}", 0)
+        if result.check(OSError):
+            log.failure("{peer} {request}: read failed", result, peer=self.peer, request=self._request)
+        self.state = State.CLOSING
+        self.transport.abortConnection()  # the promised size cannot be kept
+
+    def _list(self, entries: list[Entry]) -> None:
+        lines = [
+            f"{e.kind} {'-' if e.size is None else e.size} {codec.format_mtime(e.mtime)} "
+            f"{codec.escape_name(e.name)}\n"
+            for e in entries
+        ]
+        self._respond(codec.ok_line(len(lines)) + "".join(lines).encode("utf-8"), "OK")
+
+    def _stat(self, request: codec.Stat) -> None:
+        self.state = State.RESPONDING
+        d = self.factory.store.stat(request.path)
+        d.addCallbacks(self._stat_done, self._stat_failed, errbackArgs=(request,))
+
+    def _stat_done(self, info: FileInfo) -> None:
+        if self.state is State.CLOSING:
+            return
+        fields = [f"type={info.kind}"]
+        if info.size is not None:
+            fields.append(f"size={info.size}")
+        fields.append(f"mtime={codec.format_mtime(info.mtime)}")
+        if info.sha256 is not None:
+            fields.append(f"sha256={info.sha256}")
+        self._respond(codec.ok_line(*fields), "OK")
+
+    def _stat_failed(self, failure: Failure, request: codec.Stat) -> None:
+        if self.state is State.CLOSING:
+            return
+        if failure.check(PathError):
+            self._error(failure.value.code, f"{failure.value}: {request_path(request)}")
+        else:
+            log.failure("{peer} {request}: hashing failed", failure, peer=self.peer,
+                        request=self._request)
+            self._error("internal", "the server could not read the file")
+
+    def _respond(self, data: bytes, outcome: str) -> None:
+        self.transport.write(data)
+        self._finished(outcome, len(data))
+
+    def _error(self, code: str, text: str) -> None:
+        self._respond(codec.err_line(code, text), f"ERR {code}")
+
+    def _fail_and_close(self, code: str, text: str) -> None:
+        line = codec.err_line(code, text)
+        self.transport.write(line)
+        self._log(f"ERR {code}", len(line))
+        self._close()
+
+    def _finished(self, outcome: str, nbytes: int) -> None:
+        self._log(outcome, nbytes)
+        if self.state is State.CLOSING:
+            return
+        self.state = State.WAITING
+        self._cancel_timer()
+        if not self._pumping:
+            self._pump()
+
+    def _log(self, outcome: str, nbytes: int) -> None:
+        log.info(
+            "{peer} {request} -> {outcome} {nbytes} bytes in {seconds:.3f}s",
+            peer=self.peer,
+            request=self._request,
+            outcome=outcome,
+            nbytes=nbytes,
+            seconds=self.factory.clock.seconds() - self._started,
+        )
+
+    def _close(self) -> None:
+        self.state = State.CLOSING
+        self._cancel_timer()
+        self.transport.loseConnection()
+
+    # --- input backpressure ---------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _arm(self, kind: str, seconds: float, callback: Any) -> None:
+        self._cancel_timer()
+        self._timer_kind = kind
+        self._timer = self.factory.clock.callLater(seconds, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._timer_kind = ""
+
+    def _line_timed_out(self) -> None:
+        self._timer = None
+        self._request = "(incomplete request line)"
+        self._started = self.factory.clock.seconds() - self.limits.line_timeout
+        self._fail_and_close(
+            "timeout", f"request line not complete within {self.limits.line_timeout:g} s"
+        )
+
+    def _idle_timed_out(self) -> None:
+        self._timer = None
+        self.transport.write(
+            codec.err_line("timeout", f"idle for {self.limits.idle_timeout:g} s; closing")
+        )
+        self._close()
+
+    def _stalled(self) -> None:
+        self._timer = None
+        log.info("{peer} {request}: no progress for {seconds:g} s, dropping the connection",
+                 peer=self.peer, request=self._request, seconds=self.limits.stall_timeout)
+        self.state = State.CLOSING
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def request_path(request: codec.Request) -> str:
+    """The path a request named, escaped for an error message."""
+    return codec.escape_text(getattr(request, "path", "") or "/")
+
+
+class RefusedProtocol(Protocol):
+    """Sent to a connection over the limits: one ``ERR busy`` line, then close."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connectionMade(self) -> None:
+        """Say why, and close."""
+        log.info("refused {peer}: {reason}", peer=_describe_peer(self.transport.getPeer()),
+                 reason=self.reason)
+        self.transport.write(codec.err_line("busy", self.reason))
+        self.transport.loseConnection()
+
+
+class FileServerFactory(Factory):
+    """Builds :class:`FileServerProtocol` for one store; embeddable in any Twisted program.
+
+    ``clock`` is the reactor (or a ``task.Clock`` in tests); it is used for timeouts only.
+    """
+
+    protocol = FileServerProtocol  # type: ignore[assignment]
+
+    def __init__(self, store: IFileStore, clock: interfaces.IReactorTime,
+                 limits: Limits | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.tracker = ConnectionTracker(self.limits.max_per_peer, self.limits.max_connections)
+
+    def buildProtocol(self, addr: interfaces.IAddress) -> Protocol:
+        """A protocol for an accepted connection, or a refusal past the connection limits."""
+        reason = self.tracker.refusal(addr)
+        if reason is not None:
+            refused = RefusedProtocol(reason)
+            refused.factory = self
+            return refused
+        return FileServerProtocol(self)

@@ -1,0 +1,118 @@
+"""Twisted services shared by every behaviour: listening on an endpoint, and draining.
+
+:class:`ListenerService` listens on a server endpoint string (binding in
+``privilegedStartService``, so ports below 1024 work before twistd drops privileges), logs the
+address it got, and makes a bind failure fatal to twistd.  :class:`DrainingService` stops its
+listeners first, then gives open connections ``grace`` seconds to finish before dropping them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, endpoints, interfaces, task
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpfiles.connections import ConnectionTracker
+
+log = Logger(namespace="tcpfiles.service")
+
+#: Listen queue for TCP endpoints that do not name one: with Twisted's default of 50, a burst of
+#: 100 connects sees one-second SYN retries.
+DEFAULT_BACKLOG = 511
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """Add ``backlog=`` to a tcp/tcp6/ssl endpoint string that does not set one."""
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={backlog}"
+    return description
+
+
+class ListenerService(service.Service):
+    """Listen with ``factory`` on a Twisted server endpoint string while running."""
+
+    def __init__(self, description: str, factory: Factory, reactor: Any, label: str) -> None:
+        self.description = with_backlog(description)
+        self.factory = factory
+        self.reactor = reactor
+        self.label = label
+        self.port: interfaces.IListeningPort | None = None
+        # Parse now, so a malformed string is an error before anything starts.
+        endpoints.serverFromString(reactor, self.description)
+
+    def privilegedStartService(self) -> None:
+        """Bind; a failure (port in use, permission) is raised so twistd exits non-zero."""
+        super().privilegedStartService()
+        if self.port is not None:
+            return
+        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        outcome: list[Any] = []
+        endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise RuntimeError(f"{self.description}: endpoints that listen later are unsupported")
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
+        self.port = outcome[0]
+        log.info("{label} listening on {address}", label=self.label, address=self.address())
+
+    def startService(self) -> None:
+        """Bind, unless twistd already did it in the privileged phase."""
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop listening (connections already accepted are left alone)."""
+        super().stopService()
+        port, self.port = self.port, None
+        if port is None:
+            return defer.succeed(None)
+        log.info("{label} stopped listening on {address}", label=self.label,
+                 address=_address(port))
+        return defer.maybeDeferred(port.stopListening)
+
+    def address(self) -> str:
+        """Where we listen, as text (``127.0.0.1:8888``), or empty when not listening."""
+        return _address(self.port) if self.port is not None else ""
+
+
+def _address(port: interfaces.IListeningPort) -> str:
+    host = port.getHost()
+    if hasattr(host, "port"):
+        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
+    return str(getattr(host, "name", host))
+
+
+class DrainingService(service.MultiService):
+    """Listeners as children; on stop: close them, drain the trackers within ``grace`` seconds."""
+
+    def __init__(self, trackers: list[ConnectionTracker], grace: float, reactor: Any) -> None:
+        super().__init__()
+        self.trackers = trackers
+        self.grace = grace
+        self.reactor = reactor
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Listeners first, then finish or drop the connections, then done."""
+        yield super().stopService()
+        busy = sum(len(t.active) for t in self.trackers)
+        if busy:
+            log.info("waiting up to {grace:g} s for {count} connection(s) to finish",
+                     grace=self.grace, count=busy)
+        idle = defer.DeferredList([t.drain() for t in self.trackers])
+        idle.addTimeout(self.grace, self.reactor)
+        try:
+            yield idle
+        except defer.TimeoutError:
+            left = sum(len(t.active) for t in self.trackers)
+            log.warn("grace period over: dropping {count} connection(s)", count=left)
+            for tracker in self.trackers:
+                tracker.abort_all()
+            # abortConnection delivers connectionLost on the next turn: let it run.
+            yield task.deferLater(self.reactor, 0, lambda: None)
