@@ -1,0 +1,222 @@
+"""The ``tcpfiles`` command: a thin layer over :mod:`tcpfiles.files.client`.
+
+Exit status: 0 success; 1 the server refused a request (``ERR``); 2 bad usage; 3 could not
+connect, or the connection was lost; 4 a local file problem, or what arrived failed its checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from twisted.internet import defer, error, task
+
+from tcpfiles import __version__
+from tcpfiles.files.client import (
+    ConnectionClosed,
+    FilesClient,
+    IntegrityError,
+    RemoteError,
+    connect,
+    fetch,
+)
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_LOCAL = 0, 1, 2, 3, 4
+DEFAULT_SERVER = "localhost:8888"
+
+
+class Failed(Exception):
+    """A failure already worded for the user, with its exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="tcpfiles", description="Talk to a tcpfiles server.",
+        epilog="Exit status: 0 ok, 1 refused by the server, 2 usage, 3 connection, "
+               "4 local file or integrity check.")
+    parser.add_argument("--version", action="version", version=f"tcpfiles {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def server_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", "-s", default=DEFAULT_SERVER, metavar="HOST:PORT|ENDPOINT",
+                       help=f"server to use: HOST[:PORT] or a Twisted client endpoint string "
+                            f"such as tcp:host=example.org:port=8888 (default {DEFAULT_SERVER})")
+
+    get = commands.add_parser("get", help="download files",
+                              description="Download files, verified against the server's sha256.")
+    server_option(get)
+    get.add_argument("remote", nargs="+", metavar="REMOTE", help="path on the server")
+    get.add_argument("-o", "--output", metavar="DEST",
+                     help="existing directory to download into, or (with one REMOTE) the file "
+                          "to write (default: the current directory)")
+    get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    get.set_defaults(handler=run_get)
+
+    ls = commands.add_parser("ls", help="list a remote directory",
+                             description="List a directory on the server.")
+    server_option(ls)
+    ls.add_argument("path", nargs="?", default="", metavar="DIR", help="directory (default: /)")
+    ls.set_defaults(handler=run_ls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``tcpfiles`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.plan = _plan_get(args) if args.command == "get" else None
+    except Failed as exc:
+        _say(str(exc))
+        sys.exit(exc.status)
+    task.react(_run, (args,))
+    raise AssertionError("unreachable: react() exits")
+
+
+@defer.inlineCallbacks
+def _run(reactor: Any, args: argparse.Namespace) -> Any:
+    try:
+        try:
+            client = yield connect(reactor, args.server)
+        except ValueError as exc:
+            raise Failed(f"--server {args.server!r}: {exc}", EXIT_USAGE) from None
+        except Exception as exc:
+            raise Failed(f"cannot connect to {args.server}: {_reason(exc)}",
+                         EXIT_CONNECTION) from None
+        try:
+            status = yield args.handler(client, args)
+        finally:
+            client.close()
+    except Failed as exc:
+        _say(str(exc))
+        raise SystemExit(exc.status) from None
+    raise SystemExit(status)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, error.ConnectionRefusedError):
+        return "connection refused (is the server running?)"
+    if isinstance(exc, error.DNSLookupError):
+        return "unknown host"
+    if isinstance(exc, error.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _say(message: str) -> None:
+    print(f"tcpfiles: {message}", file=sys.stderr)
+
+
+# --- get ----------------------------------------------------------------------------------------
+
+
+def _plan_get(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(remote, local destination) pairs, or Failed for usage errors, before connecting."""
+    output = args.output or "."
+    into_directory = os.path.isdir(output)
+    if not into_directory and len(args.remote) > 1:
+        raise Failed(f"-o {output!r}: with several files, DEST must be an existing directory",
+                     EXIT_USAGE)
+    if not into_directory and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise Failed(f"-o {output!r}: no such directory to write into", EXIT_USAGE)
+    pairs = []
+    for remote in args.remote:
+        name = remote.rstrip("/").rsplit("/", 1)[-1]
+        if not name:
+            raise Failed(f"{remote!r} does not name a file", EXIT_USAGE)
+        pairs.append((remote, os.path.join(output, name) if into_directory else output))
+    return pairs
+
+
+@defer.inlineCallbacks
+def run_get(client: FilesClient, args: argparse.Namespace) -> Any:
+    """Download each REMOTE; go on after a failure, and report it in the exit status."""
+    status = EXIT_OK
+    for remote, destination in args.plan:
+        bar = _ProgressBar(os.path.basename(destination), enabled=not args.quiet)
+        try:
+            yield fetch(client, remote, destination, on_start=bar.start, on_progress=bar.advance)
+        except RemoteError as exc:
+            bar.close()
+            _say(f"{remote}: {exc.text} ({exc.code})")
+            status = status or EXIT_REFUSED
+        except IntegrityError as exc:
+            bar.close()
+            _say(f"{remote}: {exc}")
+            status = status or EXIT_LOCAL
+        except ConnectionClosed as exc:
+            bar.close()
+            _say(f"{remote}: {exc}")
+            return EXIT_CONNECTION
+        except OSError as exc:
+            bar.close()
+            _say(f"{remote}: cannot write {destination}: {exc.strerror or exc}")
+            status = status or EXIT_LOCAL
+        else:
+            bar.close()
+    return status
+
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr when it is a terminal (bytes, rate, ETA); silent otherwise."""
+
+    def __init__(self, name: str, enabled: bool) -> None:
+        self.name = name
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar: Any = None
+
+    def start(self, total: int) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.name, unit="B", unit_scale=True,
+                            unit_divisor=1024, file=sys.stderr, leave=True)
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# --- ls -----------------------------------------------------------------------------------------
+
+
+def human_size(size: int) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+@defer.inlineCallbacks
+def run_ls(client: FilesClient, args: argparse.Namespace) -> Any:
+    """Print a directory as a table: size, modification time (UTC), name."""
+    try:
+        entries = yield client.list(args.path)
+    except RemoteError as exc:
+        _say(f"{args.path or '/'}: {exc.text} ({exc.code})")
+        return EXIT_REFUSED
+    except ConnectionClosed as exc:
+        _say(str(exc))
+        return EXIT_CONNECTION
+    rows = [("-" if e.size is None else human_size(e.size), e.mtime.replace("T", " ")[:16],
+             e.display_name + ("/" if e.kind == "d" else "")) for e in entries]
+    width = max((len(size) for size, _, _ in rows), default=0)
+    for size, mtime, name in rows:
+        print(f"{size:>{width}}  {mtime}  {name}")
+    return EXIT_OK
