@@ -105,11 +105,19 @@ class DrainingService(service.MultiService):
         if busy:
             log.info("waiting up to {grace:g} s for {count} connection(s) to finish",
                      grace=self.grace, count=busy)
-        idle = defer.DeferredList([t.drain() for t in self.trackers])
-        idle.addTimeout(self.grace, self.reactor)
-        try:
-            yield idle
-        except defer.TimeoutError:
+        idle = defer.gatherResults([t.drain() for t in self.trackers], consumeErrors=True)
+        finished: defer.Deferred[bool] = defer.Deferred()
+
+        def settle(drained: bool) -> None:
+            if not finished.called:
+                finished.callback(drained)
+
+        idle.addBoth(lambda _: settle(True))
+        timer = self.reactor.callLater(self.grace, settle, False)
+        drained = yield finished
+        if timer.active():
+            timer.cancel()
+        if not drained:
             left = sum(len(t.active) for t in self.trackers)
             log.warn("grace period over: dropping {count} connection(s)", count=left)
             for tracker in self.trackers:

@@ -192,22 +192,23 @@ class FileServerProtocol(Protocol):
             opened.fd, request.offset, count, self.limits.chunk_size, self._progress
         )
         d = producer.begin(self.transport)
-        d.addBoth(self._body_done, opened)
+        d.addBoth(self._body_done, opened, producer)
 
     def _progress(self, _nbytes: int) -> None:
         if self._timer_kind == "stall" and self._timer is not None:
             self._timer.reset(self.limits.stall_timeout)
 
-    def _body_done(self, result: int | Failure, opened: OpenedFile) -> None:
+    def _body_done(self, result: int | Failure, opened: OpenedFile,
+                   producer: FileBodyProducer) -> None:
         opened.close()
         if not isinstance(result, Failure):
             self._finished("OK", result)
             return
         if result.check(TransferStopped):
-            self._log("aborted: connection lost", 0)
+            self._log("aborted: connection lost", producer.sent)
             return
         reason = "file shrank" if result.check(FileShrank) else "read error"
-        self._log(f"aborted: {reason}", 0)
+        self._log(f"aborted: {reason}", producer.sent)
         if result.check(OSError):
             log.failure("{peer} {request}: read failed", result, peer=self.peer, request=self._request)
         self.state = State.CLOSING
