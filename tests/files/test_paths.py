@@ -1,0 +1,201 @@
+"""Confinement: every path case of HARDENING.md, and a property over a hostile tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tcpfiles.files.paths import (
+    BadPath,
+    NotADirectory,
+    NotAFile,
+    NotFound,
+    PathError,
+    Root,
+    open_beneath,
+    parse_path,
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["..", "a/../b", "./a", "a/.", "a\\b", "a\x00b", "a\nb", "\x1b[2J", "a\x7fb", "a\u0085b",
+     "x" * 256, "/".join(["d" * 200] * 21)],
+)
+def test_parse_path_rejects(text):
+    """Dot parts, control characters, backslashes and over-long paths are refused, not fixed."""
+    with pytest.raises(BadPath):
+        parse_path(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("a.txt", ("a.txt",)),
+        ("/a.txt", ("a.txt",)),
+        ("a//b/", ("a", "b")),
+        ("with space/x y", ("with space", "x y")),
+        ("%2e%2e/x", ("%2e%2e", "x")),
+        ("\uff0e\uff0e/x", ("\uff0e\uff0e", "x")),  # fullwidth dots are just a name
+        ("...", ("...",)),
+        ("", ()),
+        ("/", ()),
+        ("x" * 255, ("x" * 255,)),
+    ],
+)
+def test_parse_path_accepts(text, parts):
+    """Ordinary paths split into parts verbatim; nothing is decoded or normalised."""
+    assert parse_path(text) == parts
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Root:
+    """A root with good and hostile entries, and a sibling whose name starts with the root's."""
+    root = tmp_path / "root"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"A")
+    (root / "sub" / "b.txt").write_bytes(b"B")
+    (root / "sub" / "deeper" / "c.txt").write_bytes(b"C")
+    evil = tmp_path / "root_evil"
+    evil.mkdir()
+    (evil / "secret").write_bytes(b"S")
+    (tmp_path / "outside.txt").write_bytes(b"O")
+    links = {
+        "up": "../outside.txt",
+        "abs-out": str(tmp_path / "outside.txt"),
+        "sibling": "../root_evil/secret",
+        "etc": "/etc/passwd",
+        "zero": "/dev/zero",
+        "in-rel": "sub/b.txt",
+        "in-abs": str(root / "a.txt"),
+        "in-dir": "sub",
+        "loop1": "loop2",
+        "loop2": "loop1",
+        "dangling": "nothing-here",
+        "sub/deeper/back": "../../a.txt",
+        "sub/deeper/too-far": "../../../outside.txt",
+        "sub/updir": "..",
+        "sub/root-dir": str(root),
+    }
+    for name, target in links.items():
+        os.symlink(target, root / name)
+    os.mkfifo(root / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    sock.close()
+    return Root.at(str(root))
+
+
+def read(root: Root, path: str) -> bytes:
+    fd = open_beneath(root, parse_path(path))
+    try:
+        return os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("path", "content"),
+    [("a.txt", b"A"), ("sub/b.txt", b"B"), ("in-rel", b"B"), ("in-abs", b"A"),
+     ("in-dir/deeper/c.txt", b"C"), ("sub/deeper/back", b"A"), ("sub/updir/a.txt", b"A"),
+     ("sub/root-dir/sub/b.txt", b"B")],
+)
+def test_inside_paths_and_inside_symlinks_work(tree, path, content):
+    """Plain paths and symlinks that stay inside the root are served."""
+    assert read(tree, path) == content
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["up", "abs-out", "sibling", "etc", "zero", "loop1", "dangling", "missing",
+     "sub/deeper/too-far", "a.txt/x", "sub/updir/..x", "in-rel/x"],
+)
+def test_outside_missing_and_broken_look_the_same(tree, path):
+    """Escaping links, loops, dangling links and missing files give one identical answer."""
+    with pytest.raises(NotFound) as caught:
+        read(tree, path)
+    assert str(caught.value) == "no such file or directory"
+
+
+@pytest.mark.parametrize("path", ["fifo", "sock", "sub", "in-dir", ""])
+def test_non_regular_files_are_refused_without_blocking(tree, path):
+    """A FIFO, a socket or a directory is 'not a file'; a FIFO never blocks the caller."""
+    signal.alarm(5)  # an open() of the FIFO would hang here; fail loudly instead
+    try:
+        with pytest.raises(NotAFile):
+            read(tree, path)
+    finally:
+        signal.alarm(0)
+
+
+def test_device_node_is_refused(tree):
+    """A character device inside the root is not a file (skipped where mknod is not allowed)."""
+    try:
+        os.mknod(os.path.join(tree.real, "null"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("mknod needs CAP_MKNOD")
+    with pytest.raises(NotAFile):
+        read(tree, "null")
+
+
+def test_directories(tree):
+    """want='dir' opens directories (through inside links) and refuses files."""
+    os.close(open_beneath(tree, ("in-dir", "deeper"), want="dir"))
+    os.close(open_beneath(tree, (), want="dir"))
+    with pytest.raises(NotADirectory):
+        open_beneath(tree, ("a.txt",), want="dir")
+    with pytest.raises(NotFound):
+        open_beneath(tree, ("up",), want="dir")
+
+
+def test_unreadable_file_is_forbidden(tree, monkeypatch):
+    """A file the server may not open (EACCES) is 'forbidden'; the check works as root too."""
+    real_open = os.open
+
+    def open_refusing_locked(path, flags, *args, **kwargs):
+        if path == "a.txt":
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_refusing_locked)
+    with pytest.raises(PathError) as caught:
+        read(tree, "a.txt")
+    assert caught.value.code == "forbidden"
+
+
+def test_no_descriptor_leaks(tree):
+    """Success and every kind of refusal close every directory descriptor they opened."""
+    before = len(os.listdir("/proc/self/fd"))
+    for path in ["a.txt", "up", "loop1", "fifo", "sub/deeper/back", "in-dir/deeper", "missing"]:
+        try:
+            os.close(open_beneath(tree, parse_path(path), want="any"))
+        except PathError:
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+NAMES = ["a.txt", "sub", "deeper", "b.txt", "c.txt", "up", "abs-out", "sibling", "etc", "in-rel",
+         "in-abs", "in-dir", "loop1", "back", "too-far", "updir", "root-dir", "fifo", "x"]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(NAMES), min_size=0, max_size=8),
+       st.sampled_from(["file", "dir", "any"]))
+def test_nothing_outside_the_root_is_ever_opened(tree, parts, want):
+    """Property: whatever path is walked, what gets opened lies inside the root."""
+    try:
+        fd = open_beneath(tree, tuple(parts), want=want)
+    except PathError:
+        return
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    assert opened == tree.real or opened.startswith(tree.real + "/"), (parts, opened)
