@@ -39,29 +39,44 @@ class Failed(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="tcpfiles", description="Talk to a tcpfiles server.",
+        prog="tcpfiles",
+        description="Talk to a tcpfiles server.",
         epilog="Exit status: 0 ok, 1 refused by the server, 2 usage, 3 connection, "
-               "4 local file or integrity check.")
+        "4 local file or integrity check.",
+    )
     parser.add_argument("--version", action="version", version=f"tcpfiles {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def server_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--server", "-s", default=DEFAULT_SERVER, metavar="HOST:PORT|ENDPOINT",
-                       help=f"server to use: HOST[:PORT] or a Twisted client endpoint string "
-                            f"such as tcp:host=example.org:port=8888 (default {DEFAULT_SERVER})")
+        p.add_argument(
+            "--server",
+            "-s",
+            default=DEFAULT_SERVER,
+            metavar="HOST:PORT|ENDPOINT",
+            help=f"server to use: HOST[:PORT] or a Twisted client endpoint string "
+            f"such as tcp:host=example.org:port=8888 (default {DEFAULT_SERVER})",
+        )
 
-    get = commands.add_parser("get", help="download files",
-                              description="Download files, verified against the server's sha256.")
+    get = commands.add_parser(
+        "get",
+        help="download files",
+        description="Download files, verified against the server's sha256.",
+    )
     server_option(get)
     get.add_argument("remote", nargs="+", metavar="REMOTE", help="path on the server")
-    get.add_argument("-o", "--output", metavar="DEST",
-                     help="existing directory to download into, or (with one REMOTE) the file "
-                          "to write (default: the current directory)")
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="DEST",
+        help="existing directory to download into, or (with one REMOTE) the file "
+        "to write (default: the current directory)",
+    )
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     get.set_defaults(handler=run_get)
 
-    ls = commands.add_parser("ls", help="list a remote directory",
-                             description="List a directory on the server.")
+    ls = commands.add_parser(
+        "ls", help="list a remote directory", description="List a directory on the server."
+    )
     server_option(ls)
     ls.add_argument("path", nargs="?", default="", metavar="DIR", help="directory (default: /)")
     ls.set_defaults(handler=run_ls)
@@ -88,8 +103,9 @@ def _run(reactor: Any, args: argparse.Namespace) -> Any:
         except ValueError as exc:
             raise Failed(f"--server {args.server!r}: {exc}", EXIT_USAGE) from None
         except Exception as exc:
-            raise Failed(f"cannot connect to {args.server}: {_reason(exc)}",
-                         EXIT_CONNECTION) from None
+            raise Failed(
+                f"cannot connect to {args.server}: {_reason(exc)}", EXIT_CONNECTION
+            ) from None
         try:
             status = yield args.handler(client, args)
         finally:
@@ -122,8 +138,9 @@ def _plan_get(args: argparse.Namespace) -> list[tuple[str, str]]:
     output = args.output or "."
     into_directory = os.path.isdir(output)
     if not into_directory and len(args.remote) > 1:
-        raise Failed(f"-o {output!r}: with several files, DEST must be an existing directory",
-                     EXIT_USAGE)
+        raise Failed(
+            f"-o {output!r}: with several files, DEST must be an existing directory", EXIT_USAGE
+        )
     if not into_directory and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
         raise Failed(f"-o {output!r}: no such directory to write into", EXIT_USAGE)
     pairs = []
@@ -164,7 +181,6 @@ def run_get(client: FilesClient, args: argparse.Namespace) -> Any:
     return status
 
 
-
 class _ProgressBar:
     """A tqdm bar on stderr when it is a terminal (bytes, rate, ETA); silent otherwise."""
 
@@ -177,8 +193,15 @@ class _ProgressBar:
         if self.enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.name, unit="B", unit_scale=True,
-                            unit_divisor=1024, file=sys.stderr, leave=True)
+            self.bar = tqdm(
+                total=total,
+                desc=self.name,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+                leave=True,
+            )
 
     def advance(self, n: int) -> None:
         if self.bar is not None:
@@ -214,8 +237,14 @@ def run_ls(client: FilesClient, args: argparse.Namespace) -> Any:
     except ConnectionClosed as exc:
         _say(str(exc))
         return EXIT_CONNECTION
-    rows = [("-" if e.size is None else human_size(e.size), e.mtime.replace("T", " ")[:16],
-             e.display_name + ("/" if e.kind == "d" else "")) for e in entries]
+    rows = [
+        (
+            "-" if e.size is None else human_size(e.size),
+            e.mtime.replace("T", " ")[:16],
+            e.display_name + ("/" if e.kind == "d" else ""),
+        )
+        for e in entries
+    ]
     width = max((len(size) for size, _, _ in rows), default=0)
     for size, mtime, name in rows:
         print(f"{size:>{width}}  {mtime}  {name}")

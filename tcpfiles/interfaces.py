@@ -13,4 +13,4 @@ class IFileStore(Interface):
         """A directory's entries as a sorted list of ``Entry``; raises ``PathError``."""
 
     def stat(path):  # type: ignore[no-untyped-def]
-        """A Deferred firing with a ``FileInfo`` (sha256 for files), or failing with ``PathError``."""
+        """A Deferred firing with a ``FileInfo`` (with sha256 for a file), or a ``PathError``."""

@@ -72,9 +72,12 @@ class ListenerService(service.Service):
         port, self.port = self.port, None
         if port is None:
             return defer.succeed(None)
-        log.info("{label} stopped listening on {address}", label=self.label,
-                 address=_address(port))
-        return defer.maybeDeferred(port.stopListening)
+        address = _address(port)
+
+        def stopped(_: object) -> None:
+            log.info("{label} stopped listening on {address}", label=self.label, address=address)
+
+        return defer.maybeDeferred(port.stopListening).addCallback(stopped)
 
     def address(self) -> str:
         """Where we listen, as text (``127.0.0.1:8888``), or empty when not listening."""
@@ -103,8 +106,11 @@ class DrainingService(service.MultiService):
         yield super().stopService()
         busy = sum(len(t.active) for t in self.trackers)
         if busy:
-            log.info("waiting up to {grace:g} s for {count} connection(s) to finish",
-                     grace=self.grace, count=busy)
+            log.info(
+                "waiting up to {grace:g} s for {count} connection(s) to finish",
+                grace=self.grace,
+                count=busy,
+            )
         idle = defer.gatherResults([t.drain() for t in self.trackers], consumeErrors=True)
         finished: defer.Deferred[bool] = defer.Deferred()
 

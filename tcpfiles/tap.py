@@ -41,19 +41,49 @@ class Options(usage.Options):
     )
     optParameters = [
         ["root", "r", None, "Directory to serve (required)."],
-        ["grace", None, 30.0, "Seconds that transfers may take to finish on shutdown.",
-         _positive(float)],
+        [
+            "grace",
+            None,
+            30.0,
+            "Seconds that transfers may take to finish on shutdown.",
+            _positive(float),
+        ],
         ["max-line", None, Limits.max_line, "Longest request line, in bytes.", _positive(int)],
-        ["line-timeout", None, Limits.line_timeout,
-         "Seconds a request line may take to arrive, from its first byte.", _positive(float)],
-        ["idle-timeout", None, Limits.idle_timeout,
-         "Seconds a connection may sit idle between requests.", _positive(float)],
-        ["stall-timeout", None, Limits.stall_timeout,
-         "Seconds a transfer may make no progress before it is dropped.", _positive(float)],
-        ["max-per-peer", None, Limits.max_per_peer,
-         "Connections allowed from one address at once.", _positive(int)],
-        ["max-connections", None, Limits.max_connections,
-         "Connections allowed in total at once.", _positive(int)],
+        [
+            "line-timeout",
+            None,
+            Limits.line_timeout,
+            "Seconds a request line may take to arrive, from its first byte.",
+            _positive(float),
+        ],
+        [
+            "idle-timeout",
+            None,
+            Limits.idle_timeout,
+            "Seconds a connection may sit idle between requests.",
+            _positive(float),
+        ],
+        [
+            "stall-timeout",
+            None,
+            Limits.stall_timeout,
+            "Seconds a transfer may make no progress before it is dropped.",
+            _positive(float),
+        ],
+        [
+            "max-per-peer",
+            None,
+            Limits.max_per_peer,
+            "Connections allowed from one address at once.",
+            _positive(int),
+        ],
+        [
+            "max-connections",
+            None,
+            Limits.max_connections,
+            "Connections allowed in total at once.",
+            _positive(int),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -102,6 +132,9 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
     if reactor is None:
         from twisted.internet import reactor
     return make_files_service(
-        options["root"], options["listen"], reactor, limits=options.limits(),
+        options["root"],
+        options["listen"],
+        reactor,
+        limits=options.limits(),
         grace=options["grace"],
     )

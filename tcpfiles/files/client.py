@@ -14,6 +14,7 @@ every outstanding request with :class:`ConnectionClosed`.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, endpoints, interfaces
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from tcpfiles.files import codec
@@ -90,13 +91,16 @@ class _Pending:
 class FilesClientProtocol(Protocol):
     """The client side of the files protocol: sends requests, matches responses in order."""
 
+    transport: Any
+
     def __init__(self) -> None:
         self.lines = codec.LineBuffer(codec.MAX_LINE * 8)
         self.pending: deque[_Pending] = deque()
         self.closed = False
 
-    def request(self, line: str, kind: str, sink: Callable[[bytes], None] | None = None
-                ) -> defer.Deferred[Any]:
+    def request(
+        self, line: str, kind: str, sink: Callable[[bytes], None] | None = None
+    ) -> defer.Deferred[Any]:
         """Send one request line; the Deferred fires with the response's payload."""
         if "\n" in line or "\r" in line:
             return defer.fail(ValueError("a request cannot contain a line break"))
@@ -110,8 +114,12 @@ class FilesClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Feed the response parser."""
         current = self.pending[0] if self.pending else None
-        if current is not None and current.started and current.kind == "bytes" \
-                and not self.lines.pending:
+        if (
+            current is not None
+            and current.started
+            and current.kind == "bytes"
+            and not self.lines.pending
+        ):
             # Fast path for file bodies: hand the bytes over without buffering them.
             body, data = data[: current.remaining], data[current.remaining :]
             self._deliver(current, body)
@@ -190,8 +198,9 @@ class FilesClientProtocol(Protocol):
 def _parse_entry(line: bytes) -> RemoteEntry:
     try:
         kind, size, mtime, name = line.decode("utf-8").split(" ", 3)
-        return RemoteEntry(kind, None if size == "-" else int(size), mtime,
-                           codec.unescape_name(name))
+        return RemoteEntry(
+            kind, None if size == "-" else int(size), mtime, codec.unescape_name(name)
+        )
     except ValueError as exc:
         raise codec.ProtocolError(f"bad LIST line {line[:80]!r}") from exc
 
@@ -200,8 +209,12 @@ def _parse_info(fields: tuple[str, ...]) -> RemoteInfo:
     values = codec.parse_fields(fields)
     try:
         size = values.get("size")
-        return RemoteInfo(values["type"], None if size is None else int(size), values["mtime"],
-                          values.get("sha256"))
+        return RemoteInfo(
+            values["type"],
+            None if size is None else int(size),
+            values["mtime"],
+            values.get("sha256"),
+        )
     except (KeyError, ValueError) as exc:
         raise codec.ProtocolError(f"bad STAT answer {' '.join(fields)[:120]!r}") from exc
 
@@ -212,14 +225,13 @@ class FilesClient:
     def __init__(self, protocol: FilesClientProtocol) -> None:
         self.protocol = protocol
 
-    def get(self, path: str, sink: Callable[[bytes], None], offset: int = 0
-            ) -> defer.Deferred[int]:
+    def get(self, path: str, sink: Callable[[bytes], None], offset: int = 0) -> defer.Deferred[int]:
         """Stream a file (from ``offset``) into ``sink``; fires with the number of bytes."""
         line = f"GET {path}" if offset == 0 else f"RESUME {offset} {path}"
         d = self.protocol.request(line, "bytes", sink)
         return d.addCallback(lambda fields: int(fields[0]))
 
-    def list(self, path: str = "") -> defer.Deferred[list[RemoteEntry]]:
+    def list(self, path: str = "") -> defer.Deferred[builtins.list[RemoteEntry]]:
         """The entries of a remote directory (the root by default)."""
         d = self.protocol.request(f"LIST {path}" if path else "LIST", "lines")
         return d.addCallback(lambda lines: [_parse_entry(line) for line in lines])
@@ -228,7 +240,7 @@ class FilesClient:
         """Type, size, mtime and (for a file) sha256."""
         return self.protocol.request(f"STAT {path}", "status").addCallback(_parse_info)
 
-    def help(self) -> defer.Deferred[list[str]]:
+    def help(self) -> defer.Deferred[builtins.list[str]]:
         """The server's HELP text, one str per line."""
         d = self.protocol.request("HELP", "lines")
         return d.addCallback(lambda lines: [line.decode("utf-8", "replace") for line in lines])
@@ -254,7 +266,10 @@ def client_endpoint(reactor: Any, server: str) -> interfaces.IStreamClientEndpoi
     elif server.count(":") == 1:
         host, _, port_text = server.partition(":")
         port = _port(port_text, server)
-    return endpoints.HostnameEndpoint(reactor, host, port, timeout=10)
+    endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
+        reactor, host, port, timeout=10
+    )
+    return endpoint
 
 
 def _port(text: str, server: str) -> int:
@@ -280,9 +295,13 @@ class Fetched:
 
 
 @defer.inlineCallbacks
-def fetch(client: FilesClient, remote: str, destination: str,
-          on_start: Callable[[int], None] | None = None,
-          on_progress: Callable[[int], None] | None = None) -> Any:
+def fetch(
+    client: FilesClient,
+    remote: str,
+    destination: str,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Any:
     """Download ``remote`` to ``destination``, verified, or leave nothing behind.
 
     The bytes go to ``destination + ".part"``, are checked against the size and sha256 that STAT
@@ -317,4 +336,3 @@ def fetch(client: FilesClient, remote: str, destination: str,
             os.unlink(part)
         raise
     return Fetched(destination, size, info.sha256)
-

@@ -12,8 +12,9 @@ from tcpfiles.files.store import FileStore
 from tcpfiles.service import DrainingService, ListenerService
 
 
-def make_files_factory(root: str | Root, reactor: Any, limits: Limits | None = None
-                       ) -> FileServerFactory:
+def make_files_factory(
+    root: str | Root, reactor: Any, limits: Limits | None = None
+) -> FileServerFactory:
     """A :class:`FileServerFactory` serving ``root``; hashing runs in the reactor's threadpool."""
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -24,8 +25,13 @@ def make_files_factory(root: str | Root, reactor: Any, limits: Limits | None = N
     return FileServerFactory(FileStore(root, defer_to_thread), reactor, limits)
 
 
-def make_files_service(root: str | Root, listen: list[str], reactor: Any,
-                       limits: Limits | None = None, grace: float = 30.0) -> DrainingService:
+def make_files_service(
+    root: str | Root,
+    listen: list[str],
+    reactor: Any,
+    limits: Limits | None = None,
+    grace: float = 30.0,
+) -> DrainingService:
     """A service serving ``root`` on each endpoint string in ``listen``, drained on stop."""
     factory = make_files_factory(root, reactor, limits)
     top = DrainingService([factory.tracker], grace, reactor)

@@ -130,7 +130,8 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
     """Open ``parts`` below ``root`` and return the file descriptor; the caller closes it.
 
     ``want`` is ``"file"`` (a regular file opened for reading), ``"dir"`` (a directory) or
-    ``"any"`` (either; tell them apart with ``fstat``).  Symlinks are followed only while they stay inside the root.  Raises a
+    ``"any"`` (either; tell them apart with ``fstat``).  Symlinks are followed only while they
+    stay inside the root.  Raises a
     :class:`PathError` subclass; never blocks on a FIFO or device, because those are recognised
     with ``lstat`` and never opened.
     """

@@ -63,6 +63,9 @@ def _describe_peer(address: object) -> str:
 class FileServerProtocol(Protocol):
     """One client connection of the files service."""
 
+    #: A TCP (or TLS, UNIX) transport: ITCPTransport and IPushProducer at run time.
+    transport: Any
+
     def __init__(self, factory: FileServerFactory) -> None:
         self.factory = factory
         self.limits = factory.limits
@@ -121,7 +124,9 @@ class FileServerProtocol(Protocol):
                 except codec.LineTooLong:
                     self._request = "(line too long)"
                     self._started = self.factory.clock.seconds()
-                    self._fail_and_close("too-long", f"request line over {self.limits.max_line} bytes")
+                    self._fail_and_close(
+                        "too-long", f"request line over {self.limits.max_line} bytes"
+                    )
                     return
                 if line is None:
                     break
@@ -166,7 +171,9 @@ class FileServerProtocol(Protocol):
         except PathError as exc:
             self._error(exc.code, f"{exc}: {request_path(request)}")
         except OSError as exc:
-            log.failure("{peer} {request}: file system error", peer=self.peer, request=self._request)
+            log.failure(
+                "{peer} {request}: file system error", peer=self.peer, request=self._request
+            )
             self._error("internal", f"server file system error ({exc.strerror})")
 
     # --- responses ------------------------------------------------------------------------
@@ -198,8 +205,9 @@ class FileServerProtocol(Protocol):
         if self._timer_kind == "stall" and self._timer is not None:
             self._timer.reset(self.limits.stall_timeout)
 
-    def _body_done(self, result: int | Failure, opened: OpenedFile,
-                   producer: FileBodyProducer) -> None:
+    def _body_done(
+        self, result: int | Failure, opened: OpenedFile, producer: FileBodyProducer
+    ) -> None:
         opened.close()
         if not isinstance(result, Failure):
             self._finished("OK", result)
@@ -210,7 +218,9 @@ class FileServerProtocol(Protocol):
         reason = "file shrank" if result.check(FileShrank) else "read error"
         self._log(f"aborted: {reason}", producer.sent)
         if result.check(OSError):
-            log.failure("{peer} {request}: read failed", result, peer=self.peer, request=self._request)
+            log.failure(
+                "{peer} {request}: read failed", result, peer=self.peer, request=self._request
+            )
         self.state = State.CLOSING
         self.transport.abortConnection()  # the promised size cannot be kept
 
@@ -241,11 +251,12 @@ class FileServerProtocol(Protocol):
     def _stat_failed(self, failure: Failure, request: codec.Stat) -> None:
         if self.state is State.CLOSING:
             return
-        if failure.check(PathError):
+        if isinstance(failure.value, PathError):
             self._error(failure.value.code, f"{failure.value}: {request_path(request)}")
         else:
-            log.failure("{peer} {request}: hashing failed", failure, peer=self.peer,
-                        request=self._request)
+            log.failure(
+                "{peer} {request}: hashing failed", failure, peer=self.peer, request=self._request
+            )
             self._error("internal", "the server could not read the file")
 
     def _respond(self, data: bytes, outcome: str) -> None:
@@ -327,8 +338,12 @@ class FileServerProtocol(Protocol):
 
     def _stalled(self) -> None:
         self._timer = None
-        log.info("{peer} {request}: no progress for {seconds:g} s, dropping the connection",
-                 peer=self.peer, request=self._request, seconds=self.limits.stall_timeout)
+        log.info(
+            "{peer} {request}: no progress for {seconds:g} s, dropping the connection",
+            peer=self.peer,
+            request=self._request,
+            seconds=self.limits.stall_timeout,
+        )
         self.state = State.CLOSING
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -341,13 +356,18 @@ def request_path(request: codec.Request) -> str:
 class RefusedProtocol(Protocol):
     """Sent to a connection over the limits: one ``ERR busy`` line, then close."""
 
+    transport: Any
+
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
     def connectionMade(self) -> None:
         """Say why, and close."""
-        log.info("refused {peer}: {reason}", peer=_describe_peer(self.transport.getPeer()),
-                 reason=self.reason)
+        log.info(
+            "refused {peer}: {reason}",
+            peer=_describe_peer(self.transport.getPeer()),
+            reason=self.reason,
+        )
         self.transport.write(codec.err_line("busy", self.reason))
         self.transport.loseConnection()
 
@@ -360,14 +380,15 @@ class FileServerFactory(Factory):
 
     protocol = FileServerProtocol  # type: ignore[assignment]
 
-    def __init__(self, store: IFileStore, clock: interfaces.IReactorTime,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self, store: IFileStore, clock: interfaces.IReactorTime, limits: Limits | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits or Limits()
         self.tracker = ConnectionTracker(self.limits.max_per_peer, self.limits.max_connections)
 
-    def buildProtocol(self, addr: interfaces.IAddress) -> Protocol:
+    def buildProtocol(self, addr: interfaces.IAddress | None) -> Protocol:
         """A protocol for an accepted connection, or a refusal past the connection limits."""
         reason = self.tracker.refusal(addr)
         if reason is not None:

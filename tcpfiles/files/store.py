@@ -159,9 +159,11 @@ class FileStore:
         if stat.S_ISDIR(st.st_mode):
             os.close(fd)
             return defer.succeed(FileInfo("dir", None, st.st_mtime, None))
-        d = self._sha256(parts, fd, st)
-        d.addCallback(lambda digest: FileInfo("file", st.st_size, st.st_mtime, digest))
-        return d
+
+        def describe(digest: str) -> FileInfo:
+            return FileInfo("file", st.st_size, st.st_mtime, digest)
+
+        return self._sha256(parts, fd, st).addCallback(describe)
 
     def _sha256(self, parts: tuple[str, ...], fd: int, st: os.stat_result) -> defer.Deferred[str]:
         key = (parts, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -35,11 +35,23 @@ class Twistd:
     """``twistd -n tcpfiles`` in a subprocess, listening on a free loopback port."""
 
     def __init__(self, root: Path, *extra: str, cwd: Path | None = None) -> None:
-        self.command = [script("twistd"), "-n", "--pidfile=", "tcpfiles", "--root", str(root),
-                        "--listen", "tcp:0:interface=127.0.0.1", *extra]
+        self.command = [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "tcpfiles",
+            "--root",
+            str(root),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            *extra,
+        ]
         self.proc = subprocess.Popen(
-            self.command, cwd=cwd or root.parent, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            self.command,
+            cwd=cwd or root.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()

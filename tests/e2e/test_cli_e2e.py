@@ -9,8 +9,9 @@ from tests.e2e.harness import make_file, script, sha256_file
 
 
 def tcpfiles(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([script("tcpfiles"), *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+    return subprocess.run(
+        [script("tcpfiles"), *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 def test_get_into_current_directory(root, start_server, tmp_path):
@@ -20,8 +21,9 @@ def test_get_into_current_directory(root, start_server, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     port = start_server().port
-    result = tcpfiles("get", "--server", f"127.0.0.1:{port}", "docs/big.bin", "/notes.txt",
-                      cwd=out_dir)
+    result = tcpfiles(
+        "get", "--server", f"127.0.0.1:{port}", "docs/big.bin", "/notes.txt", cwd=out_dir
+    )
     assert result.returncode == 0, result.stderr
     assert sha256_file(out_dir / "big.bin") == sha
     assert (out_dir / "notes.txt").read_bytes() == b"hello\n"
@@ -33,8 +35,15 @@ def test_get_to_a_file_path_with_endpoint_string(root, start_server, tmp_path):
     """-o names the file for one REMOTE; --server takes a Twisted endpoint string."""
     (root / "a.txt").write_bytes(b"abc")
     port = start_server().port
-    result = tcpfiles("get", "--server", f"tcp:host=127.0.0.1:port={port}", "a.txt",
-                      "-o", str(tmp_path / "renamed.txt"), cwd=tmp_path)
+    result = tcpfiles(
+        "get",
+        "--server",
+        f"tcp:host=127.0.0.1:port={port}",
+        "a.txt",
+        "-o",
+        str(tmp_path / "renamed.txt"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "renamed.txt").read_bytes() == b"abc"
 
@@ -111,9 +120,12 @@ def test_progress_bar_on_a_terminal(root, start_server, tmp_path):
     port = start_server().port
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([script("tcpfiles"), "get", "--server", f"127.0.0.1:{port}",
-                             "big.bin"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=follower)
+    proc = subprocess.Popen(
+        [script("tcpfiles"), "get", "--server", f"127.0.0.1:{port}", "big.bin"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
     os.close(follower)
     seen = b""
     while True:

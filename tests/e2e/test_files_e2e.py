@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Twistd, Wire, make_file, proc_io, script, wait_until
+from tests.e2e.harness import Wire, make_file, proc_io, script, wait_until
 
 
 def test_plugin_is_listed_by_twistd():
@@ -23,9 +23,20 @@ def test_plugin_is_listed_by_twistd():
 def test_bad_root_is_an_error_before_listening(tmp_path):
     """A missing --root makes twistd exit 1 with a clear message and no listener."""
     out = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "tcpfiles", "--root", str(tmp_path / "nope"),
-         "--listen", "tcp:0:interface=127.0.0.1"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "tcpfiles",
+            "--root",
+            str(tmp_path / "nope"),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert out.returncode == 1
     assert "does not exist or is not a directory" in out.stdout + out.stderr
@@ -36,9 +47,20 @@ def test_port_in_use_is_fatal(root, start_server):
     """A listen failure ends twistd with a non-zero status instead of running deaf."""
     first = start_server()
     out = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "tcpfiles", "--root", str(root),
-         "--listen", f"tcp:{first.port}:interface=127.0.0.1"],
-        capture_output=True, text=True, timeout=60, cwd=root.parent,
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "tcpfiles",
+            "--root",
+            str(root),
+            "--listen",
+            f"tcp:{first.port}:interface=127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root.parent,
     )
     assert out.returncode != 0
     assert "Address already in use" in out.stdout + out.stderr
@@ -62,8 +84,10 @@ def test_netcat_style_session(root, start_server):
 
 def test_pipelined_requests_are_answered_in_order(root, start_server):
     """Many requests in one send come back in order, bodies intact."""
-    shas = {name: make_file(root / name, size, seed)
-            for seed, (name, size) in enumerate([("a.bin", 3 << 20), ("b.bin", 1), ("c", 0)])}
+    shas = {
+        name: make_file(root / name, size, seed)
+        for seed, (name, size) in enumerate([("a.bin", 3 << 20), ("b.bin", 1), ("c", 0)])
+    }
     wire = Wire(start_server().port)
     wire.send(b"GET a.bin\nGET nope\nGET b.bin\nLIST\nGET c\nSTAT a.bin\nRESUME 1048576 a.bin\n")
     assert wire.line() == b"OK 3145728"
@@ -213,9 +237,19 @@ def test_twistd_daemon_pidfile_and_logfile(tmp_path, root):
     (root / "a.txt").write_bytes(b"daemon")
     pidfile, logfile = tmp_path / "t.pid", tmp_path / "t.log"
     subprocess.run(
-        [script("twistd"), f"--pidfile={pidfile}", f"--logfile={logfile}", "tcpfiles",
-         "--root", str(root), "--listen", "tcp:0:interface=127.0.0.1"],
-        check=True, timeout=60, cwd=tmp_path,
+        [
+            script("twistd"),
+            f"--pidfile={pidfile}",
+            f"--logfile={logfile}",
+            "tcpfiles",
+            "--root",
+            str(root),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     wait_until(pidfile.exists, 20, "the pidfile")
     pid = int(pidfile.read_text())
@@ -240,8 +274,9 @@ def test_embedding_example_from_readme(tmp_path):
     (tmp_path / "example.py").write_text(code)
     import sys
 
-    proc = subprocess.Popen([sys.executable, "example.py"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "example.py"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -26,8 +26,20 @@ from tcpfiles.files.paths import (
 
 @pytest.mark.parametrize(
     "text",
-    ["..", "a/../b", "./a", "a/.", "a\\b", "a\x00b", "a\nb", "\x1b[2J", "a\x7fb", "a\u0085b",
-     "x" * 256, "/".join(["d" * 200] * 21)],
+    [
+        "..",
+        "a/../b",
+        "./a",
+        "a/.",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        "\x1b[2J",
+        "a\x7fb",
+        "a\u0085b",
+        "x" * 256,
+        "/".join(["d" * 200] * 21),
+    ],
 )
 def test_parse_path_rejects(text):
     """Dot parts, control characters, backslashes and over-long paths are refused, not fixed."""
@@ -103,9 +115,16 @@ def read(root: Root, path: str) -> bytes:
 
 @pytest.mark.parametrize(
     ("path", "content"),
-    [("a.txt", b"A"), ("sub/b.txt", b"B"), ("in-rel", b"B"), ("in-abs", b"A"),
-     ("in-dir/deeper/c.txt", b"C"), ("sub/deeper/back", b"A"), ("sub/updir/a.txt", b"A"),
-     ("sub/root-dir/sub/b.txt", b"B")],
+    [
+        ("a.txt", b"A"),
+        ("sub/b.txt", b"B"),
+        ("in-rel", b"B"),
+        ("in-abs", b"A"),
+        ("in-dir/deeper/c.txt", b"C"),
+        ("sub/deeper/back", b"A"),
+        ("sub/updir/a.txt", b"A"),
+        ("sub/root-dir/sub/b.txt", b"B"),
+    ],
 )
 def test_inside_paths_and_inside_symlinks_work(tree, path, content):
     """Plain paths and symlinks that stay inside the root are served."""
@@ -114,8 +133,20 @@ def test_inside_paths_and_inside_symlinks_work(tree, path, content):
 
 @pytest.mark.parametrize(
     "path",
-    ["up", "abs-out", "sibling", "etc", "zero", "loop1", "dangling", "missing",
-     "sub/deeper/too-far", "a.txt/x", "sub/updir/..x", "in-rel/x"],
+    [
+        "up",
+        "abs-out",
+        "sibling",
+        "etc",
+        "zero",
+        "loop1",
+        "dangling",
+        "missing",
+        "sub/deeper/too-far",
+        "a.txt/x",
+        "sub/updir/..x",
+        "in-rel/x",
+    ],
 )
 def test_outside_missing_and_broken_look_the_same(tree, path):
     """Escaping links, loops, dangling links and missing files give one identical answer."""
@@ -181,13 +212,34 @@ def test_no_descriptor_leaks(tree):
     assert len(os.listdir("/proc/self/fd")) == before
 
 
-NAMES = ["a.txt", "sub", "deeper", "b.txt", "c.txt", "up", "abs-out", "sibling", "etc", "in-rel",
-         "in-abs", "in-dir", "loop1", "back", "too-far", "updir", "root-dir", "fifo", "x"]
+NAMES = [
+    "a.txt",
+    "sub",
+    "deeper",
+    "b.txt",
+    "c.txt",
+    "up",
+    "abs-out",
+    "sibling",
+    "etc",
+    "in-rel",
+    "in-abs",
+    "in-dir",
+    "loop1",
+    "back",
+    "too-far",
+    "updir",
+    "root-dir",
+    "fifo",
+    "x",
+]
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(NAMES), min_size=0, max_size=8),
-       st.sampled_from(["file", "dir", "any"]))
+@given(
+    st.lists(st.sampled_from(NAMES), min_size=0, max_size=8),
+    st.sampled_from(["file", "dir", "any"]),
+)
 def test_nothing_outside_the_root_is_ever_opened(tree, parts, want):
     """Property: whatever path is walked, what gets opened lies inside the root."""
     try:

@@ -1,0 +1,43 @@
+"""DrainingService: listeners first, then a bounded wait, then the stragglers are dropped."""
+
+from __future__ import annotations
+
+from twisted.internet.testing import MemoryReactorClock
+
+from tcpfiles.files import make_files_service
+from tests.files.helpers import connect, pump
+
+
+def test_stop_waits_for_a_transfer_then_finishes(tmp_path):
+    """Stopping waits while a body is going out and fires once it is done."""
+    (tmp_path / "f.bin").write_bytes(b"x" * (1 << 20))
+    reactor = MemoryReactorClock()
+    service = make_files_service(str(tmp_path), ["tcp:0"], reactor, grace=10)
+    service.startService()
+    protocol, transport = connect(service.factory)
+    protocol.dataReceived(b"GET f.bin\n")
+    stopped = service.stopService()
+    assert reactor.tcpServers and not stopped.called
+    pump(transport)
+    assert transport.disconnecting
+    protocol.connectionLost(None)
+    assert stopped.called
+    assert not reactor.getDelayedCalls()
+
+
+def test_stop_drops_stragglers_after_the_grace_period(tmp_path):
+    """A transfer still running when the grace period ends is aborted, and stop completes."""
+    (tmp_path / "f.bin").write_bytes(b"x" * (1 << 20))
+    reactor = MemoryReactorClock()
+    service = make_files_service(str(tmp_path), ["tcp:0"], reactor, grace=5)
+    service.startService()
+    protocol, transport = connect(service.factory)
+    protocol.dataReceived(b"GET f.bin\n")
+    stopped = service.stopService()
+    reactor.advance(4.9)
+    assert not stopped.called and not transport.disconnecting
+    reactor.advance(0.1)
+    assert transport.disconnecting  # aborted
+    protocol.connectionLost(None)
+    reactor.advance(0)
+    assert stopped.called
