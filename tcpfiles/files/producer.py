@@ -16,7 +16,7 @@ from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
 #: Bytes read and written per reactor turn.
-CHUNK_SIZE = 512 * 1024
+CHUNK_SIZE = 1024 * 1024
 
 
 class FileShrank(Exception):

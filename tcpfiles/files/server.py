@@ -19,6 +19,7 @@ from twisted.internet import interfaces
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tcpfiles.connections import ConnectionTracker
 from tcpfiles.files import codec
@@ -60,8 +61,13 @@ def _describe_peer(address: object) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
+@implementer(interfaces.IHalfCloseableProtocol)
 class FileServerProtocol(Protocol):
-    """One client connection of the files service."""
+    """One client connection of the files service.
+
+    A client may half-close (``printf 'GET x\n' | nc -N host 8888``): every request already
+    received is still answered in full, then the connection is closed.
+    """
 
     #: A TCP (or TLS, UNIX) transport: ITCPTransport and IPushProducer at run time.
     transport: Any
@@ -76,6 +82,7 @@ class FileServerProtocol(Protocol):
         self._timer_kind = ""
         self._pumping = False
         self._draining = False
+        self._input_closed = False
         self._reading_paused = False
         self._request = ""
         self._started = 0.0
@@ -100,6 +107,16 @@ class FileServerProtocol(Protocol):
         self._draining = True
         if self.state is State.WAITING:
             self._close()
+
+    def readConnectionLost(self) -> None:
+        """The client sent all it will send: answer what is complete, then close."""
+        self._input_closed = True
+        if self.state is State.WAITING:
+            self._pump()
+
+    def writeConnectionLost(self) -> None:
+        """The client can no longer read: nothing more to do here."""
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Buffer input and answer every complete request we can."""
@@ -129,6 +146,9 @@ class FileServerProtocol(Protocol):
                     )
                     return
                 if line is None:
+                    if self._input_closed:  # no more requests can come; a partial one is dropped
+                        self._close()
+                        return
                     break
                 self._handle(line)
         finally:

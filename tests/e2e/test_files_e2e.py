@@ -286,3 +286,15 @@ def test_embedding_example_from_readme(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_half_closed_client_gets_the_whole_file(root, start_server):
+    """`printf 'GET x\\n' | nc -N host port`: the client half-closes, and still gets every byte."""
+    sha = make_file(root / "big.bin", 8 << 20)
+    wire = Wire(start_server().port)
+    wire.send(b"GET big.bin\nSTAT big.bin\n")
+    wire.sock.shutdown(socket.SHUT_WR)
+    assert wire.line() == b"OK 8388608"
+    assert wire.sha256_of_next(8 << 20) == sha
+    assert wire.line().endswith(sha.encode())
+    assert wire.at_eof()

@@ -262,3 +262,21 @@ def test_connection_lost_mid_body_closes_the_file(root):
     transport.producer.stopProducing()
     protocol.connectionLost(None)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_half_close_still_gets_every_answer(root):
+    """A client that half-closes after its requests (nc -N) gets every body, then a close."""
+    protocol, transport = connect(make_factory(root, chunk_size=1024))
+    protocol.dataReceived(b"GET sub/b.bin\nGET a.txt\nGET partial-with-no-newl")
+    protocol.readConnectionLost()
+    assert not transport.disconnecting
+    pump(transport)
+    assert transport.value() == (b"OK 1048576\n" + bytes(range(256)) * 4096 + b"OK 6\nalpha\n")
+    assert transport.disconnecting
+
+
+def test_half_close_when_idle_closes(root):
+    """A half-close with nothing pending closes at once."""
+    protocol, transport = connect(make_factory(root))
+    protocol.readConnectionLost()
+    assert transport.disconnecting
