@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-NOOP_PLUGIN = '''from twisted.application.service import ServiceMaker
+NOOP_PLUGIN = """from twisted.application.service import ServiceMaker
 noop = ServiceMaker("noop", "tcpfiles_bench_noop_tap", "nothing", "tcpfiles-bench-noop")
-'''
-NOOP_TAP = '''from twisted.application import service
+"""
+NOOP_TAP = """from twisted.application import service
 from twisted.python import usage
 class Options(usage.Options):
     pass
 def makeService(options):
     return service.MultiService()
-'''
+"""
 
 
 def free_port() -> int:
@@ -43,16 +43,21 @@ def peak_rss(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def measure(command: list[str], env: dict[str, str] | None, cwd: Path, port: int | None,
-            request: bytes) -> float:
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def measure(
+    command: list[str], env: dict[str, str] | None, cwd: Path, port: int | None, request: bytes
+) -> float:
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 30
         for line in proc.stdout:  # wait for twistd's "starting up" / listening line
-            if ("listening on" in line or "Site starting" in line or
-                    (port is None and "reactor class" in line)):
+            if (
+                "listening on" in line
+                or "Site starting" in line
+                or (port is None and "reactor class" in line)
+            ):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no start line from {command}")
@@ -82,13 +87,39 @@ def main() -> None:
         env = {"PYTHONPATH": str(base), "PATH": str(BIN)}
         noop = measure([twistd, "-n", "--pidfile=", "tcpfiles-bench-noop"], env, base, None, b"")
         port = free_port()
-        files = measure([twistd, "-n", "--pidfile=", "tcpfiles", "--root", str(root),
-                         "--listen", f"tcp:{port}:interface=127.0.0.1"], None, base, port,
-                        b"GET a.txt\nQUIT\n")
+        files = measure(
+            [
+                twistd,
+                "-n",
+                "--pidfile=",
+                "tcpfiles",
+                "--root",
+                str(root),
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            None,
+            base,
+            port,
+            b"GET a.txt\nQUIT\n",
+        )
         port = free_port()
-        web = measure([twistd, "-n", "--pidfile=", "web", "--path", str(root),
-                       "--listen", f"tcp:{port}:interface=127.0.0.1"], None, base, port,
-                      b"GET /a.txt HTTP/1.0\r\n\r\n")
+        web = measure(
+            [
+                twistd,
+                "-n",
+                "--pidfile=",
+                "web",
+                "--path",
+                str(root),
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            None,
+            base,
+            port,
+            b"GET /a.txt HTTP/1.0\r\n\r\n",
+        )
     print(f"peak RSS, MiB (Python {sys.version.split()[0]})")
     print(f"  twistd, no-op plugin  {noop:6.1f}   the floor")
     print(f"  twistd tcpfiles       {files:6.1f}   floor + {files - noop:.1f}")

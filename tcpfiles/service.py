@@ -8,6 +8,8 @@ listeners first, then gives open connections ``grace`` seconds to finish before 
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from twisted.application import service
@@ -92,41 +94,77 @@ def _address(port: interfaces.IListeningPort) -> str:
 
 
 class DrainingService(service.MultiService):
-    """Listeners as children; on stop: close them, drain the trackers within ``grace`` seconds."""
+    """Listeners as children; on stop: close them, drain the trackers within ``grace`` seconds.
 
-    def __init__(self, trackers: list[ConnectionTracker], grace: float, reactor: Any) -> None:
+    With ``second_signal_forces`` (what twistd gets), a SIGINT or SIGTERM that arrives while
+    connections are draining ends the grace period at once, instead of Twisted's
+    ``ReactorNotRunning`` traceback: the usual "press Ctrl-C again to stop now".
+    """
+
+    def __init__(
+        self,
+        trackers: list[ConnectionTracker],
+        grace: float,
+        reactor: Any,
+        second_signal_forces: bool = False,
+    ) -> None:
         super().__init__()
         self.trackers = trackers
         self.grace = grace
         self.reactor = reactor
+        self.second_signal_forces = second_signal_forces
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         """Listeners first, then finish or drop the connections, then done."""
         yield super().stopService()
         busy = sum(len(t.active) for t in self.trackers)
+        finished: defer.Deferred[bool | str] = defer.Deferred()
+
+        def settle(outcome: bool | str) -> None:
+            """True: all drained; a str: why the rest is being dropped."""
+            if not finished.called:
+                finished.callback(outcome)
+
+        restore = self._force_on_signal(settle) if busy and self.second_signal_forces else None
         if busy:
             log.info(
-                "waiting up to {grace:g} s for {count} connection(s) to finish",
+                "waiting up to {grace:g} s for {count} connection(s) to finish{hint}",
                 grace=self.grace,
                 count=busy,
+                hint="; signal again to stop now" if restore is not None else "",
             )
         idle = defer.gatherResults([t.drain() for t in self.trackers], consumeErrors=True)
-        finished: defer.Deferred[bool] = defer.Deferred()
-
-        def settle(drained: bool) -> None:
-            if not finished.called:
-                finished.callback(drained)
-
         idle.addBoth(lambda _: settle(True))
-        timer = self.reactor.callLater(self.grace, settle, False)
-        drained = yield finished
+        timer = self.reactor.callLater(self.grace, settle, "grace period over")
+        try:
+            drained = yield finished
+        finally:
+            if restore is not None:
+                restore()
         if timer.active():
             timer.cancel()
-        if not drained:
+        if drained is not True:
             left = sum(len(t.active) for t in self.trackers)
-            log.warn("grace period over: dropping {count} connection(s)", count=left)
+            log.warn("{why}: dropping {count} connection(s)", why=drained, count=left)
             for tracker in self.trackers:
                 tracker.abort_all()
             # abortConnection delivers connectionLost on the next turn: let it run.
             yield task.deferLater(self.reactor, 0, lambda: None)
+
+    def _force_on_signal(self, settle: Any) -> Any:
+        """Until the returned function is called, SIGINT/SIGTERM end the grace period."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, _frame: Any) -> None:
+            name = signal.Signals(signum).name
+            self.reactor.callFromThread(settle, f"{name} again")
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore

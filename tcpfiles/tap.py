@@ -37,7 +37,8 @@ class Options(usage.Options):
     longdesc = (
         "Serve the files below DIR with the tcpfiles protocol (docs/protocol.md). "
         "Listens on tcp:8888 unless --listen says otherwise. On SIGTERM or SIGINT the "
-        "listeners close first and transfers in flight get --grace seconds to finish."
+        "listeners close first and transfers in flight get --grace seconds to finish; "
+        "a second signal stops at once."
     )
     optParameters = [
         ["root", "r", None, "Directory to serve (required)."],
@@ -137,4 +138,5 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         reactor,
         limits=options.limits(),
         grace=options["grace"],
+        second_signal_forces=True,
     )

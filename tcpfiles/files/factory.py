@@ -31,10 +31,15 @@ def make_files_service(
     reactor: Any,
     limits: Limits | None = None,
     grace: float = 30.0,
+    second_signal_forces: bool = False,
 ) -> DrainingService:
-    """A service serving ``root`` on each endpoint string in ``listen``, drained on stop."""
+    """A service serving ``root`` on each endpoint string in ``listen``, drained on stop.
+
+    ``second_signal_forces``: see :class:`~tcpfiles.service.DrainingService`; for a process
+    that owns its signals, as under twistd.
+    """
     factory = make_files_factory(root, reactor, limits)
-    top = DrainingService([factory.tracker], grace, reactor)
+    top = DrainingService([factory.tracker], grace, reactor, second_signal_forces)
     for description in listen:
         ListenerService(description, factory, reactor, "files").setServiceParent(top)
     top.factory = factory  # type: ignore[attr-defined]

@@ -298,3 +298,18 @@ def test_half_closed_client_gets_the_whole_file(root, start_server):
     assert wire.sha256_of_next(8 << 20) == sha
     assert wire.line().endswith(sha.encode())
     assert wire.at_eof()
+
+
+def test_second_signal_stops_at_once(root, start_server):
+    """A second SIGTERM during the grace period drops what is left now, without a traceback."""
+    make_file(root / "big.bin", 64 << 20)
+    server = start_server("--grace", "600")
+    wire = Wire(server.port)
+    wire.send(b"GET big.bin\n")
+    assert wire.line() == b"OK 67108864"
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for(r"waiting up to 600 s for 1 connection")
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for(r"SIGTERM again: dropping 1 connection")
+    assert server.stop(timeout=20) in (0, -signal.SIGTERM)
+    assert "aborted: connection lost" in server.text()
