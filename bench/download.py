@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -26,22 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from common import free_port, peak_rss_mib, twistd
+
 NAME = "big.bin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tool(name: str) -> str:
-    path = BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        sys.exit(f"{name} not found: install tcpfiles first (see README)")
-    return found
 
 
 @dataclass
@@ -57,31 +43,13 @@ class Server:
 SERVERS = [
     Server(
         "tcpfiles",
-        lambda root, port: [
-            tool("twistd"),
-            "-n",
-            "--pidfile=",
-            "tcpfiles",
-            "--root",
-            str(root),
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-        ],
+        lambda root, port: twistd("tcpfiles", "--root", str(root), port=port),
         f"GET {NAME}\n".encode(),
         False,
     ),
     Server(
         "twistd web",
-        lambda root, port: [
-            tool("twistd"),
-            "-n",
-            "--pidfile=",
-            "web",
-            "--path",
-            str(root),
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-        ],
+        lambda root, port: twistd("web", "--path", str(root), port=port),
         f"GET /{NAME} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode(),
         True,
     ),
@@ -114,13 +82,6 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
         except OSError:
             time.sleep(0.05)
     sys.exit(f"server did not listen within {timeout} s: {proc.args}")
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def download(port: int, server: Server, size: int, buffer: bytearray) -> float:

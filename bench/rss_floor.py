@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from common import BIN, free_port, peak_rss_mib, twistd
+
 NOOP_PLUGIN = """from twisted.application.service import ServiceMaker
 noop = ServiceMaker("noop", "tcpfiles_bench_noop_tap", "nothing", "tcpfiles-bench-noop")
 """
@@ -28,19 +29,6 @@ class Options(usage.Options):
 def makeService(options):
     return service.MultiService()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def peak_rss(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def measure(
@@ -68,14 +56,13 @@ def measure(
                     pass
         else:
             time.sleep(1)  # the no-op server has nothing to wait on: let it settle
-        return peak_rss(proc.pid)
+        return peak_rss_mib(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 def main() -> None:
-    twistd = str(BIN / "twistd")
     with tempfile.TemporaryDirectory(prefix="tcpfiles-rss-") as tmp:
         base = Path(tmp)
         (base / "twisted" / "plugins").mkdir(parents=True)
@@ -85,19 +72,12 @@ def main() -> None:
         root.mkdir()
         (root / "a.txt").write_bytes(b"x" * 1000)
         env = {"PYTHONPATH": str(base), "PATH": str(BIN)}
-        noop = measure([twistd, "-n", "--pidfile=", "tcpfiles-bench-noop"], env, base, None, b"")
+        noop = measure(
+            [str(BIN / "twistd"), "-n", "--pidfile=", "tcpfiles-bench-noop"], env, base, None, b""
+        )
         port = free_port()
         files = measure(
-            [
-                twistd,
-                "-n",
-                "--pidfile=",
-                "tcpfiles",
-                "--root",
-                str(root),
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-            ],
+            twistd("tcpfiles", "--root", str(root), port=port),
             None,
             base,
             port,
@@ -105,16 +85,7 @@ def main() -> None:
         )
         port = free_port()
         web = measure(
-            [
-                twistd,
-                "-n",
-                "--pidfile=",
-                "web",
-                "--path",
-                str(root),
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-            ],
+            twistd("web", "--path", str(root), port=port),
             None,
             base,
             port,

@@ -126,22 +126,18 @@ class DrainingService(service.MultiService):
             if not finished.called:
                 finished.callback(outcome)
 
-        restore = self._force_on_signal(settle) if busy and self.second_signal_forces else None
+        forcible = self.second_signal_forces and self._force_on_signal(settle)
         if busy:
             log.info(
                 "waiting up to {grace:g} s for {count} connection(s) to finish{hint}",
                 grace=self.grace,
                 count=busy,
-                hint="; signal again to stop now" if restore is not None else "",
+                hint="; signal again to stop now" if forcible else "",
             )
         idle = defer.gatherResults([t.drain() for t in self.trackers], consumeErrors=True)
         idle.addBoth(lambda _: settle(True))
         timer = self.reactor.callLater(self.grace, settle, "grace period over")
-        try:
-            drained = yield finished
-        finally:
-            if restore is not None:
-                restore()
+        drained = yield finished
         if timer.active():
             timer.cancel()
         if drained is not True:
@@ -152,19 +148,19 @@ class DrainingService(service.MultiService):
             # abortConnection delivers connectionLost on the next turn: let it run.
             yield task.deferLater(self.reactor, 0, lambda: None)
 
-    def _force_on_signal(self, settle: Any) -> Any:
-        """Until the returned function is called, SIGINT/SIGTERM end the grace period."""
+    def _force_on_signal(self, settle: Any) -> bool:
+        """From now on SIGINT/SIGTERM end the grace period; False if we cannot own signals.
+
+        The handler stays until the process ends: putting Twisted's back would make a signal
+        that arrives during the last steps of shutdown log ``ReactorNotRunning`` again.
+        """
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return False
 
         def handler(signum: int, _frame: Any) -> None:
             name = signal.Signals(signum).name
             self.reactor.callFromThread(settle, f"{name} again")
 
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
-        return restore
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+        return True

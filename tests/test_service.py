@@ -8,15 +8,20 @@ from tcpfiles.files import make_files_service
 from tests.files.helpers import connect, pump
 
 
-def test_stop_waits_for_a_transfer_then_finishes(tmp_path):
-    """Stopping waits while a body is going out and fires once it is done."""
-    (tmp_path / "f.bin").write_bytes(b"x" * (1 << 20))
+def stop_during_a_transfer(root, grace: float):
+    """A started files service with a 1 MiB GET in flight, asked to stop."""
+    (root / "f.bin").write_bytes(b"x" * (1 << 20))
     reactor = MemoryReactorClock()
-    service = make_files_service(str(tmp_path), ["tcp:0"], reactor, grace=10)
+    service = make_files_service(str(root), ["tcp:0"], reactor, grace=grace)
     service.startService()
     protocol, transport = connect(service.factory)
     protocol.dataReceived(b"GET f.bin\n")
-    stopped = service.stopService()
+    return reactor, protocol, transport, service.stopService()
+
+
+def test_stop_waits_for_a_transfer_then_finishes(tmp_path):
+    """Stopping waits while a body is going out and fires once it is done."""
+    reactor, protocol, transport, stopped = stop_during_a_transfer(tmp_path, grace=10)
     assert reactor.tcpServers and not stopped.called
     pump(transport)
     assert transport.disconnecting
@@ -27,13 +32,7 @@ def test_stop_waits_for_a_transfer_then_finishes(tmp_path):
 
 def test_stop_drops_stragglers_after_the_grace_period(tmp_path):
     """A transfer still running when the grace period ends is aborted, and stop completes."""
-    (tmp_path / "f.bin").write_bytes(b"x" * (1 << 20))
-    reactor = MemoryReactorClock()
-    service = make_files_service(str(tmp_path), ["tcp:0"], reactor, grace=5)
-    service.startService()
-    protocol, transport = connect(service.factory)
-    protocol.dataReceived(b"GET f.bin\n")
-    stopped = service.stopService()
+    reactor, protocol, transport, stopped = stop_during_a_transfer(tmp_path, grace=5)
     reactor.advance(4.9)
     assert not stopped.called and not transport.disconnecting
     reactor.advance(0.1)

@@ -31,21 +31,28 @@ def script(name: str) -> str:
     return found
 
 
+def twistd_command(
+    root: Path, listen: str = "tcp:0:interface=127.0.0.1", *twistd_options: str
+) -> list[str]:
+    """``twistd -n tcpfiles --root ROOT --listen LISTEN`` (without a pidfile)."""
+    return [
+        script("twistd"),
+        "-n",
+        "--pidfile=",
+        *twistd_options,
+        "tcpfiles",
+        "--root",
+        str(root),
+        "--listen",
+        listen,
+    ]
+
+
 class Twistd:
     """``twistd -n tcpfiles`` in a subprocess, listening on a free loopback port."""
 
     def __init__(self, root: Path, *extra: str, cwd: Path | None = None) -> None:
-        self.command = [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "tcpfiles",
-            "--root",
-            str(root),
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            *extra,
-        ]
+        self.command = [*twistd_command(root), *extra]
         self.proc = subprocess.Popen(
             self.command,
             cwd=cwd or root.parent,

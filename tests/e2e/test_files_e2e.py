@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Wire, make_file, proc_io, script, wait_until
+from tests.e2e.harness import Wire, make_file, proc_io, script, twistd_command, wait_until
 
 
 def test_plugin_is_listed_by_twistd():
@@ -23,16 +23,7 @@ def test_plugin_is_listed_by_twistd():
 def test_bad_root_is_an_error_before_listening(tmp_path):
     """A missing --root makes twistd exit 1 with a clear message and no listener."""
     out = subprocess.run(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "tcpfiles",
-            "--root",
-            str(tmp_path / "nope"),
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
+        twistd_command(tmp_path / "nope"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -47,16 +38,7 @@ def test_port_in_use_is_fatal(root, start_server):
     """A listen failure ends twistd with a non-zero status instead of running deaf."""
     first = start_server()
     out = subprocess.run(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "tcpfiles",
-            "--root",
-            str(root),
-            "--listen",
-            f"tcp:{first.port}:interface=127.0.0.1",
-        ],
+        twistd_command(root, f"tcp:{first.port}:interface=127.0.0.1"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -168,14 +150,20 @@ def test_sigterm_lets_a_transfer_finish_and_refuses_new_connections(root, start_
     assert "GET big.bin -> OK 67108864 bytes" in server.text()
 
 
-def test_grace_period_ends_a_stuck_transfer(root, start_server):
-    """A transfer that cannot finish within --grace is dropped and twistd still exits."""
+def start_stuck_download(root, start_server, *options: str):
+    """A server with a 64 MiB download in flight that nobody reads, just sent SIGTERM."""
     make_file(root / "big.bin", 64 << 20)
-    server = start_server("--grace", "1")
+    server = start_server(*options)
     wire = Wire(server.port)
     wire.send(b"GET big.bin\n")
     assert wire.line() == b"OK 67108864"
     server.proc.send_signal(signal.SIGTERM)
+    return server, wire
+
+
+def test_grace_period_ends_a_stuck_transfer(root, start_server):
+    """A transfer that cannot finish within --grace is dropped and twistd still exits."""
+    server, _wire = start_stuck_download(root, start_server, "--grace", "1")
     server.wait_for(r"grace period over: dropping 1 connection")
     assert server.stop() in (0, -signal.SIGTERM)
     assert "aborted: connection lost" in server.text()
@@ -302,12 +290,7 @@ def test_half_closed_client_gets_the_whole_file(root, start_server):
 
 def test_second_signal_stops_at_once(root, start_server):
     """A second SIGTERM during the grace period drops what is left now, without a traceback."""
-    make_file(root / "big.bin", 64 << 20)
-    server = start_server("--grace", "600")
-    wire = Wire(server.port)
-    wire.send(b"GET big.bin\n")
-    assert wire.line() == b"OK 67108864"
-    server.proc.send_signal(signal.SIGTERM)
+    server, _wire = start_stuck_download(root, start_server, "--grace", "600")
     server.wait_for(r"waiting up to 600 s for 1 connection")
     server.proc.send_signal(signal.SIGTERM)
     server.wait_for(r"SIGTERM again: dropping 1 connection")
