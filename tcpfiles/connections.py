@@ -9,9 +9,14 @@ doing, then close.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, interfaces
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+log = Logger(namespace="tcpfiles.connections")
 
 
 class Drainable(TypingProtocol):
@@ -27,6 +32,14 @@ def peer_key(address: object) -> str:
     """The address a per-peer limit counts by: the host for IP, one key for everything else."""
     host = getattr(address, "host", None)
     return host if isinstance(host, str) else type(address).__name__
+
+
+def describe_peer(address: object) -> str:
+    """``127.0.0.1:4000``, ``[::1]:4000``, or a UNIX socket's name, for logs."""
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return str(getattr(address, "name", None) or type(address).__name__)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 class ConnectionTracker:
@@ -86,3 +99,56 @@ class ConnectionTracker:
         """Drop whatever is still connected, without waiting for buffers."""
         for connection in list(self.active):
             connection.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+class RefusedProtocol(Protocol):
+    """Given to a connection over the limits: says why (if the behaviour has words), closes."""
+
+    transport: Any
+
+    def __init__(self, reason: str, message: bytes) -> None:
+        self.reason = reason
+        self.message = message
+
+    def connectionMade(self) -> None:
+        """Log, say why, and close."""
+        log.info(
+            "refused {peer}: {reason}",
+            peer=describe_peer(self.transport.getPeer()),
+            reason=self.reason,
+        )
+        if self.message:
+            self.transport.write(self.message)
+        self.transport.loseConnection()
+
+
+class LimitedFactory(Factory):
+    """A factory whose connections are counted, limited and drained by one tracker.
+
+    Subclasses implement :meth:`make_protocol` (the accepted case) and may override
+    :meth:`refusal_message` (the bytes a refused connection is told before it is closed).
+    """
+
+    def __init__(self, clock: interfaces.IReactorTime, max_per_peer: int = 64,
+                 max_connections: int = 1024) -> None:
+        self.clock = clock
+        self.tracker = ConnectionTracker(max_per_peer, max_connections)
+
+    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
+        """The protocol for an accepted connection."""
+        raise NotImplementedError
+
+    def refusal_message(self, reason: str) -> bytes:
+        """What a refused connection is told; nothing by default."""
+        return b""
+
+    def buildProtocol(self, addr: interfaces.IAddress | None) -> Protocol:
+        """A protocol for an accepted connection, or a refusal past the connection limits."""
+        reason = self.tracker.refusal(addr)
+        protocol = (
+            self.make_protocol(addr)
+            if reason is None
+            else RefusedProtocol(reason, self.refusal_message(reason))
+        )
+        protocol.factory = self
+        return protocol

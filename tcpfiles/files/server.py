@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import interfaces
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.connections import ConnectionTracker
+from tcpfiles.connections import LimitedFactory, describe_peer
 from tcpfiles.files import codec
 from tcpfiles.files.paths import PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer, FileShrank, TransferStopped
@@ -52,13 +52,6 @@ class State(enum.Enum):
     WAITING = "waiting for a request"
     RESPONDING = "sending a response"
     CLOSING = "closing"
-
-
-def _describe_peer(address: object) -> str:
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None:
-        return str(getattr(address, "name", None) or type(address).__name__)
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -92,7 +85,7 @@ class FileServerProtocol(Protocol):
     def connectionMade(self) -> None:
         """Count the connection and wait for a request."""
         address = self.transport.getPeer()
-        self.peer = _describe_peer(address)
+        self.peer = describe_peer(address)
         self.factory.tracker.opened(self, address)
         self._pump()
 
@@ -373,46 +366,23 @@ def request_path(request: codec.Request) -> str:
     return codec.escape_text(getattr(request, "path", "") or "/")
 
 
-class RefusedProtocol(Protocol):
-    """Sent to a connection over the limits: one ``ERR busy`` line, then close."""
-
-    transport: Any
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def connectionMade(self) -> None:
-        """Say why, and close."""
-        log.info(
-            "refused {peer}: {reason}",
-            peer=_describe_peer(self.transport.getPeer()),
-            reason=self.reason,
-        )
-        self.transport.write(codec.err_line("busy", self.reason))
-        self.transport.loseConnection()
-
-
-class FileServerFactory(Factory):
+class FileServerFactory(LimitedFactory):
     """Builds :class:`FileServerProtocol` for one store; embeddable in any Twisted program.
 
     ``clock`` is the reactor (or a ``task.Clock`` in tests); it is used for timeouts only.
     """
 
-    protocol = FileServerProtocol  # type: ignore[assignment]
-
     def __init__(
         self, store: IFileStore, clock: interfaces.IReactorTime, limits: Limits | None = None
     ) -> None:
-        self.store = store
-        self.clock = clock
         self.limits = limits or Limits()
-        self.tracker = ConnectionTracker(self.limits.max_per_peer, self.limits.max_connections)
+        super().__init__(clock, self.limits.max_per_peer, self.limits.max_connections)
+        self.store = store
 
-    def buildProtocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """A protocol for an accepted connection, or a refusal past the connection limits."""
-        reason = self.tracker.refusal(addr)
-        if reason is not None:
-            refused = RefusedProtocol(reason)
-            refused.factory = self
-            return refused
+    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
+        """A files protocol."""
         return FileServerProtocol(self)
+
+    def refusal_message(self, reason: str) -> bytes:
+        """``ERR busy <reason>``."""
+        return codec.err_line("busy", reason)

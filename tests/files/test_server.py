@@ -10,7 +10,7 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.logger import capturedLogs
 
-from tcpfiles.files.server import RefusedProtocol
+from tcpfiles.connections import RefusedProtocol
 from tests.files.helpers import connect, make_factory, pump, respond
 
 
