@@ -15,17 +15,24 @@ from typing import Any, NoReturn
 from twisted.internet import defer, error, task
 
 from tcpfiles import __version__
+from tcpfiles.chat.client import ChatSession
+from tcpfiles.echo import run_echo_client
 from tcpfiles.files.client import (
     ConnectionClosed,
     FilesClient,
     IntegrityError,
     RemoteError,
+    client_endpoint,
     connect,
     fetch,
 )
+from tcpfiles.oneshot import MissingFile, fetch_oneshot
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_LOCAL = 0, 1, 2, 3, 4
 DEFAULT_SERVER = "localhost:8888"
+DEFAULT_ONESHOT = "localhost:8887"
+DEFAULT_CHAT = "localhost:9000"
+DEFAULT_ECHO = "localhost:7777"
 
 
 class Failed(Exception):
@@ -47,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tcpfiles {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def server_option(p: argparse.ArgumentParser) -> None:
+    def server_option(p: argparse.ArgumentParser, default: str | None) -> None:
         p.add_argument(
             "--server",
             "-s",
-            default=DEFAULT_SERVER,
+            default=default,
             metavar="HOST:PORT|ENDPOINT",
-            help=f"server to use: HOST[:PORT] or a Twisted client endpoint string "
-            f"such as tcp:host=example.org:port=8888 (default {DEFAULT_SERVER})",
+            help="server to use: HOST[:PORT] or a Twisted client endpoint string "
+            f"such as tcp:host=example.org:port=8888 (default {default or DEFAULT_SERVER})",
         )
 
     get = commands.add_parser(
@@ -62,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="download files",
         description="Download files, verified against the server's sha256.",
     )
-    server_option(get)
+    server_option(get, None)
     get.add_argument("remote", nargs="+", metavar="REMOTE", help="path on the server")
     get.add_argument(
         "-o",
@@ -72,14 +79,38 @@ def build_parser() -> argparse.ArgumentParser:
         "to write (default: the current directory)",
     )
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    get.add_argument(
+        "--oneshot",
+        action="store_true",
+        help="speak the socket tutorial's one-shot protocol (send the name, read until the "
+        f"server closes; default server {DEFAULT_ONESHOT}); nothing can be verified",
+    )
     get.set_defaults(handler=run_get)
 
     ls = commands.add_parser(
         "ls", help="list a remote directory", description="List a directory on the server."
     )
-    server_option(ls)
+    server_option(ls, DEFAULT_SERVER)
     ls.add_argument("path", nargs="?", default="", metavar="DIR", help="directory (default: /)")
     ls.set_defaults(handler=run_ls)
+
+    chat = commands.add_parser(
+        "chat",
+        help="join a chat room",
+        description="Chat: lines you type go to the room, the room's lines are printed. "
+        "Reconnects by itself if the server goes away. End with /quit or end of input.",
+    )
+    server_option(chat, DEFAULT_CHAT)
+    chat.add_argument("--nick", "-n", help="your nickname (else choose one with /nick NAME)")
+    chat.set_defaults(handler=run_chat)
+
+    echo = commands.add_parser(
+        "echo",
+        help="send stdin to an echo server, print what comes back",
+        description="Send standard input to an echo (or upper) server and print the answer.",
+    )
+    server_option(echo, DEFAULT_ECHO)
+    echo.set_defaults(handler=run_echo)
     return parser
 
 
@@ -98,22 +129,30 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 @defer.inlineCallbacks
 def _run(reactor: Any, args: argparse.Namespace) -> Any:
     try:
-        try:
-            client = yield connect(reactor, args.server)
-        except ValueError as exc:
-            raise Failed(f"--server {args.server!r}: {exc}", EXIT_USAGE) from None
-        except Exception as exc:
-            raise Failed(
-                f"cannot connect to {args.server}: {_reason(exc)}", EXIT_CONNECTION
-            ) from None
-        try:
-            status = yield args.handler(client, args)
-        finally:
-            client.close()
+        status = yield args.handler(reactor, args)
     except Failed as exc:
         _say(str(exc))
         raise SystemExit(exc.status) from None
     raise SystemExit(status)
+
+
+def _connection_failed(server: str, exc: BaseException) -> Failed:
+    if isinstance(exc, ValueError):
+        return Failed(f"--server {server!r}: {exc}", EXIT_USAGE)
+    return Failed(f"cannot connect to {server}: {_reason(exc)}", EXIT_CONNECTION)
+
+
+@defer.inlineCallbacks
+def _with_files_client(reactor: Any, server: str, work: Any) -> Any:
+    """Connect to a files server, run ``work(client)``, close."""
+    try:
+        client = yield connect(reactor, server)
+    except Exception as exc:
+        raise _connection_failed(server, exc) from None
+    try:
+        return (yield work(client))
+    finally:
+        client.close()
 
 
 def _reason(exc: BaseException) -> str:
@@ -152,8 +191,35 @@ def _plan_get(args: argparse.Namespace) -> list[tuple[str, str]]:
     return pairs
 
 
+def run_get(reactor: Any, args: argparse.Namespace) -> Any:
+    """``tcpfiles get``: the files protocol, or the tutorial's one-shot one."""
+    if args.oneshot:
+        return _get_oneshot(reactor, args)
+    return _with_files_client(
+        reactor, args.server or DEFAULT_SERVER, lambda client: _get_files(client, args)
+    )
+
+
 @defer.inlineCallbacks
-def run_get(client: FilesClient, args: argparse.Namespace) -> Any:
+def _get_oneshot(reactor: Any, args: argparse.Namespace) -> Any:
+    server = args.server or DEFAULT_ONESHOT
+    status = EXIT_OK
+    for remote, destination in args.plan:
+        try:
+            yield fetch_oneshot(reactor, server, remote, destination)
+        except MissingFile:
+            _say(f"{remote}: the server has no such file (it answered 1)")
+            status = status or EXIT_REFUSED
+        except (ValueError, error.ConnectError, error.DNSLookupError) as exc:
+            raise _connection_failed(server, exc) from None
+        except OSError as exc:
+            _say(f"{remote}: cannot write {destination}: {exc.strerror or exc}")
+            status = status or EXIT_LOCAL
+    return status
+
+
+@defer.inlineCallbacks
+def _get_files(client: FilesClient, args: argparse.Namespace) -> Any:
     """Download each REMOTE; go on after a failure, and report it in the exit status."""
     status = EXIT_OK
     for remote, destination in args.plan:
@@ -226,8 +292,13 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def run_ls(reactor: Any, args: argparse.Namespace) -> Any:
+    """``tcpfiles ls``."""
+    return _with_files_client(reactor, args.server, lambda client: _ls(client, args))
+
+
 @defer.inlineCallbacks
-def run_ls(client: FilesClient, args: argparse.Namespace) -> Any:
+def _ls(client: FilesClient, args: argparse.Namespace) -> Any:
     """Print a directory as a table: size, modification time (UTC), name."""
     try:
         entries = yield client.list(args.path)
@@ -248,4 +319,34 @@ def run_ls(client: FilesClient, args: argparse.Namespace) -> Any:
     width = max((len(size) for size, _, _ in rows), default=0)
     for size, mtime, name in rows:
         print(f"{size:>{width}}  {mtime}  {name}")
+    return EXIT_OK
+
+
+# --- chat and echo ------------------------------------------------------------------------------
+
+
+def _stdio(protocol: Any) -> Any:
+    from twisted.internet import stdio
+
+    return stdio.StandardIO(protocol)
+
+
+@defer.inlineCallbacks
+def run_chat(reactor: Any, args: argparse.Namespace) -> Any:
+    """``tcpfiles chat``: until /quit or the end of input."""
+    try:
+        endpoint = client_endpoint(reactor, args.server, 9000)
+    except ValueError as exc:
+        raise _connection_failed(args.server, exc) from None
+    session = ChatSession(reactor, endpoint, args.server, args.nick)
+    return (yield session.start(_stdio))
+
+
+@defer.inlineCallbacks
+def run_echo(reactor: Any, args: argparse.Namespace) -> Any:
+    """``tcpfiles echo``: stdin to the server, the answer to stdout."""
+    try:
+        yield run_echo_client(reactor, args.server, _stdio)
+    except Exception as exc:
+        raise _connection_failed(args.server, exc) from None
     return EXIT_OK

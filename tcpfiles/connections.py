@@ -129,8 +129,9 @@ class LimitedFactory(Factory):
     :meth:`refusal_message` (the bytes a refused connection is told before it is closed).
     """
 
-    def __init__(self, clock: interfaces.IReactorTime, max_per_peer: int = 64,
-                 max_connections: int = 1024) -> None:
+    def __init__(
+        self, clock: interfaces.IReactorTime, max_per_peer: int = 64, max_connections: int = 1024
+    ) -> None:
         self.clock = clock
         self.tracker = ConnectionTracker(max_per_peer, max_connections)
 

@@ -1,6 +1,6 @@
 """The zope.interface contracts of tcpfiles."""
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IFileStore(Interface):
@@ -14,3 +14,28 @@ class IFileStore(Interface):
 
     def stat(path):  # type: ignore[no-untyped-def]
         """A Deferred firing with a ``FileInfo`` (with sha256 for a file), or a ``PathError``."""
+
+
+class IBehaviour(Interface):
+    """A service tcpfiles can run beside files: ``--serve NAME[=ENDPOINT]``.
+
+    Found with ``twisted.plugin.getPlugins(IBehaviour, tcpfiles.plugins)``: a module-level
+    instance in any ``tcpfiles/plugins/*.py`` on ``sys.path`` (a third-party package ships one
+    such module, without ``__init__.py`` files).
+    """
+
+    name = Attribute("str: the name given to --serve (lower case, letters, digits, '-')")
+    summary = Attribute("str: one line for `twistd tcpfiles --help`")
+    default_endpoint = Attribute("str: e.g. 'tcp:7777'; 'udp:PORT' for a datagram behaviour")
+    options = Attribute(
+        "a twisted.python.usage.Options subclass with the behaviour's own settings; each "
+        "appears on twistd's command line prefixed with the name (--chat-history)"
+    )
+
+    def build(options, context):  # type: ignore[no-untyped-def]
+        """Make what serves the behaviour from its parsed ``options``.
+
+        ``context`` is a :class:`tcpfiles.behaviours.Context` (reactor, served root).  Return an
+        ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for ``udp:``.  A
+        factory with a ``tracker`` attribute (a ``ConnectionTracker``) is drained on shutdown.
+        """

@@ -1,7 +1,8 @@
 """``twistd tcpfiles``: command-line options, and the service they describe.
 
 This module only translates options into arguments for the library classes; it opens nothing
-until twistd starts the service.
+until twistd starts the service.  Behaviours are discovered when it is imported, so that
+``twistd tcpfiles --help`` can list them and their options.
 """
 
 from __future__ import annotations
@@ -10,30 +11,24 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import endpoints
-from twisted.python import usage
+from twisted.python import reflect, usage
 
-from tcpfiles.files.factory import make_files_service
+from tcpfiles.behaviours import Context, discover
+from tcpfiles.files.factory import make_files_factory
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
+from tcpfiles.options import positive_float, positive_int
+from tcpfiles.service import DrainingService, ListenerService
+from tcpfiles.udp import UDPListenerService, parse_udp
 
 DEFAULT_LISTEN = "tcp:8888"
+BEHAVIOURS = discover()
 
 
-def _positive(kind: type) -> Any:
-    def coerce(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise ValueError(f"must be positive, got {text}")
-        return value
+class BaseOptions(usage.Options):
+    """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed."""
 
-    coerce.coerceDoc = f"A positive {'number' if kind is float else 'whole number'}."  # type: ignore[attr-defined]
-    return coerce
-
-
-class Options(usage.Options):
-    """Options of ``twistd tcpfiles``."""
-
-    synopsis = "--root DIR [--listen ENDPOINT]... [options]"
+    synopsis = "--root DIR [--listen ENDPOINT]... [--serve NAME[=ENDPOINT]]... [options]"
     longdesc = (
         "Serve the files below DIR with the tcpfiles protocol (docs/protocol.md). "
         "Listens on tcp:8888 unless --listen says otherwise. On SIGTERM or SIGINT the "
@@ -47,49 +42,50 @@ class Options(usage.Options):
             None,
             30.0,
             "Seconds that transfers may take to finish on shutdown.",
-            _positive(float),
+            positive_float,
         ],
-        ["max-line", None, Limits.max_line, "Longest request line, in bytes.", _positive(int)],
+        ["max-line", None, Limits.max_line, "Longest request line, in bytes.", positive_int],
         [
             "line-timeout",
             None,
             Limits.line_timeout,
             "Seconds a request line may take to arrive, from its first byte.",
-            _positive(float),
+            positive_float,
         ],
         [
             "idle-timeout",
             None,
             Limits.idle_timeout,
             "Seconds a connection may sit idle between requests.",
-            _positive(float),
+            positive_float,
         ],
         [
             "stall-timeout",
             None,
             Limits.stall_timeout,
             "Seconds a transfer may make no progress before it is dropped.",
-            _positive(float),
+            positive_float,
         ],
         [
             "max-per-peer",
             None,
             Limits.max_per_peer,
             "Connections allowed from one address at once.",
-            _positive(int),
+            positive_int,
         ],
         [
             "max-connections",
             None,
             Limits.max_connections,
             "Connections allowed in total at once.",
-            _positive(int),
+            positive_int,
         ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["serve"] = []
 
     def opt_listen(self, description: str) -> None:
         """Twisted server endpoint string to serve files on; repeatable [default: tcp:8888]."""
@@ -103,6 +99,13 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_serve(self, value: str) -> None:
+        """Also serve behaviour NAME, on its default endpoint or =ENDPOINT; repeatable."""
+        name, _, endpoint = value.partition("=")
+        self["serve"].append((name.strip(), endpoint.strip()))
+
+    opt_s = opt_serve
+
     def postOptions(self) -> None:
         """Check the root before anything listens."""
         if self["root"] is None:
@@ -115,6 +118,44 @@ class Options(usage.Options):
             ) from None
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        self["serving"] = self._behaviours()
+
+    def _behaviours(self) -> dict[str, tuple[Any, usage.Options, list[str]]]:
+        """Check --serve and each behaviour's own options; name -> (plugin, options, endpoints)."""
+        serving: dict[str, tuple[Any, usage.Options, list[str]]] = {}
+        for name, endpoint in self["serve"]:
+            behaviour = BEHAVIOURS.get(name)
+            if behaviour is None:
+                known = ", ".join(BEHAVIOURS) or "none"
+                raise usage.UsageError(f"--serve {name!r}: no such behaviour (known: {known})")
+            endpoint = endpoint or behaviour.default_endpoint
+            _check_endpoint(name, endpoint, behaviour.default_endpoint)
+            if name not in serving:
+                serving[name] = (behaviour, self._own_options(name, behaviour), [])
+            serving[name][2].append(endpoint)
+        for name in BEHAVIOURS:
+            if name not in serving and _given(self, name):
+                raise usage.UsageError(
+                    f"--{_given(self, name)[0]} is given but {name} is not "
+                    f"served: add --serve {name}"
+                )
+        return serving
+
+    def _own_options(self, name: str, behaviour: Any) -> usage.Options:
+        """Parse ``--NAME-xyz`` values with the behaviour's own Options."""
+        argv = []
+        for long, value in _given(self, name, with_values=True):
+            argv += [f"--{long[len(name) + 1 :]}"] + ([] if value is True else [str(value)])
+        options = behaviour.options()
+        try:
+            options.parseOptions(argv)
+        except usage.UsageError as exc:
+            raise usage.UsageError(f"{name}: {exc}") from None
+        return options
+
+    def getUsage(self, width: int | None = None) -> str:
+        """Twisted's usage text, then the behaviours table (kept one per line)."""
+        return super().getUsage(width) + "\n" + behaviour_table()
 
     def limits(self) -> Limits:
         """The limits these options ask for."""
@@ -128,15 +169,96 @@ class Options(usage.Options):
         )
 
 
-def makeService(options: Options, reactor: Any = None) -> service.IService:
-    """The service twistd runs: files on every ``--listen`` endpoint, drained on stop."""
+def _check_endpoint(name: str, endpoint: str, default: str) -> None:
+    """A datagram behaviour needs ``udp:``, a stream behaviour anything else that parses."""
+    wants_udp = default.lower().startswith("udp:")
+    try:
+        if endpoint.lower().startswith("udp:"):
+            if not wants_udp:
+                raise ValueError(f"{name} is a stream behaviour: use a tcp: (or other) endpoint")
+            parse_udp(endpoint)
+        else:
+            if wants_udp:
+                raise ValueError(f"{name} is a datagram behaviour: use udp:PORT")
+            from twisted.internet import reactor
+
+            endpoints.serverFromString(reactor, endpoint)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise usage.UsageError(f"--serve {name}={endpoint}: {exc}") from None
+
+
+def _given(options: usage.Options, name: str, with_values: bool = False) -> list[Any]:
+    """The ``--NAME-...`` options the user set: names, or (name, value) pairs."""
+    prefix = f"{name}-"
+    found = [
+        (key, value)
+        for key, value in options.items()
+        if key.startswith(prefix)
+        and key in OWN_OPTION_KEYS.get(name, ())
+        and value not in (None, False)
+    ]
+    return found if with_values else [key for key, _ in found]
+
+
+def _own_option_table() -> tuple[list[list[Any]], list[list[Any]], dict[str, set[str]]]:
+    """Every behaviour's own options, prefixed with its name, for the top-level parser."""
+    parameters: list[list[Any]] = []
+    flags: list[list[Any]] = []
+    keys: dict[str, set[str]] = {}
+    for name, behaviour in BEHAVIOURS.items():
+        own_parameters: list[Any] = []
+        own_flags: list[Any] = []
+        reflect.accumulateClassList(behaviour.options, "optParameters", own_parameters)
+        reflect.accumulateClassList(behaviour.options, "optFlags", own_flags)
+        for long, _short, default, doc, *_ in own_parameters:
+            parameters.append(
+                [f"{name}-{long}", None, None, f"[{name}] {doc} [default: {default}]"]
+            )
+        for long, _short, doc in own_flags:
+            flags.append([f"{name}-{long}", None, f"[{name}] {doc}"])
+        keys[name] = {f"{name}-{entry[0]}" for entry in own_parameters + own_flags}
+    return parameters, flags, keys
+
+
+def behaviour_table() -> str:
+    """The installed behaviours, one per line, for ``--help``."""
+    lines = ["Behaviours, for --serve NAME[=ENDPOINT] (their own options: --NAME-OPTION above):"]
+    for name, behaviour in BEHAVIOURS.items():
+        lines.append(f"  {name:<10} {behaviour.default_endpoint:<10} {behaviour.summary}")
+    return "\n".join(lines) + "\n"
+
+
+_parameters, _flags, OWN_OPTION_KEYS = _own_option_table()
+Options = type(
+    "Options",
+    (BaseOptions,),
+    {
+        "optParameters": _parameters,
+        "optFlags": _flags,
+        "__doc__": "Options of ``twistd tcpfiles``, with every installed behaviour's own.",
+    },
+)
+
+
+def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
+    """The service twistd runs: files on every ``--listen``, each ``--serve`` beside it."""
     if reactor is None:
         from twisted.internet import reactor
-    return make_files_service(
-        options["root"],
-        options["listen"],
-        reactor,
-        limits=options.limits(),
-        grace=options["grace"],
-        second_signal_forces=True,
-    )
+    files = make_files_factory(options["root"], reactor, options.limits())
+    trackers = [files.tracker]
+    top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
+    for description in options["listen"]:
+        ListenerService(description, files, reactor, "files").setServiceParent(top)
+    context = Context(reactor, options["root"])
+    for name, (behaviour, own_options, where) in options["serving"].items():
+        built = behaviour.build(own_options, context)
+        if getattr(built, "tracker", None) is not None:
+            trackers.append(built.tracker)
+        for description in where:
+            listener: service.Service = (
+                UDPListenerService(description, built, reactor, name)
+                if description.lower().startswith("udp:")
+                else ListenerService(description, built, reactor, name)
+            )
+            listener.setServiceParent(top)
+    return top

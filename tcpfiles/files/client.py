@@ -254,11 +254,13 @@ class FilesClient:
         self.protocol.transport.loseConnection()
 
 
-def client_endpoint(reactor: Any, server: str) -> interfaces.IStreamClientEndpoint:
+def client_endpoint(
+    reactor: Any, server: str, default_port: int = DEFAULT_PORT
+) -> interfaces.IStreamClientEndpoint:
     """An endpoint from ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a client endpoint string."""
     if server.startswith(_ENDPOINT_KINDS):
         return endpoints.clientFromString(reactor, server)
-    host, port = server, DEFAULT_PORT
+    host, port = server, default_port
     if server.startswith("["):
         host, _, rest = server[1:].partition("]")
         if rest.startswith(":"):

@@ -1,0 +1,196 @@
+"""The chat room on the wire: UTF-8 lines in, lines out; a thin adaptor over :class:`Room`.
+
+Each connection is a room member.  Lines are split on bytes and bounded (``max_line``); a longer
+one is refused and skipped up to its newline.  Invalid UTF-8 is replaced, never fatal.  Output
+is capped: the protocol is registered as a push producer on its own transport, so it learns when
+Twisted's buffer is full; a member who lets more than ``max_queue`` bytes pile up beyond that is
+disconnected, and nobody else waits for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import interfaces
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpfiles.behaviours import Behaviour, Context
+from tcpfiles.chat.room import Room
+from tcpfiles.connections import LimitedFactory
+from tcpfiles.options import positive_float, positive_int
+
+GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
+
+
+@implementer(interfaces.IPushProducer)
+class ChatProtocol(Protocol):
+    """One chat user."""
+
+    transport: Any
+    factory: ChatFactory
+
+    def __init__(self) -> None:
+        self.nick: str | None = None
+        self._buffer = b""
+        self._skipping = False
+        self._paused = False
+        self._queued = 0
+        self._closing = False
+        self._leave_reason = "connection lost"
+        self._idle: interfaces.IDelayedCall | None = None
+
+    # --- Member -----------------------------------------------------------------------------
+
+    def send(self, line: str) -> None:
+        """Deliver a line, or drop this user if their output queue is over the cap."""
+        if self._closing:
+            return
+        data = line.encode("utf-8") + b"\n"
+        if self._paused:
+            self._queued += len(data)
+            if self._queued > self.factory.max_queue:
+                self._leave_reason = "too slow: output queue full"
+                self._closing = True
+                self.factory.room.leave(self, self._leave_reason)
+                self.transport.abortConnection()
+                return
+        self.transport.write(data)
+
+    # --- IPushProducer: Twisted tells us when our output is not being read -----------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: start counting what piles up."""
+        self._paused = True
+        self._queued = 0
+
+    def resumeProducing(self) -> None:
+        """The buffer drained."""
+        self._paused = False
+        self._queued = 0
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+
+    # --- connection -------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Greet; the user joins the room with /nick."""
+        self.factory.tracker.opened(self, self.transport.getPeer())
+        self.transport.registerProducer(self, True)
+        self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_out)
+        self.send(GREETING)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Split into lines and hand each to the room."""
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.factory.idle_timeout)
+        self._buffer += data
+        while not self._closing:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if not newline:
+                if len(self._buffer) > self.factory.max_line:
+                    if not self._skipping:
+                        self.send(f"!!! line too long (max {self.factory.max_line} bytes)")
+                    self._skipping = True
+                    self._buffer = b""
+                return
+            self._buffer = rest
+            if self._skipping:  # the tail of a line that was too long
+                self._skipping = False
+                continue
+            if len(line) > self.factory.max_line:
+                self.send(f"!!! line too long (max {self.factory.max_line} bytes)")
+                continue
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            if not self.factory.room.line(self, text):
+                self._leave_reason = "quit"
+                self._close()
+
+    def drain(self) -> None:
+        """Shutting down: say so, then close."""
+        self.send("*** the server is shutting down")
+        self._leave_reason = "server shutting down"
+        self._close()
+
+    def _idle_out(self) -> None:
+        self._idle = None
+        self.send(f"*** idle for {self.factory.idle_timeout:g} s; closing")
+        self._leave_reason = "idle"
+        self._close()
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.factory.room.leave(self, self._leave_reason)
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Leave the room and forget the connection."""
+        self._closing = True
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self.factory.room.leave(self, self._leave_reason)
+        self.factory.tracker.closed(self)
+
+
+class ChatFactory(LimitedFactory):
+    """One room and its users."""
+
+    def __init__(self, clock: interfaces.IReactorTime, options: usage.Options) -> None:
+        super().__init__(clock, options["max-per-peer"], options["max-connections"])
+        self.room = Room(options["history"], clock.seconds, options["rate"], options["burst"])
+        self.max_line = options["max-line"]
+        self.max_queue = options["max-queue"]
+        self.idle_timeout = options["idle-timeout"]
+
+    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
+        """A new user."""
+        return ChatProtocol()
+
+    def refusal_message(self, reason: str) -> bytes:
+        """``!!! busy: <reason>``."""
+        return f"!!! busy: {reason}\n".encode()
+
+
+class ChatOptions(usage.Options):
+    """Options of ``chat``."""
+
+    optParameters = [
+        ["history", None, 20, "Messages replayed to a newcomer.", int],
+        ["max-line", None, 4096, "Longest line, in bytes.", positive_int],
+        [
+            "max-queue",
+            None,
+            1 << 20,
+            "Bytes of unread output a user may pile up before being dropped.",
+            positive_int,
+        ],
+        ["rate", None, 5.0, "Lines a second a user may send, on average.", positive_float],
+        ["burst", None, 20.0, "Lines a user may send at once.", positive_float],
+        ["idle-timeout", None, 3600.0, "Seconds a user may stay silent.", positive_float],
+        ["max-per-peer", None, 64, "Connections from one address at once.", positive_int],
+        ["max-connections", None, 1024, "Connections in total at once.", positive_int],
+    ]
+
+    def postOptions(self) -> None:
+        """History cannot be negative."""
+        if self["history"] < 0:
+            raise usage.UsageError("--history must be 0 or more")
+
+
+def _build(options: usage.Options, context: Context) -> ChatFactory:
+    return ChatFactory(context.reactor, options)
+
+
+chat = Behaviour(
+    "chat",
+    "a line chat room: /nick, /who, /msg, /me, /quit; history for newcomers",
+    "tcp:9000",
+    ChatOptions,
+    _build,
+)

@@ -1,0 +1,250 @@
+"""``oneshot``: the socket tutorial's downloader protocol, server and client.
+
+The client connects and sends a bare file name (a newline is allowed, not needed); the server
+answers with the raw bytes of the file and closes; a file it cannot serve is answered with the
+single byte ``1``.  The name is complete at a newline, when the client half-closes, or after
+``quiet`` seconds without a byte.  The same confinement rules as the files service apply (it
+uses the same store).  A file whose whole content is ``1`` cannot be told from a refusal: that is
+the tutorial protocol's own limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+from twisted.internet import defer, interfaces
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
+from tcpfiles.connections import LimitedFactory, describe_peer
+from tcpfiles.files.client import client_endpoint
+from tcpfiles.files.paths import MAX_PATH_BYTES, PathError
+from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer
+from tcpfiles.files.store import FileStore, OpenedFile
+from tcpfiles.options import positive_float
+
+log = Logger(namespace="tcpfiles.oneshot")
+
+MISSING = b"1"
+DEFAULT_PORT = 8887
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class OneShotProtocol(Protocol):
+    """Read one name, send that file (or ``1``), close."""
+
+    transport: Any
+    factory: OneShotFactory
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answered = False
+        self.peer = "?"
+        self.name = ""
+        self._timer: interfaces.IDelayedCall | None = None
+        self._started = 0.0
+
+    def connectionMade(self) -> None:
+        """Wait (bounded) for the name."""
+        self.peer = describe_peer(self.transport.getPeer())
+        self.factory.tracker.opened(self, self.transport.getPeer())
+        self._started = self.factory.clock.seconds()
+        self._timer = self.factory.clock.callLater(self.factory.name_timeout, self._answer)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Collect the name; answer at a newline, or after a quiet period."""
+        if self.answered:
+            return
+        self.buffer += data
+        if b"\n" in self.buffer:
+            self.buffer = self.buffer.split(b"\n", 1)[0]
+            self._answer()
+        elif len(self.buffer) > MAX_PATH_BYTES:
+            self._answer()
+        elif self._timer is not None:
+            self._timer.reset(self.factory.quiet)
+
+    def readConnectionLost(self) -> None:
+        """The client sent its name and half-closed: answer now."""
+        if not self.answered:
+            self._answer()
+
+    def writeConnectionLost(self) -> None:
+        """The client cannot read any more."""
+        self.transport.abortConnection()
+
+    def drain(self) -> None:
+        """Shutting down: a transfer in flight finishes; a connection still naming is closed."""
+        if not self.answered:
+            self.answered = True
+            self._cancel()
+            self.transport.loseConnection()
+
+    def _answer(self) -> None:
+        self._cancel()
+        self.answered = True
+        raw = self.buffer.rstrip(b"\r")
+        self.name = raw.decode("utf-8", "backslashreplace")[:200]
+        try:
+            if len(raw) > MAX_PATH_BYTES:
+                raise PathError("name too long")
+            opened = self.factory.store.open_file(raw.decode("utf-8"))
+        except (UnicodeDecodeError, PathError, OSError) as exc:
+            self.transport.write(MISSING)
+            self.transport.loseConnection()
+            self._log(f"refused: {exc}", 0)
+            return
+        producer = FileBodyProducer(opened.fd, 0, opened.size, CHUNK_SIZE, self._progress)
+        self._timer = self.factory.clock.callLater(self.factory.stall_timeout, self._stalled)
+        producer.begin(self.transport).addBoth(self._sent, opened, producer)
+
+    def _progress(self, _nbytes: int) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.factory.stall_timeout)
+
+    def _stalled(self) -> None:
+        self._timer = None
+        self.transport.abortConnection()
+
+    def _sent(self, result: Any, opened: OpenedFile, producer: FileBodyProducer) -> None:
+        opened.close()
+        self._cancel()
+        if isinstance(result, Failure):
+            self._log(f"aborted: {result.getErrorMessage()}", producer.sent)
+            self.transport.abortConnection()
+        else:
+            self._log("OK", producer.sent)
+            self.transport.loseConnection()
+
+    def _log(self, outcome: str, nbytes: int) -> None:
+        log.info(
+            "{peer} oneshot {name} -> {outcome} {nbytes} bytes in {seconds:.3f}s",
+            peer=self.peer,
+            name=self.name,
+            outcome=outcome,
+            nbytes=nbytes,
+            seconds=self.factory.clock.seconds() - self._started,
+        )
+
+    def _cancel(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Forget the connection."""
+        self._cancel()
+        self.factory.tracker.closed(self)
+
+
+class OneShotFactory(LimitedFactory):
+    """Serves one file per connection from a store."""
+
+    def __init__(
+        self, store: FileStore, clock: interfaces.IReactorTime, options: usage.Options
+    ) -> None:
+        super().__init__(clock, options["max-per-peer"], options["max-connections"])
+        self.store = store
+        self.quiet = options["quiet"]
+        self.name_timeout = options["name-timeout"]
+        self.stall_timeout = options["stall-timeout"]
+
+    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
+        """A fresh one-shot protocol."""
+        return OneShotProtocol()
+
+
+class OneShotOptions(ConnectionOptions):
+    """Options of ``oneshot``."""
+
+    optParameters = [
+        [
+            "quiet",
+            None,
+            0.5,
+            "Seconds of silence that end a name sent without a newline.",
+            positive_float,
+        ],
+        ["name-timeout", None, 30.0, "Seconds a client may take to send its name.", positive_float],
+        ["stall-timeout", None, 60.0, "Seconds a transfer may make no progress.", positive_float],
+    ]
+
+
+def _build(options: usage.Options, context: Context) -> OneShotFactory:
+    if context.root is None:
+        raise usage.UsageError("oneshot serves --root: give one")
+    return OneShotFactory(FileStore(context.root), context.reactor, options)
+
+
+oneshot = Behaviour(
+    "oneshot",
+    "the tutorial's one-shot downloader protocol (name in, bytes out)",
+    f"tcp:{DEFAULT_PORT}",
+    OneShotOptions,
+    _build,
+)
+
+
+# --- client -------------------------------------------------------------------------------------
+
+
+class MissingFile(Exception):
+    """The one-shot server answered ``1``: it has no such file."""
+
+
+class _Receiver(Protocol):
+    """Send the name, half-close, write everything that comes back to ``out``."""
+
+    transport: Any
+
+    def __init__(self, name: bytes, out: Any) -> None:
+        self.name = name
+        self.out = out
+        self.size = 0
+        self.first = b""
+        self.done: defer.Deferred[int] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.name)
+        self.transport.loseWriteConnection()  # "that is the whole name"; harmless to old servers
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.size == 0:
+            self.first = data[:1]
+        self.size += len(data)
+        self.out.write(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.done.callback(self.size)
+
+
+@defer.inlineCallbacks
+def fetch_oneshot(reactor: Any, server: str, name: str, destination: str) -> Any:
+    """Download ``name`` from a one-shot server into ``destination`` (via ``.part``).
+
+    Fails with :class:`MissingFile` when the server answers ``1``.  Fires with the size.
+    """
+    part = destination + ".part"
+    out = open(part, "wb")  # noqa: SIM115 - closed below on every path
+    try:
+        try:
+            receiver = _Receiver(name.encode("utf-8"), out)
+            yield connectProtocol(client_endpoint(reactor, server, DEFAULT_PORT), receiver)
+            size = yield receiver.done
+        finally:
+            out.close()
+        if size == 1 and receiver.first == MISSING:
+            raise MissingFile(f"the server has no file {name!r}")
+        os.replace(part, destination)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+        raise
+    return size
