@@ -51,11 +51,14 @@ def twistd_command(
 class Twistd:
     """``twistd -n tcpfiles`` in a subprocess, listening on a free loopback port."""
 
-    def __init__(self, root: Path, *extra: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.command = [*twistd_command(root), *extra]
         self.proc = subprocess.Popen(
             self.command,
             cwd=cwd or root.parent,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -66,6 +69,11 @@ class Twistd:
         self._reader.start()
         match = self.wait_for(r"files listening on 127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
+
+    def port_of(self, label: str) -> int:
+        """The port a listener logged (``chat listening on 127.0.0.1:N``, UDP too)."""
+        match = self.wait_for(rf"{re.escape(label)} listening on (?:udp )?127\.0\.0\.1:(\d+)")
+        return int(match.group(1))
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -1,0 +1,126 @@
+"""The chat room as a plain object, with members that just collect lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from tcpfiles.chat.room import Room, clean
+
+
+class Person:
+    """A member that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.nick: str | None = None
+        self.got: list[str] = []
+
+    def send(self, line: str) -> None:
+        self.got.append(line)
+
+
+@pytest.fixture
+def room():
+    return Room(history=3)
+
+
+def joined(room: Room, nick: str) -> Person:
+    person = Person()
+    room.set_nick(person, nick)
+    person.got.clear()
+    return person
+
+
+def test_join_say_and_leave(room):
+    """Join notices, plain lines to everyone else with the nick, leave notices."""
+    ann = joined(room, "ann")
+    bob = Person()
+    room.set_nick(bob, "bob")
+    assert ann.got == ["*** bob joined"]
+    assert bob.got[0].startswith("*** welcome, bob; 2 here")
+    room.line(ann, "hello")
+    assert bob.got[-1] == "<ann> hello"
+    assert "<ann> hello" not in ann.got  # not echoed to the sender
+    room.leave(bob)
+    assert ann.got[-1] == "*** bob left (quit)"
+    room.leave(bob)  # idempotent
+    assert ann.got[-1] == "*** bob left (quit)"
+
+
+def test_nicks_are_validated_and_unique(room):
+    """Bad nicks are refused; a nick is unique regardless of case; renames are announced."""
+    ann = joined(room, "ann")
+    other = Person()
+    for bad in ["", "1abc", "a b", "x" * 33, "ann\x1b[31m", "é"]:
+        room.set_nick(other, bad)
+        assert other.nick is None
+    room.set_nick(other, "ANN")
+    assert other.got[-1] == "!!! the nick ANN is taken"
+    room.set_nick(other, "bob")
+    room.set_nick(other, "robert")
+    assert ann.got[-1] == "*** bob is now known as robert"
+    room.set_nick(ann, "Ann")  # a member may change the case of its own nick
+    assert ann.nick == "Ann"
+
+
+def test_nothing_before_a_nick(room):
+    """Without a nick, only /nick, /help and /quit work."""
+    anon = Person()
+    room.line(anon, "hello")
+    room.line(anon, "/who")
+    assert anon.got == ["!!! choose a nick first: /nick NAME"] * 2
+    room.line(anon, "/help")
+    assert anon.got[-1].startswith("*** commands:")
+
+
+def test_history_replayed_to_newcomers(room):
+    """The last N said lines (not private ones, not notices) greet a newcomer."""
+    ann = joined(room, "ann")
+    for n in range(5):
+        room.line(ann, f"m{n}")
+    room.line(ann, "/me waves")
+    late = Person()
+    room.set_nick(late, "late")
+    assert late.got[1:] == ["<ann> m3", "<ann> m4", "* ann waves"]
+
+
+def test_who_msg_me_quit_unknown(room):
+    """The commands do what /help says."""
+    ann, bob = joined(room, "ann"), joined(room, "bob")
+    room.line(ann, "/who")
+    assert ann.got[-1] == "*** 2 here: ann, bob"
+    room.line(ann, "/msg BOB psst, hi")
+    assert bob.got[-1] == "[ann -> bob] psst, hi" == ann.got[-1]
+    room.line(ann, "/msg nobody x")
+    assert ann.got[-1] == "!!! no one called nobody is here"
+    room.line(ann, "/me dances")
+    assert bob.got[-1] == "* ann dances" == ann.got[-1]
+    room.line(ann, "/frob")
+    assert ann.got[-1] == "!!! unknown command /frob; try /help"
+    assert room.line(ann, "/quit") is False
+    assert ann.got[-1] == "*** bye"
+
+
+def test_control_characters_are_stripped(room):
+    """Terminal escapes never reach anyone; TAB survives."""
+    ann, bob = joined(room, "ann"), joined(room, "bob")
+    room.line(ann, "red\x1b[31m\ttext\x07\x00")
+    assert bob.got[-1] == "<ann> red[31m\ttext"
+    assert clean("a\u0085b\u009bc") == "abc"
+
+
+def test_flood_control():
+    """Past the burst, lines are refused until the bucket refills with time."""
+    now = [0.0]
+    room = Room(clock=lambda: now[0], rate=2.0, burst=3.0)
+    ann, bob = joined(room, "ann"), joined(room, "bob")
+    for n in range(5):
+        room.line(ann, f"m{n}")
+    assert [line for line in bob.got if line.startswith("<")] == [
+        "<ann> m0",
+        "<ann> m1",
+        "<ann> m2",
+    ]
+    assert ann.got.count("!!! slow down: message not sent") == 2
+    now[0] += 1.0  # two more tokens
+    room.line(ann, "later")
+    assert bob.got[-1] == "<ann> later"

@@ -1,0 +1,123 @@
+"""The behaviour plugin point: discovery, --serve, per-behaviour options, the built service."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface.verify import verifyObject
+
+from tcpfiles import tap
+from tcpfiles.behaviours import discover
+from tcpfiles.interfaces import IBehaviour
+
+
+def test_builtins_are_found_as_plugins():
+    """Every built-in behaviour is found by getPlugins and provides the interfaces."""
+    found = discover()
+    assert {"chat", "echo", "oneshot", "udp-echo", "upper"} <= set(found)
+    for behaviour in found.values():
+        assert verifyObject(IBehaviour, behaviour) and verifyObject(IPlugin, behaviour)
+    assert found["echo"].default_endpoint == "tcp:7777"
+    assert found["udp-echo"].default_endpoint == "udp:7777"
+
+
+def parse(tmp_path, *args):
+    options = tap.Options()
+    options.parseOptions(["--root", str(tmp_path), *args])
+    return options
+
+
+def test_serve_with_defaults_and_explicit_endpoints(tmp_path):
+    """--serve NAME uses the default endpoint; NAME=ENDPOINT overrides; repeats add endpoints."""
+    options = parse(
+        tmp_path,
+        "--serve",
+        "chat",
+        "--serve",
+        "echo=tcp:1:interface=127.0.0.1",
+        "-s",
+        "echo=unix:/tmp/e.sock",
+        "--serve",
+        "udp-echo",
+    )
+    serving = options["serving"]
+    assert serving["chat"][2] == ["tcp:9000"]
+    assert serving["echo"][2] == ["tcp:1:interface=127.0.0.1", "unix:/tmp/e.sock"]
+    assert serving["udp-echo"][2] == ["udp:7777"]
+
+
+def test_behaviour_options_are_parsed_by_the_behaviour(tmp_path):
+    """--chat-history reaches chat's own Options, coerced; defaults stay where not given."""
+    options = parse(tmp_path, "--serve", "chat", "--chat-history", "5")
+    chat_options = options["serving"]["chat"][1]
+    assert chat_options["history"] == 5 and chat_options["max-line"] == 4096
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--serve", "nope"), r"no such behaviour \(known: chat, echo, oneshot, udp-echo, upper\)"),
+        (("--serve", "chat=udp:9000"), "chat is a stream behaviour"),
+        (("--serve", "udp-echo=tcp:7777"), "udp-echo is a datagram behaviour"),
+        (("--serve", "echo=bogus:1"), "--serve echo=bogus:1"),
+        (("--chat-history", "5"), "--chat-history is given but chat is not served"),
+        (("--serve", "chat", "--chat-max-line", "-3"), "chat: .*must be positive"),
+        (("--serve", "chat", "--chat-history", "-1"), "chat: --history must be 0 or more"),
+    ],
+)
+def test_serve_errors(tmp_path, args, message):
+    """Mistakes on the command line are usage errors that say what is wrong."""
+    with pytest.raises(usage.UsageError, match=message):
+        parse(tmp_path, *args)
+
+
+def test_help_lists_every_behaviour(tmp_path):
+    """twistd tcpfiles --help shows each behaviour, its endpoint, summary and own options."""
+    text = tap.Options().getUsage()
+    for name, behaviour in discover().items():
+        assert f"  {name:<10} {behaviour.default_endpoint:<10} {behaviour.summary}" in text
+    assert "--chat-history=" in text and "--oneshot-quiet=" in text
+
+
+class MemoryReactorWithUDP(MemoryReactorClock):
+    """MemoryReactorClock has no UDP: record listenUDP calls too."""
+
+    def __init__(self):
+        super().__init__()
+        self.udpServers = []
+
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        listening = mock.Mock()
+        listening.getHost.return_value = mock.Mock(host=interface or "0.0.0.0", port=port)
+        return listening
+
+
+def test_make_service_listens_for_every_behaviour(tmp_path):
+    """All behaviours side by side in one service; nothing opens before start."""
+    reactor = MemoryReactorWithUDP()
+    options = parse(
+        tmp_path,
+        "--listen",
+        "tcp:18888",
+        "--serve",
+        "chat=tcp:19000",
+        "--serve",
+        "echo=tcp:17777",
+        "--serve",
+        "udp-echo=udp:17777",
+        "--serve",
+        "oneshot=tcp:18887",
+    )
+    service = tap.makeService(options, reactor=reactor)
+    assert reactor.tcpServers == [] and reactor.udpServers == []
+    service.privilegedStartService()
+    service.startService()
+    assert sorted(port for port, *_ in reactor.tcpServers) == [17777, 18887, 18888, 19000]
+    assert [port for port, *_ in reactor.udpServers] == [17777]
+    assert len(service.trackers) == 4  # files, chat, echo, oneshot are drained on stop
+    service.stopService()
