@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Echo servers side by side: round trips per second and streaming throughput.
 
-    python bench/echo.py                       # 100 conns x 1000 round trips of 1 KiB; 256 MiB stream
+    python bench/echo.py                  # 100 conns x 1000 round trips of 1 KiB; 256 MiB stream
     python bench/echo.py --rounds 5 --stream-mib 1024
 
 Servers (each started fresh for each measurement, on 127.0.0.1 only): tcpfiles' echo
 behaviour under twistd, a stdlib asyncio echo server and a bare Twisted echo protocol
-(bench/echo_servers.py).  The same asyncio-protocol driver loads each, pinned to one CPU and the server to another
-(round trips between two processes are otherwise dominated by where the scheduler puts them);
-medians of the rounds, the order rotating.  Every load is bounded in count and has a time limit.
+(bench/echo_servers.py).  The same asyncio-protocol driver loads each, pinned to one CPU and
+the server to another (round trips between two processes are otherwise dominated by where the
+scheduler puts them); medians of the rounds, the order rotating.  Every load is bounded in count
+and has a time limit.
 """
 
 from __future__ import annotations
