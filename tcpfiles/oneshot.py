@@ -10,8 +10,6 @@ the tutorial protocol's own limit.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any
 
 from twisted.internet import defer, interfaces
@@ -24,7 +22,7 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory, describe_peer
-from tcpfiles.files.client import client_endpoint
+from tcpfiles.files.client import client_endpoint, part_file
 from tcpfiles.files.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer
 from tcpfiles.files.store import FileStore, OpenedFile
@@ -231,20 +229,10 @@ def fetch_oneshot(reactor: Any, server: str, name: str, destination: str) -> Any
 
     Fails with :class:`MissingFile` when the server answers ``1``.  Fires with the size.
     """
-    part = destination + ".part"
-    out = open(part, "wb")  # noqa: SIM115 - closed below on every path
-    try:
-        try:
-            receiver = _Receiver(name.encode("utf-8"), out)
-            yield connectProtocol(client_endpoint(reactor, server, DEFAULT_PORT), receiver)
-            size = yield receiver.done
-        finally:
-            out.close()
+    with part_file(destination) as out:
+        receiver = _Receiver(name.encode("utf-8"), out)
+        yield connectProtocol(client_endpoint(reactor, server, DEFAULT_PORT), receiver)
+        size = yield receiver.done
         if size == 1 and receiver.first == MISSING:
             raise MissingFile(f"the server has no file {name!r}")
-        os.replace(part, destination)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
-        raise
     return size

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 
 from tcpfiles.connections import RefusedProtocol
 from tcpfiles.echo import EchoFactory, EchoOptions, EchoProtocol, UpperProtocol
+from tests.helpers import connect
 
 
 def make(protocol=EchoProtocol, clock=None, *args):
     options = EchoOptions()
     options.parseOptions(list(args))
     return EchoFactory(clock or task.Clock(), protocol, options)
-
-
-def connect(factory, port=1):
-    address = IPv4Address("TCP", "192.0.2.1", port)
-    protocol = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
 
 
 @pytest.mark.parametrize(

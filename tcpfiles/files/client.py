@@ -19,9 +19,9 @@ import contextlib
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet import defer, endpoints, interfaces
 from twisted.internet.protocol import Protocol, connectionDone
@@ -315,26 +315,36 @@ def fetch(
         raise RemoteError("not-a-file", f"is a directory: {remote}")
     if on_start is not None:
         on_start(info.size)
-    part = destination + ".part"
     digest = hashlib.sha256()
-    out = open(part, "wb")  # noqa: SIM115 - closed on every path below
+    with part_file(destination) as out:
 
-    def sink(data: bytes) -> None:
-        out.write(data)
-        digest.update(data)
-        if on_progress is not None:
-            on_progress(len(data))
+        def sink(data: bytes) -> None:
+            out.write(data)
+            digest.update(data)
+            if on_progress is not None:
+                on_progress(len(data))
 
-    try:
-        try:
-            size = yield client.get(remote, sink)
-        finally:
-            out.close()
+        size = yield client.get(remote, sink)
         if size != info.size or digest.hexdigest() != info.sha256:
             raise IntegrityError(f"{remote} changed on the server during the download; try again")
+    return Fetched(destination, size, info.sha256)
+
+
+@contextlib.contextmanager
+def part_file(destination: str) -> Iterator[BinaryIO]:
+    """Write to ``destination + ".part"``; on success rename it into place, else remove it.
+
+    The body of the ``with`` downloads and checks; an exception anywhere (a refusal, a lost
+    connection, a failed check, a full disk) leaves no file behind.
+    """
+    part = destination + ".part"
+    out = open(part, "wb")  # noqa: SIM115 - closed on both paths below
+    try:
+        yield out
+        out.close()
         os.replace(part, destination)
     except BaseException:
+        out.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
         raise
-    return Fetched(destination, size, info.sha256)

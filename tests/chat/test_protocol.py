@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 
 from tcpfiles.chat.protocol import GREETING, ChatFactory, ChatOptions
+from tests.helpers import connect
 
 
 def make_factory(clock=None, **settings):
     options = ChatOptions()
     options.parseOptions([f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
     return ChatFactory(clock or task.Clock(), options)
-
-
-def connect(factory, port=1):
-    address = IPv4Address("TCP", "192.0.2.1", port)
-    protocol = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
 
 
 def lines(transport):
@@ -33,8 +24,8 @@ def test_session_whole_and_byte_by_byte():
     """The same bytes give the same room lines whole or one byte at a time."""
     for byte_by_byte in (False, True):
         factory = make_factory()
-        ann, ann_t = connect(factory, 1)
-        bob, bob_t = connect(factory, 2)
+        ann, ann_t = connect(factory, port=1)
+        bob, bob_t = connect(factory, port=2)
         for who, data in ((ann, b"/nick ann\r\n"), (bob, b"/nick bob\n"), (ann, b"hi bob\n")):
             pieces = [data[i : i + 1] for i in range(len(data))] if byte_by_byte else [data]
             for piece in pieces:
@@ -46,8 +37,8 @@ def test_session_whole_and_byte_by_byte():
 def test_invalid_utf8_is_replaced_not_fatal():
     """Bytes that are not UTF-8 arrive as U+FFFD; the connection stays up."""
     factory = make_factory()
-    ann, _ = connect(factory, 1)
-    bob, bob_t = connect(factory, 2)
+    ann, _ = connect(factory, port=1)
+    bob, bob_t = connect(factory, port=2)
     ann.dataReceived(b"/nick ann\n")
     bob.dataReceived(b"/nick bob\n")
     lines(bob_t)
@@ -58,8 +49,8 @@ def test_invalid_utf8_is_replaced_not_fatal():
 def test_long_line_is_refused_and_skipped():
     """A line over the limit gets a notice; its tail is skipped; the next line works."""
     factory = make_factory(max_line=16)
-    ann, ann_t = connect(factory, 1)
-    bob, bob_t = connect(factory, 2)
+    ann, ann_t = connect(factory, port=1)
+    bob, bob_t = connect(factory, port=2)
     ann.dataReceived(b"/nick ann\n")
     bob.dataReceived(b"/nick bob\n")
     lines(ann_t), lines(bob_t)
@@ -72,9 +63,9 @@ def test_long_line_is_refused_and_skipped():
 def test_slow_reader_is_dropped_and_nobody_else_loses_a_line():
     """A user whose output piles up past max-queue is disconnected; others get everything."""
     factory = make_factory(max_queue=1000)
-    slow, slow_t = connect(factory, 1)
-    fast, fast_t = connect(factory, 2)
-    talker, _ = connect(factory, 3)
+    slow, slow_t = connect(factory, port=1)
+    fast, fast_t = connect(factory, port=2)
+    talker, _ = connect(factory, port=3)
     for who, nick in ((slow, "slow"), (fast, "fast"), (talker, "talker")):
         who.dataReceived(f"/nick {nick}\n".encode())
     lines(fast_t)
@@ -102,10 +93,10 @@ def test_quit_and_idle_timeout():
     """/quit closes; so does silence past the idle timeout."""
     clock = task.Clock()
     factory = make_factory(clock, idle_timeout=60)
-    ann, ann_t = connect(factory, 1)
+    ann, ann_t = connect(factory, port=1)
     ann.dataReceived(b"/quit\n")
     assert ann_t.disconnecting
-    bob, bob_t = connect(factory, 2)
+    bob, bob_t = connect(factory, port=2)
     clock.advance(59)
     bob.dataReceived(b"/nick bob\n")
     clock.advance(59)
@@ -118,8 +109,8 @@ def test_quit_and_idle_timeout():
 def test_connection_lost_leaves_the_room():
     """A dropped connection is announced as a leave."""
     factory = make_factory()
-    ann, ann_t = connect(factory, 1)
-    bob, bob_t = connect(factory, 2)
+    ann, ann_t = connect(factory, port=1)
+    bob, bob_t = connect(factory, port=2)
     ann.dataReceived(b"/nick ann\n")
     bob.dataReceived(b"/nick bob\n")
     lines(ann_t)

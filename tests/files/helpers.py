@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.store import FileStore
+from tests.helpers import connect, pump
+
+__all__ = ["connect", "make_factory", "pump", "respond"]
 
 
 def make_factory(
@@ -18,24 +20,6 @@ def make_factory(
 ) -> FileServerFactory:
     store = FileStore(Root.at(str(root)), defer_to_thread)
     return FileServerFactory(store, clock or task.Clock(), Limits(**limits))
-
-
-def connect(factory: FileServerFactory, host: str = "192.0.2.7", port: int = 40000):
-    """A protocol built by the factory, on a StringTransport, connected."""
-    address = IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def pump(transport: StringTransport, limit: int = 10_000) -> None:
-    """Act as a socket that drains at once: ask a registered pull producer until it is done."""
-    for _ in range(limit):
-        if transport.producer is None or transport.disconnecting:
-            return
-        transport.producer.resumeProducing()
-    raise AssertionError("producer never finished")
 
 
 def respond(protocol, transport: StringTransport, data: bytes, byte_by_byte: bool = False) -> bytes:

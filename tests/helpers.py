@@ -1,0 +1,24 @@
+"""Helpers for driving any tcpfiles protocol in memory."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+
+def connect(factory, host: str = "192.0.2.7", port: int = 40000):
+    """A protocol built by the factory for a peer, on a StringTransport, connected."""
+    address = IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def pump(transport: StringTransport, limit: int = 10_000) -> None:
+    """Act as a socket that drains at once: ask a registered pull producer until it is done."""
+    for _ in range(limit):
+        if transport.producer is None or transport.disconnecting:
+            return
+        transport.producer.resumeProducing()
+    raise AssertionError("producer never finished")
