@@ -20,3 +20,19 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 positive_int = _positive(int)
 positive_float = _positive(float)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size(text: str) -> int:
+    """A byte count: ``1048576``, ``512K``, ``100M``, ``1G`` (powers of 1024)."""
+    number, unit = text.strip(), ""
+    if number[-1:].upper() in _UNITS and not number[-1:].isdigit():
+        number, unit = number[:-1], number[-1:].upper()
+    if not number.isdigit():
+        raise ValueError(f"not a size: {text!r} (use e.g. 1048576, 512K, 100M, 1G)")
+    return int(number) * _UNITS[unit]
+
+
+size.coerceDoc = "Bytes, or with a K, M, G or T suffix."  # type: ignore[attr-defined]

@@ -14,10 +14,10 @@ from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
 from tcpfiles.behaviours import Context, discover
-from tcpfiles.files.factory import make_files_factory
+from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
-from tcpfiles.options import positive_float, positive_int
+from tcpfiles.options import positive_float, positive_int, size
 from tcpfiles.service import DrainingService, ListenerService
 from tcpfiles.udp import UDPListenerService, parse_udp
 
@@ -80,7 +80,15 @@ class BaseOptions(usage.Options):
             "Connections allowed in total at once.",
             positive_int,
         ],
+        [
+            "max-upload",
+            None,
+            DEFAULT_MAX_UPLOAD,
+            "Largest upload accepted (with --writable).",
+            size,
+        ],
     ]
+    optFlags = [["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -244,9 +252,17 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     """The service twistd runs: files on every ``--listen``, each ``--serve`` beside it."""
     if reactor is None:
         from twisted.internet import reactor
-    files = make_files_factory(options["root"], reactor, options.limits())
+    files = make_files_factory(
+        options["root"],
+        reactor,
+        options.limits(),
+        writable=options["writable"],
+        max_upload=options["max-upload"],
+    )
     trackers = [files.tracker]
     top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
+    if options["writable"]:
+        StaleTemporaries(options["root"]).setServiceParent(top)
     for description in options["listen"]:
         ListenerService(description, files, reactor, "files").setServiceParent(top)
     context = Context(reactor, options["root"])

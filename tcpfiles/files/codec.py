@@ -26,6 +26,8 @@ ERROR_CODES = frozenset(
         "not-a-directory",  # LIST of something that is not a directory
         "too-long",  # request line over the limit; the connection is closed
         "read-only",  # uploads are not enabled on this server
+        "exists",  # an upload (PUT) or MKDIR would replace something that is there
+        "mismatch",  # an uploaded body does not match its announced sha256
         "too-large",  # an upload larger than the server accepts
         "unauthorized",  # a login is required first
         "busy",  # too many connections, or the server is shutting down
@@ -132,9 +134,19 @@ class Quit:
 
 @dataclass(frozen=True)
 class Put:
-    """``PUT ...``: an upload; answered ``read-only`` while uploads are not supported."""
+    """``PUT <size> <sha256> <path>`` (new file) or ``REPLACE ...`` (may overwrite)."""
 
-    args: str
+    path: str
+    size: int
+    sha256: str
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    """``MKDIR <path>``: create a directory (its parent must exist)."""
+
+    path: str
 
 
 @dataclass(frozen=True)
@@ -144,13 +156,16 @@ class BadRequest:
     message: str
 
 
-Request = Get | List | Stat | Help | Quit | Put | BadRequest
+Request = Get | List | Stat | Help | Quit | Put | Mkdir | BadRequest
 
 HELP_LINES = (
     "GET <path>                 OK <size>, then <size> bytes of the file",
     "RESUME <offset> <path>     OK <n>, then the n = size - offset bytes from <offset> on",
     "LIST [<path>]              OK <n>, then n lines: <type> <size> <mtime> <name>",
     "STAT <path>                OK type=file size=<n> mtime=<utc> sha256=<hex>",
+    "PUT <size> <sha256> <path>  OK send <size>; then the body; then OK stored <size> <sha256>",
+    "REPLACE <size> <sha256> <path>  the same, overwriting a file that exists",
+    "MKDIR <path>               OK created, or OK exists",
     "HELP                       this text",
     "QUIT                       OK bye, then the server closes",
     "Paths are /-separated and relative to the served root. Errors: ERR <code> <text>.",
@@ -190,11 +205,23 @@ def parse_request(line: bytes) -> Request:
         return Help()
     if verb == "QUIT":
         return Quit()
-    if verb == "PUT":
-        return Put(rest)
+    if verb in ("PUT", "REPLACE"):
+        size_text, _, rest = rest.partition(" ")
+        digest, _, path = rest.partition(" ")
+        if not (size_text.isascii() and size_text.isdigit()) or not path or not _is_sha256(digest):
+            return BadRequest(f"usage: {verb} <size> <sha256-hex> <path>")
+        return Put(path, int(size_text), digest.lower(), verb == "REPLACE")
+    if verb == "MKDIR":
+        if not rest:
+            return BadRequest("usage: MKDIR <path>")
+        return Mkdir(rest)
     if not verb:
         return BadRequest("empty request; try HELP")
     return BadRequest(f"unknown command {escape_text(verb[:32])}; try HELP")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 # --- responses --------------------------------------------------------------------------------

@@ -4,25 +4,54 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application import service
 from twisted.internet import threads
+from twisted.logger import Logger
 
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.store import FileStore
+from tcpfiles.files.uploads import Uploads, remove_stale_temporaries
 from tcpfiles.service import DrainingService, ListenerService
+
+log = Logger(namespace="tcpfiles.files")
+
+
+DEFAULT_MAX_UPLOAD = 1 << 30
 
 
 def make_files_factory(
-    root: str | Root, reactor: Any, limits: Limits | None = None
+    root: str | Root,
+    reactor: Any,
+    limits: Limits | None = None,
+    writable: bool = False,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
 ) -> FileServerFactory:
-    """A :class:`FileServerFactory` serving ``root``; hashing runs in the reactor's threadpool."""
+    """A :class:`FileServerFactory` serving ``root``; hashing and fsync run in a threadpool.
+
+    Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.
+    """
     if not isinstance(root, Root):
         root = Root.at(root)
 
     def defer_to_thread(f: Any, *args: Any) -> Any:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    return FileServerFactory(FileStore(root, defer_to_thread), reactor, limits)
+    uploads = Uploads(root, max_upload, defer_to_thread) if writable else None
+    return FileServerFactory(FileStore(root, defer_to_thread), reactor, limits, uploads)
+
+
+class StaleTemporaries(service.Service):
+    """At start, remove upload temporaries that a server which died left behind."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+
+    def startService(self) -> None:
+        """Walk the root once."""
+        super().startService()
+        for path in remove_stale_temporaries(self.root):
+            log.info("removed a stale upload temporary: {path}", path=path)
 
 
 def make_files_service(

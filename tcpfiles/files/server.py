@@ -26,6 +26,7 @@ from tcpfiles.files import codec
 from tcpfiles.files.paths import PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer, FileShrank, TransferStopped
 from tcpfiles.files.store import Entry, FileInfo, OpenedFile
+from tcpfiles.files.uploads import Upload, Uploads, make_directory
 from tcpfiles.interfaces import IFileStore
 
 log = Logger(namespace="tcpfiles.files")
@@ -51,6 +52,7 @@ class State(enum.Enum):
 
     WAITING = "waiting for a request"
     RESPONDING = "sending a response"
+    RECEIVING = "receiving an upload's body"
     CLOSING = "closing"
 
 
@@ -79,6 +81,9 @@ class FileServerProtocol(Protocol):
         self._reading_paused = False
         self._request = ""
         self._started = 0.0
+        self._upload: Upload | None = None
+        self._discard = 0  # body bytes still to skip after a failed upload
+        self._upload_error: PathError | None = None
 
     # --- connection life ------------------------------------------------------------------
 
@@ -93,6 +98,10 @@ class FileServerProtocol(Protocol):
         """Stop every timer and forget the connection."""
         self.state = State.CLOSING
         self._cancel_timer()
+        if self._upload is not None:  # cut off mid-body: the temporary goes
+            self._log("aborted: connection lost", self._upload.received)
+            self._upload.abort()
+            self._upload = None
         self.factory.tracker.closed(self)
 
     def drain(self) -> None:
@@ -115,6 +124,8 @@ class FileServerProtocol(Protocol):
         """Buffer input and answer every complete request we can."""
         if self.state is State.CLOSING:
             return
+        if self.state is State.RECEIVING:
+            data = self._body(data)
         self.lines.feed(data)
         self._pump()
 
@@ -177,8 +188,13 @@ class FileServerProtocol(Protocol):
             elif isinstance(request, codec.Quit):
                 self._respond(codec.ok_line("bye"), "OK")
                 self._close()
-            elif isinstance(request, codec.Put):
+            elif isinstance(request, codec.Put | codec.Mkdir) and self.factory.uploads is None:
                 self._error("read-only", "uploads are not enabled on this server")
+            elif isinstance(request, codec.Put):
+                self._put(request)
+            elif isinstance(request, codec.Mkdir):
+                created = make_directory(self.factory.uploads.root, request.path)
+                self._respond(codec.ok_line("created" if created else "exists"), "OK")
             else:
                 self._error("bad-request", request.message)
         except PathError as exc:
@@ -236,6 +252,77 @@ class FileServerProtocol(Protocol):
             )
         self.state = State.CLOSING
         self.transport.abortConnection()  # the promised size cannot be kept
+
+    def _put(self, request: codec.Put) -> None:
+        assert self.factory.uploads is not None
+        upload = self.factory.uploads.begin(
+            request.path, request.size, request.sha256, request.replace
+        )
+        self._upload, self._upload_error, self._discard = upload, None, 0
+        self.transport.write(codec.ok_line("send", request.size))
+        self.state = State.RECEIVING
+        self._arm("stall", self.limits.stall_timeout, self._stalled)
+        # A client that sent the body without waiting for "OK send": it is already buffered.
+        self._body(self.lines.take(min(upload.remaining, self.lines.pending)))
+
+    def _body(self, data: bytes) -> bytes:
+        """Feed upload body bytes; return what follows the body (the next requests)."""
+        upload = self._upload
+        if upload is None or self.state is not State.RECEIVING:
+            return data
+        if self._timer_kind == "stall" and self._timer is not None:
+            self._timer.reset(self.limits.stall_timeout)
+        expected = self._discard if upload.finished else upload.remaining
+        body, rest = data[:expected], data[expected:]
+        if upload.finished:  # it failed earlier: skip the rest of its body
+            self._discard -= len(body)
+        elif body:
+            try:
+                upload.write(body)
+            except (PathError, OSError) as exc:
+                self._upload_error = exc if isinstance(exc, PathError) else None
+                self._discard = upload.remaining - len(body)
+                upload.abort()
+        if upload.finished and self._discard == 0:
+            self._upload_failed()
+        elif not upload.finished and upload.remaining == 0:
+            self._end_of_body()
+        return rest
+
+    def _end_of_body(self) -> None:
+        # The body is whole: it is checked and published even if the client goes away now.
+        upload, self._upload = self._upload, None
+        assert upload is not None
+        self.state = State.RESPONDING
+        self._cancel_timer()
+        upload.finish().addCallbacks(self._stored, self._not_stored, callbackArgs=(upload,))
+
+    def _stored(self, digest: str, upload: Upload) -> None:
+        if self.state is State.CLOSING:
+            return
+        self.transport.write(codec.ok_line("stored", upload.size, digest))
+        self._finished("OK", upload.size)
+
+    def _not_stored(self, failure: Failure) -> None:
+        if self.state is State.CLOSING:
+            return
+        if isinstance(failure.value, PathError):
+            self._error(failure.value.code, str(failure.value))
+        else:
+            log.failure(
+                "{peer} {request}: upload failed", failure, peer=self.peer, request=self._request
+            )
+            self._error("internal", "the server could not store the file")
+
+    def _upload_failed(self) -> None:
+        """The body of a failed upload has been skipped: say why, carry on."""
+        error, self._upload, self._upload_error = self._upload_error, None, None
+        self.state = State.RESPONDING
+        self._cancel_timer()
+        if error is not None:
+            self._error(error.code, str(error))
+        else:
+            self._error("internal", "the server could not write the file")
 
     def _list(self, entries: list[Entry]) -> None:
         lines = [
@@ -373,11 +460,16 @@ class FileServerFactory(LimitedFactory):
     """
 
     def __init__(
-        self, store: IFileStore, clock: interfaces.IReactorTime, limits: Limits | None = None
+        self,
+        store: IFileStore,
+        clock: interfaces.IReactorTime,
+        limits: Limits | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self.limits = limits or Limits()
         super().__init__(clock, self.limits.max_per_peer, self.limits.max_connections)
         self.store = store
+        self.uploads = uploads  # None: a read-only server
 
     def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
         """A files protocol."""

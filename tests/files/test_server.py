@@ -68,7 +68,8 @@ def test_large_body_arrives_whole_in_chunks(root):
 def test_errors_keep_the_connection_open(root):
     """Every ERR except too-long leaves a healthy connection open."""
     protocol, transport = connect(make_factory(root))
-    out = respond(protocol, transport, b"FROB\nGET ../x\nPUT a 1\nRESUME 99 a.txt\nSTAT nope\n")
+    put = b"PUT 1 " + b"0" * 64 + b" a\n"
+    out = respond(protocol, transport, b"FROB\nGET ../x\n" + put + b"RESUME 99 a.txt\nSTAT nope\n")
     assert [line.split(b" ")[1] for line in out.splitlines()] == [
         b"bad-request",
         b"bad-request",

@@ -1,0 +1,268 @@
+"""Uploads: a body streamed to a hidden temporary, checked, flushed, and only then published.
+
+The sequence is HARDENING.md's: validate first (path, size limit, free space, one upload per name)
+→ create ``.tcpfiles-<random>.part`` in the target directory with ``O_EXCL`` → write the body as it
+arrives, counting and hashing → check size and sha256 → ``fsync`` (off the reactor thread) →
+publish with ``link`` (a new file: never replaces one that appeared meanwhile) or ``rename``
+(``REPLACE``) → ``fsync`` the directory.  On any failure, or when :meth:`Upload.abort` is called
+(disconnect, timeout, shutdown), the temporary is removed and the final name is never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+
+from tcpfiles.files.paths import (
+    BadPath,
+    Forbidden,
+    NotAFile,
+    PathError,
+    Root,
+    open_beneath,
+    parse_path,
+)
+from tcpfiles.files.store import TEMP_PREFIX
+
+TEMP_SUFFIX = ".part"
+
+
+class Exists(PathError):
+    """The target exists and the client did not ask to replace it."""
+
+    code = "exists"
+
+
+class TooLarge(PathError):
+    """Over the upload limit, or more than the free space."""
+
+    code = "too-large"
+
+
+class Busy(PathError):
+    """Another upload to the same name is in progress."""
+
+    code = "busy"
+
+
+class Mismatch(PathError):
+    """What arrived does not have the size or sha256 the client announced."""
+
+    code = "mismatch"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a directory entry is one of our upload temporaries."""
+    return name.startswith(TEMP_PREFIX)
+
+
+class Uploads:
+    """Every upload in progress below one root, and the rules they share."""
+
+    def __init__(
+        self,
+        root: Root,
+        max_upload: int,
+        defer_to_thread: Callable[..., defer.Deferred[Any]],
+        reserve: int = 16 << 20,
+    ) -> None:
+        self.root = root
+        self.max_upload = max_upload
+        self.reserve = reserve  # free space never given away
+        self._defer_to_thread = defer_to_thread
+        self._in_progress: set[tuple[int, int, str]] = set()
+
+    def begin(self, path: str, size: int, sha256: str, replace: bool) -> Upload:
+        """Validate an upload and open its temporary; raises a ``PathError`` subclass."""
+        if size > self.max_upload:
+            raise TooLarge(
+                f"{size} bytes is over this server's upload limit of {self.max_upload} bytes"
+            )
+        parts = parse_path(path)
+        if not parts:
+            raise BadPath("an upload needs a file name")
+        if any(is_temporary(part) for part in parts):
+            raise BadPath(f"names starting with {TEMP_PREFIX} are reserved")
+        parent = open_beneath(self.root, parts[:-1], want="dir")
+        try:
+            name = parts[-1]
+            existing = _lstat(parent, name)
+            if existing is not None:
+                if not (stat.S_ISREG(existing.st_mode) or stat.S_ISLNK(existing.st_mode)):
+                    raise NotAFile("a directory or special file is in the way")
+                if not replace:
+                    raise Exists("the file exists; REPLACE to overwrite it")
+            vfs = os.fstatvfs(parent)
+            if size > vfs.f_bavail * vfs.f_frsize - self.reserve:
+                raise TooLarge("not enough free space on the server")
+            directory = os.fstat(parent)
+            key = (directory.st_dev, directory.st_ino, name)
+            if key in self._in_progress:
+                raise Busy("another upload of this file is in progress")
+            upload = Upload(self, parent, name, size, sha256, replace, key)
+        except BaseException:
+            os.close(parent)
+            raise
+        self._in_progress.add(key)
+        return upload
+
+    def _done(self, key: tuple[int, int, str]) -> None:
+        self._in_progress.discard(key)
+
+    def run_in_thread(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        """Blocking disk work (fsync) off the reactor thread."""
+        return self._defer_to_thread(f, *args)
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+class Upload:
+    """One upload in progress: owns the parent directory's descriptor and the temporary."""
+
+    def __init__(
+        self,
+        uploads: Uploads,
+        parent: int,
+        name: str,
+        size: int,
+        sha256: str,
+        replace: bool,
+        key: tuple[int, int, str],
+    ) -> None:
+        self.uploads = uploads
+        self.parent = parent
+        self.name = name
+        self.size = size
+        self.expected = sha256
+        self.replace = replace
+        self.key = key
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self.temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        self.fd: int | None = os.open(
+            self.temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=parent,
+        )
+        self.finished = False
+
+    @property
+    def remaining(self) -> int:
+        """Body bytes still expected."""
+        return self.size - self.received
+
+    def write(self, data: bytes) -> None:
+        """Append body bytes; an OSError (disk full) is the caller's to report."""
+        assert self.fd is not None and len(data) <= self.remaining
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise TooLarge("the server's disk is full") from None
+                raise
+            view = view[written:]
+        self.digest.update(data)
+        self.received += len(data)
+
+    @defer.inlineCallbacks
+    def finish(self) -> Any:
+        """Check, flush and publish; fires with the sha256, or fails (temporary removed)."""
+        try:
+            if self.received != self.size or self.digest.hexdigest() != self.expected:
+                raise Mismatch(f"the data does not match the announced sha256 {self.expected}")
+            fd = self.fd
+            yield self.uploads.run_in_thread(os.fsync, fd)
+            self._close_fd()
+            if self.replace:
+                os.rename(self.temp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
+            else:
+                try:
+                    os.link(
+                        self.temp,
+                        self.name,
+                        src_dir_fd=self.parent,
+                        dst_dir_fd=self.parent,
+                        follow_symlinks=False,
+                    )
+                except FileExistsError:
+                    raise Exists("the file appeared meanwhile; REPLACE to overwrite it") from None
+                os.unlink(self.temp, dir_fd=self.parent)
+            yield self.uploads.run_in_thread(os.fsync, self.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self._release()
+        return self.expected
+
+    def abort(self) -> None:
+        """Give up: remove the temporary (never the final name)."""
+        if self.finished:
+            return
+        self._close_fd()
+        try:
+            os.unlink(self.temp, dir_fd=self.parent)
+        except FileNotFoundError:
+            pass
+        self._release()
+
+    def _close_fd(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _release(self) -> None:
+        self.finished = True
+        os.close(self.parent)
+        self.uploads._done(self.key)
+
+
+def make_directory(root: Root, path: str) -> bool:
+    """``MKDIR``: create one directory below an existing one; False if it already exists."""
+    parts = parse_path(path)
+    if not parts:
+        return False  # the root exists
+    if any(is_temporary(part) for part in parts):
+        raise BadPath(f"names starting with {TEMP_PREFIX} are reserved")
+    parent = open_beneath(root, parts[:-1], want="dir")
+    try:
+        os.mkdir(parts[-1], 0o755, dir_fd=parent)
+        return True
+    except FileExistsError:
+        existing = _lstat(parent, parts[-1])
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            return False
+        raise Exists("a file of that name is in the way") from None
+    except PermissionError:
+        raise Forbidden("the server may not create it") from None
+    finally:
+        os.close(parent)
+
+
+def remove_stale_temporaries(root: Root) -> list[str]:
+    """Delete upload temporaries left by a server that died; the paths removed."""
+    removed = []
+    for directory, _dirs, files in os.walk(root.real):  # does not follow symlinks
+        for name in files:
+            if is_temporary(name) and name.endswith(TEMP_SUFFIX):
+                path = os.path.join(directory, name)
+                try:
+                    os.unlink(path)
+                    removed.append(path)
+                except OSError:
+                    pass
+    return removed
