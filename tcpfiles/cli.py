@@ -24,7 +24,15 @@ from tcpfiles.files.client import (
     RemoteError,
     client_endpoint,
     connect,
+)
+from tcpfiles.files.transfer import (
+    Session,
+    TreeResult,
     fetch,
+    mirror,
+    push,
+    sha256_of,
+    upload_tree,
 )
 from tcpfiles.oneshot import MissingFile, fetch_oneshot
 
@@ -64,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
             f"such as tcp:host=example.org:port=8888 (default {default or DEFAULT_SERVER})",
         )
 
+    def retry_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--retry-for",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="after the connection is lost, keep reconnecting (with backoff) and "
+            "resuming for this long (default 60; 0: give up at once)",
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=30.0,
+            metavar="SECONDS",
+            help="drop a connection that makes no progress for this long (default 30)",
+        )
+
     get = commands.add_parser(
         "get",
         help="download files",
@@ -80,12 +105,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     get.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="REMOTE is a directory: mirror the whole tree into DEST/<its name>",
+    )
+    retry_options(get)
+    get.add_argument(
         "--oneshot",
         action="store_true",
         help="speak the socket tutorial's one-shot protocol (send the name, read until the "
         f"server closes; default server {DEFAULT_ONESHOT}); nothing can be verified",
     )
     get.set_defaults(handler=run_get)
+
+    put = commands.add_parser(
+        "put",
+        help="upload a file or a tree",
+        description="Upload LOCAL to REMOTE (default: its own name at the root; a REMOTE "
+        "ending in / is a directory to put it in). The server publishes a file only once it "
+        "has arrived whole and matches its sha256. Needs a server started with --writable.",
+    )
+    server_option(put, DEFAULT_SERVER)
+    put.add_argument("local", metavar="LOCAL", help="file (or, with -r, directory) to upload")
+    put.add_argument("remote", nargs="?", metavar="REMOTE", help="path on the server")
+    put.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files that exist on the server (else: refused)",
+    )
+    put.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="LOCAL is a directory: upload the whole tree (directories created)",
+    )
+    put.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    retry_options(put)
+    put.set_defaults(handler=run_put)
 
     ls = commands.add_parser(
         "ls", help="list a remote directory", description="List a directory on the server."
@@ -118,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``tcpfiles`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        args.plan = _plan_get(args) if args.command == "get" else None
+        planners = {"get": _plan_get, "put": _plan_put}
+        args.plan = planners[args.command](args) if args.command in planners else None
     except Failed as exc:
         _say(str(exc))
         sys.exit(exc.status)
@@ -195,9 +253,7 @@ def run_get(reactor: Any, args: argparse.Namespace) -> Any:
     """``tcpfiles get``: the files protocol, or the tutorial's one-shot one."""
     if args.oneshot:
         return _get_oneshot(reactor, args)
-    return _with_files_client(
-        reactor, args.server or DEFAULT_SERVER, lambda client: _get_files(client, args)
-    )
+    return _with_session(reactor, args, lambda session: _get_files(session, args))
 
 
 @defer.inlineCallbacks
@@ -219,32 +275,146 @@ def _get_oneshot(reactor: Any, args: argparse.Namespace) -> Any:
 
 
 @defer.inlineCallbacks
-def _get_files(client: FilesClient, args: argparse.Namespace) -> Any:
-    """Download each REMOTE; go on after a failure, and report it in the exit status."""
-    status = EXIT_OK
-    for remote, destination in args.plan:
-        bar = _ProgressBar(os.path.basename(destination), enabled=not args.quiet)
-        try:
-            yield fetch(client, remote, destination, on_start=bar.start, on_progress=bar.advance)
-        except RemoteError as exc:
-            bar.close()
-            _say(f"{remote}: {exc.text} ({exc.code})")
-            status = status or EXIT_REFUSED
-        except IntegrityError as exc:
-            bar.close()
-            _say(f"{remote}: {exc}")
-            status = status or EXIT_LOCAL
-        except ConnectionClosed as exc:
-            bar.close()
-            _say(f"{remote}: {exc}")
-            return EXIT_CONNECTION
-        except OSError as exc:
-            bar.close()
-            _say(f"{remote}: cannot write {destination}: {exc.strerror or exc}")
-            status = status or EXIT_LOCAL
+def _with_session(reactor: Any, args: argparse.Namespace, work: Any) -> Any:
+    """Connect (a first failure is final), run ``work(session)``, close."""
+    server = args.server or DEFAULT_SERVER
+    session = Session(
+        reactor, server, retry_for=args.retry_for, timeout=args.timeout, on_notice=_say
+    )
+    try:
+        yield session.client()
+    except Exception as exc:
+        raise _connection_failed(server, exc) from None
+    try:
+        return (yield work(session))
+    finally:
+        session.close()
+
+
+def _one_transfer(session: Session, name: str, quiet: bool, operation: Any) -> Any:
+    """Run ``operation(client, retried, start, progress)`` with retries and a progress bar."""
+    bar = _ProgressBar(name, enabled=not quiet)
+
+    def attempt(client: FilesClient, retried: bool) -> Any:
+        bar.close()  # a retry draws a fresh bar from where it resumes
+        return operation(client, retried, bar.start, bar.advance)
+
+    def done(result: Any) -> Any:
+        bar.close()
+        return result
+
+    return session.run(attempt).addBoth(done)
+
+
+class _Outcome:
+    """The exit status of several transfers: the first failure's kind wins."""
+
+    def __init__(self) -> None:
+        self.status = EXIT_OK
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        """Report one failure; a lost connection ends the whole command."""
+        if isinstance(exc, RemoteError) and exc.code == "exists":
+            _say(f"{what}: already on the server (--overwrite replaces it)")
+            self.status = self.status or EXIT_REFUSED
+        elif isinstance(exc, RemoteError):
+            _say(f"{what}: {exc.text} ({exc.code})")
+            self.status = self.status or EXIT_REFUSED
+        elif isinstance(exc, ConnectionClosed | error.ConnectError | error.DNSLookupError):
+            _say(f"{what}: {exc}")
+            raise Failed("gave up: the server stayed unreachable", EXIT_CONNECTION)
+        elif isinstance(exc, IntegrityError):
+            _say(f"{what}: {exc}")
+            self.status = self.status or EXIT_LOCAL
+        elif isinstance(exc, OSError):
+            _say(f"{what}: {exc.strerror or exc}")
+            self.status = self.status or EXIT_LOCAL
         else:
-            bar.close()
-    return status
+            raise exc
+
+    def tree(self, result: TreeResult) -> None:
+        """Report what a tree transfer skipped or failed."""
+        for skipped in result.skipped or []:
+            _say(f"skipped {skipped}: not a regular file, or a name that cannot be used here")
+        for what, exc in result.failed or []:
+            self.failed(what, exc)
+
+
+@defer.inlineCallbacks
+def _get_files(session: Session, args: argparse.Namespace) -> Any:
+    """Download each REMOTE (or tree); go on after a failure, and report it in the status."""
+    outcome = _Outcome()
+
+    def get_one(remote: str, destination: str) -> Any:
+        return _one_transfer(
+            session,
+            os.path.basename(destination),
+            args.quiet,
+            lambda client, _retried, start, progress: fetch(
+                client, remote, destination, start, progress
+            ),
+        )
+
+    for remote, destination in args.plan:
+        try:
+            if args.recursive:
+                outcome.tree((yield mirror(session, remote, destination, get_one)))
+            else:
+                yield get_one(remote, destination)
+        except Exception as exc:  # noqa: BLE001 - sorted into exit statuses by _Outcome
+            outcome.failed(remote, exc)
+    return outcome.status
+
+
+# --- put ----------------------------------------------------------------------------------------
+
+
+def _plan_put(args: argparse.Namespace) -> tuple[str, str]:
+    """(local, remote) for ``put``, or Failed for usage errors, before connecting."""
+    local = args.local
+    if args.recursive:
+        if not os.path.isdir(local):
+            raise Failed(f"{local!r} is not a directory (put -r uploads a tree)", EXIT_USAGE)
+    elif not os.path.isfile(local):
+        raise Failed(f"{local!r} is not a file (use -r for a directory)", EXIT_USAGE)
+    name = os.path.basename(os.path.abspath(local))
+    remote = args.remote or name
+    if remote.endswith("/"):
+        remote += name
+    return local, remote
+
+
+def run_put(reactor: Any, args: argparse.Namespace) -> Any:
+    """``tcpfiles put``."""
+    return _with_session(reactor, args, lambda session: _put_files(session, args))
+
+
+@defer.inlineCallbacks
+def _put_files(session: Session, args: argparse.Namespace) -> Any:
+    outcome = _Outcome()
+    local, remote = args.plan
+
+    @defer.inlineCallbacks
+    def put_one(local: str, remote: str) -> Any:
+        size, sha256 = sha256_of(local)
+        yield _one_transfer(
+            session,
+            os.path.basename(local),
+            args.quiet,
+            lambda client, retried, start, progress: push(
+                client, local, remote, size, sha256, args.overwrite, start, progress, retried
+            ),
+        )
+        return size
+
+    try:
+        if args.recursive:
+            outcome.tree((yield upload_tree(session, local, remote, put_one)))
+        else:
+            yield put_one(local, remote)
+    except Exception as exc:  # noqa: BLE001 - sorted into exit statuses by _Outcome
+        outcome.failed(local, exc)
+    return outcome.status
 
 
 class _ProgressBar:
@@ -255,12 +425,13 @@ class _ProgressBar:
         self.enabled = enabled and sys.stderr.isatty()
         self.bar: Any = None
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, already: int = 0) -> None:
         if self.enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(
                 total=total,
+                initial=already,
                 desc=self.name,
                 unit="B",
                 unit_scale=True,

@@ -22,10 +22,11 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory, describe_peer
-from tcpfiles.files.client import client_endpoint, part_file
+from tcpfiles.files.client import client_endpoint
 from tcpfiles.files.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer
 from tcpfiles.files.store import FileStore, OpenedFile
+from tcpfiles.files.transfer import part_file
 from tcpfiles.options import positive_float
 
 log = Logger(namespace="tcpfiles.oneshot")

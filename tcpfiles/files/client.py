@@ -15,19 +15,17 @@ every outstanding request with :class:`ConnectionClosed`.
 from __future__ import annotations
 
 import builtins
-import contextlib
-import hashlib
-import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from twisted.internet import defer, endpoints, interfaces
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from tcpfiles.files import codec
+from tcpfiles.files.producer import FileBodyProducer
 
 DEFAULT_PORT = 8888
 _ENDPOINT_KINDS = ("tcp:", "tcp6:", "tls:", "ssl:", "unix:")
@@ -93,10 +91,16 @@ class FilesClientProtocol(Protocol):
 
     transport: Any
 
-    def __init__(self) -> None:
+    def __init__(
+        self, clock: interfaces.IReactorTime | None = None, timeout: float | None = None
+    ) -> None:
         self.lines = codec.LineBuffer(codec.MAX_LINE * 8)
         self.pending: deque[_Pending] = deque()
         self.closed = False
+        self.clock = clock
+        self.timeout = timeout  # no progress either way for this long: drop the connection
+        self._watchdog: interfaces.IDelayedCall | None = None
+        self.stalled = False
 
     def request(
         self, line: str, kind: str, sink: Callable[[bytes], None] | None = None
@@ -104,15 +108,38 @@ class FilesClientProtocol(Protocol):
         """Send one request line; the Deferred fires with the response's payload."""
         if "\n" in line or "\r" in line:
             return defer.fail(ValueError("a request cannot contain a line break"))
+        d = self.expect(kind, sink)
+        if not self.closed:
+            self.transport.write(line.encode("utf-8") + b"\n")
+        return d
+
+    def expect(self, kind: str, sink: Callable[[bytes], None] | None = None) -> defer.Deferred[Any]:
+        """Wait for one more response without sending a line (an upload's final status)."""
         if self.closed:
             return defer.fail(ConnectionClosed("the connection is closed"))
         pending = _Pending(defer.Deferred(), kind, sink)
         self.pending.append(pending)
-        self.transport.write(line.encode("utf-8") + b"\n")
+        self.touch()
         return pending.done
+
+    def touch(self) -> None:
+        """Progress (bytes in or out): push the stall watchdog back."""
+        if self.clock is None or self.timeout is None or self.closed:
+            return
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.reset(self.timeout)
+        else:
+            self._watchdog = self.clock.callLater(self.timeout, self._stall)
+
+    def _stall(self) -> None:
+        self._watchdog = None
+        if self.pending:
+            self.stalled = True
+            self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Feed the response parser."""
+        self.touch()
         current = self.pending[0] if self.pending else None
         if (
             current is not None
@@ -130,6 +157,8 @@ class FilesClientProtocol(Protocol):
         except codec.ProtocolError as exc:
             self._fail_all(Failure(ConnectionClosed(f"bad response from server: {exc}")))
             self.transport.abortConnection()  # type: ignore[attr-defined]
+        if not self.pending and self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
 
     def _deliver(self, current: _Pending, body: bytes) -> None:
         current.remaining -= len(body)
@@ -186,7 +215,10 @@ class FilesClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail whatever was still waiting for an answer."""
         self.closed = True
-        self._fail_all(Failure(ConnectionClosed(f"connection closed: {reason.getErrorMessage()}")))
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        why = f"no progress for {self.timeout:g} s" if self.stalled else reason.getErrorMessage()
+        self._fail_all(Failure(ConnectionClosed(f"connection closed: {why}")))
 
     def _fail_all(self, failure: Failure) -> None:
         self.closed = True
@@ -240,6 +272,43 @@ class FilesClient:
         """Type, size, mtime and (for a file) sha256."""
         return self.protocol.request(f"STAT {path}", "status").addCallback(_parse_info)
 
+    def mkdir(self, path: str) -> defer.Deferred[bool]:
+        """Create a remote directory; fires True if created, False if it was there."""
+        d = self.protocol.request(f"MKDIR {path}", "status")
+        return d.addCallback(lambda fields: fields[:1] == ("created",))
+
+    @defer.inlineCallbacks
+    def put(
+        self,
+        path: str,
+        fd: int,
+        size: int,
+        sha256: str,
+        replace: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        """Upload ``size`` bytes of ``fd`` (from offset 0) to ``path``; fires with the sha256.
+
+        The server checks everything before it asks for the body (``OK send``); the body then
+        streams with backpressure, and the server's final ``OK stored`` means the file is on disk
+        under its name.
+        """
+        verb = "REPLACE" if replace else "PUT"
+        yield self.protocol.request(f"{verb} {size} {sha256} {path}", "status")
+        stored = self.protocol.expect("status")
+        if size:
+
+            def progress(n: int) -> None:
+                self.protocol.touch()
+                if on_progress is not None:
+                    on_progress(n)
+
+            producer = FileBodyProducer(fd, 0, size, on_progress=progress)
+            sent = producer.begin(self.protocol.transport)
+            sent.addErrback(lambda _: None)  # a lost connection fails `stored` too
+        fields = yield stored
+        return fields[2] if len(fields) > 2 else sha256
+
     def help(self) -> defer.Deferred[builtins.list[str]]:
         """The server's HELP text, one str per line."""
         d = self.protocol.request("HELP", "lines")
@@ -280,71 +349,12 @@ def _port(text: str, server: str) -> int:
     return int(text)
 
 
-def connect(reactor: Any, server: str) -> defer.Deferred[FilesClient]:
-    """Connect to a files server: ``"localhost:8888"`` or any client endpoint string."""
+def connect(reactor: Any, server: str, timeout: float | None = None) -> defer.Deferred[FilesClient]:
+    """Connect to a files server: ``"localhost:8888"`` or any client endpoint string.
+
+    With ``timeout``, a connection that makes no progress for that long while a request is
+    outstanding is dropped (its requests fail with :class:`ConnectionClosed`).
+    """
     endpoint = client_endpoint(reactor, server)
-    d = endpoints.connectProtocol(endpoint, FilesClientProtocol())
+    d = endpoints.connectProtocol(endpoint, FilesClientProtocol(reactor, timeout))
     return d.addCallback(FilesClient)
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A file that arrived whole and checked."""
-
-    path: str
-    size: int
-    sha256: str
-
-
-@defer.inlineCallbacks
-def fetch(
-    client: FilesClient,
-    remote: str,
-    destination: str,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> Any:
-    """Download ``remote`` to ``destination``, verified, or leave nothing behind.
-
-    The bytes go to ``destination + ".part"``, are checked against the size and sha256 that STAT
-    reported, and are renamed into place only when both match.  ``on_start(size)`` is called
-    once the size is known, ``on_progress(n)`` for every chunk.
-    """
-    info = yield client.stat(remote)
-    if info.kind != "file":
-        raise RemoteError("not-a-file", f"is a directory: {remote}")
-    if on_start is not None:
-        on_start(info.size)
-    digest = hashlib.sha256()
-    with part_file(destination) as out:
-
-        def sink(data: bytes) -> None:
-            out.write(data)
-            digest.update(data)
-            if on_progress is not None:
-                on_progress(len(data))
-
-        size = yield client.get(remote, sink)
-        if size != info.size or digest.hexdigest() != info.sha256:
-            raise IntegrityError(f"{remote} changed on the server during the download; try again")
-    return Fetched(destination, size, info.sha256)
-
-
-@contextlib.contextmanager
-def part_file(destination: str) -> Iterator[BinaryIO]:
-    """Write to ``destination + ".part"``; on success rename it into place, else remove it.
-
-    The body of the ``with`` downloads and checks; an exception anywhere (a refusal, a lost
-    connection, a failed check, a full disk) leaves no file behind.
-    """
-    part = destination + ".part"
-    out = open(part, "wb")  # noqa: SIM115 - closed on both paths below
-    try:
-        yield out
-        out.close()
-        os.replace(part, destination)
-    except BaseException:
-        out.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
-        raise

@@ -71,7 +71,7 @@ class Uploads:
         root: Root,
         max_upload: int,
         defer_to_thread: Callable[..., defer.Deferred[Any]],
-        reserve: int = 16 << 20,
+        reserve: int = 0,
     ) -> None:
         self.root = root
         self.max_upload = max_upload

@@ -18,8 +18,8 @@ from tcpfiles.files.client import (
     IntegrityError,
     RemoteError,
     client_endpoint,
-    fetch,
 )
+from tcpfiles.files.transfer import fetch, part_path
 from tcpfiles.files.codec import ProtocolError
 from tests.files.helpers import make_factory
 
@@ -102,7 +102,7 @@ def test_fetch_verifies_and_renames(pair, served, tmp_path):
     assert destination.read_bytes() == data
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert sum(progress) == len(data)
-    assert not (tmp_path / "big.bin.part").exists()
+    assert not list(tmp_path.glob("*.part"))
 
 
 def test_fetch_detects_a_file_changed_between_stat_and_get(pair, served, tmp_path):
