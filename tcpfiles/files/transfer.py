@@ -200,6 +200,7 @@ class Session:
         timeout: float | None = 30.0,
         on_notice: Callable[[str], None] | None = None,
         policy: Callable[[int], float] | None = None,
+        connector: Callable[[], defer.Deferred[FilesClient]] | None = None,
     ) -> None:
         self.reactor = reactor
         self.server = server
@@ -207,6 +208,7 @@ class Session:
         self.timeout = timeout
         self.on_notice = on_notice or (lambda message: None)
         self.policy = policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0)
+        self._connect = connector or (lambda: connect(reactor, server, timeout))
         self._client: FilesClient | None = None
         self.connected_once = False
 
@@ -214,7 +216,7 @@ class Session:
     def client(self) -> Any:
         """The current connection, made if there is none."""
         if self._client is None or self._client.protocol.closed:
-            self._client = yield connect(self.reactor, self.server, self.timeout)
+            self._client = yield self._connect()
             self.connected_once = True
         return self._client
 

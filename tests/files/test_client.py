@@ -19,8 +19,8 @@ from tcpfiles.files.client import (
     RemoteError,
     client_endpoint,
 )
-from tcpfiles.files.transfer import fetch, part_path
 from tcpfiles.files.codec import ProtocolError
+from tcpfiles.files.transfer import fetch
 from tests.files.helpers import make_factory
 
 
