@@ -115,6 +115,12 @@ class FileServerProtocol(Protocol):
         self._input_closed = True
         if self.state is State.WAITING:
             self._pump()
+        elif self.state is State.RECEIVING:  # the body can never be completed now
+            self._close()
+            if self._upload is not None:
+                self._log("aborted: input ended mid-body", self._upload.received)
+                self._upload.abort()
+                self._upload = None
 
     def writeConnectionLost(self) -> None:
         """The client can no longer read: nothing more to do here."""

@@ -22,8 +22,8 @@ def start_server(root: Path):
     """Start ``twistd -n tcpfiles`` on ``root``; stopped (SIGTERM) and checked at teardown."""
     servers: list[Twistd] = []
 
-    def start(*extra: str, env: dict[str, str] | None = None) -> Twistd:
-        server = Twistd(root, *extra, env=env)
+    def start(*extra: str, env: dict[str, str] | None = None, **kwargs: str) -> Twistd:
+        server = Twistd(root, *extra, env=env, **kwargs)
         servers.append(server)
         return server
 

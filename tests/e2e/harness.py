@@ -52,9 +52,14 @@ class Twistd:
     """``twistd -n tcpfiles`` in a subprocess, listening on a free loopback port."""
 
     def __init__(
-        self, root: Path, *extra: str, cwd: Path | None = None, env: dict[str, str] | None = None
+        self,
+        root: Path,
+        *extra: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        listen: str = "tcp:0:interface=127.0.0.1",
     ) -> None:
-        self.command = [*twistd_command(root), *extra]
+        self.command = [*twistd_command(root, listen), *extra]
         self.proc = subprocess.Popen(
             self.command,
             cwd=cwd or root.parent,

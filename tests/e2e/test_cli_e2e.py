@@ -140,3 +140,24 @@ def test_progress_bar_on_a_terminal(root, start_server, tmp_path):
     os.close(leader)
     text = seen.decode("utf-8", "replace")
     assert "big.bin" in text and "100%" in text and "8.00M" in text, text
+
+
+def test_put_to_a_read_only_server_and_over_an_existing_file(root, start_server, tmp_path):
+    """put is refused by a read-only server (exit 1); without --overwrite, so is a clash."""
+    (tmp_path / "a.txt").write_bytes(b"local")
+    port = start_server().port
+    result = tcpfiles("put", "-s", f"127.0.0.1:{port}", str(tmp_path / "a.txt"), cwd=tmp_path)
+    assert result.returncode == 1 and "(read-only)" in result.stderr
+
+
+def test_put_overwrite(root, start_server, tmp_path):
+    """put refuses to replace a file unless --overwrite; then it replaces it whole."""
+    (root / "a.txt").write_bytes(b"remote")
+    (tmp_path / "a.txt").write_bytes(b"local")
+    port = start_server("--writable").port
+    base = ["put", "-s", f"127.0.0.1:{port}", str(tmp_path / "a.txt")]
+    result = tcpfiles(*base, cwd=tmp_path)
+    assert result.returncode == 1 and "--overwrite replaces it" in result.stderr
+    assert (root / "a.txt").read_bytes() == b"remote"
+    assert tcpfiles(*base, "--overwrite", cwd=tmp_path).returncode == 0
+    assert (root / "a.txt").read_bytes() == b"local"
