@@ -158,16 +158,19 @@ class BadRequest:
 
 Request = Get | List | Stat | Help | Quit | Put | Mkdir | BadRequest
 
+_HELP = (
+    ("GET <path>", "OK <size>, then <size> bytes of the file"),
+    ("RESUME <offset> <path>", "OK <n>, then the n = size - offset bytes from <offset> on"),
+    ("LIST [<path>]", "OK <n>, then n lines: <type> <size> <mtime> <name>"),
+    ("STAT <path>", "OK type=file size=<n> mtime=<utc> sha256=<hex>"),
+    ("PUT <size> <sha256> <path>", "OK send <size>, the body, then OK stored <size> <sha256>"),
+    ("REPLACE <size> <sha256> <path>", "the same, replacing a file that exists"),
+    ("MKDIR <path>", "OK created, or OK exists"),
+    ("HELP", "this text"),
+    ("QUIT", "OK bye, then the server closes"),
+)
 HELP_LINES = (
-    "GET <path>                 OK <size>, then <size> bytes of the file",
-    "RESUME <offset> <path>     OK <n>, then the n = size - offset bytes from <offset> on",
-    "LIST [<path>]              OK <n>, then n lines: <type> <size> <mtime> <name>",
-    "STAT <path>                OK type=file size=<n> mtime=<utc> sha256=<hex>",
-    "PUT <size> <sha256> <path>  OK send <size>; then the body; then OK stored <size> <sha256>",
-    "REPLACE <size> <sha256> <path>  the same, overwriting a file that exists",
-    "MKDIR <path>               OK created, or OK exists",
-    "HELP                       this text",
-    "QUIT                       OK bye, then the server closes",
+    *(f"{request:<31} {answer}" for request, answer in _HELP),
     "Paths are /-separated and relative to the served root. Errors: ERR <code> <text>.",
 )
 
