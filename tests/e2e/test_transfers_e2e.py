@@ -224,3 +224,30 @@ def test_put_and_get_whole_trees(root, start_server, tmp_path):
     for rel, sha in shas.items():
         assert sha256_file(out / "up" / rel) == sha
     assert not (out / "up" / "link").exists()
+
+
+def test_server_killed_mid_upload_and_restarted(root, start_server, proxies, tmp_path):
+    """The server dies mid-upload: the new one clears the dead one's temporary at start, the
+    running put uploads again, and exactly one whole file ends up under the name."""
+    first = start_server("--writable")
+    proxy = proxies(first.port, rate=8 << 20)
+    sha = make_file(tmp_path / "up.bin", 24 << 20)
+    client = tcpfiles(
+        "put",
+        "-s",
+        f"127.0.0.1:{proxy.port}",
+        str(tmp_path / "up.bin"),
+        "--retry-for",
+        "60",
+        cwd=tmp_path,
+    )
+    proxy.wait_relayed("up", 4 << 20)
+    assert len(temporaries(root)) == 1
+    first.stop(signal.SIGKILL)  # no chance to clean up
+    assert len(temporaries(root)) == 1
+    second = start_server("--writable", listen=f"tcp:{first.port}:interface=127.0.0.1")
+    second.wait_for(r"removed a stale upload temporary: .*\.tcpfiles-[0-9a-f]{16}\.part")
+    code, err = finish(client)
+    assert code == 0, err
+    assert "retrying" in err
+    assert sha256_file(root / "up.bin") == sha and temporaries(root) == []
