@@ -22,8 +22,8 @@ from tcpfiles.files.client import (
     FilesClient,
     IntegrityError,
     RemoteError,
+    TLSFailure,
     client_endpoint,
-    connect,
 )
 from tcpfiles.files.transfer import (
     Session,
@@ -69,7 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
             default=default,
             metavar="HOST:PORT|ENDPOINT",
             help="server to use: HOST[:PORT] or a Twisted client endpoint string "
-            f"such as tcp:host=example.org:port=8888 (default {default or DEFAULT_SERVER})",
+            f"such as tcp:host=example.org:port=8888 or tls:host=example.org:port=8888 "
+            f"(default {default or DEFAULT_SERVER})",
+        )
+        p.add_argument(
+            "--ca",
+            metavar="FILE",
+            help="TLS: trust the certificate authority in this PEM file (instead of "
+            "the system's); with HOST:PORT it also turns TLS on",
+        )
+        p.add_argument(
+            "--insecure",
+            action="store_true",
+            help="TLS without checking the server's certificate: anyone in between "
+            "can read and change the traffic",
         )
 
     def retry_options(p: argparse.ArgumentParser) -> None:
@@ -148,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ls", help="list a remote directory", description="List a directory on the server."
     )
     server_option(ls, DEFAULT_SERVER)
+    retry_options(ls)
     ls.add_argument("path", nargs="?", default="", metavar="DIR", help="directory (default: /)")
     ls.set_defaults(handler=run_ls)
 
@@ -194,23 +208,20 @@ def _run(reactor: Any, args: argparse.Namespace) -> Any:
     raise SystemExit(status)
 
 
+def _endpoint(reactor: Any, args: argparse.Namespace, server: str, default_port: int) -> Any:
+    """The client endpoint for ``server`` with the command's TLS options; Failed on bad usage."""
+    if args.insecure:
+        _say("warning: --insecure: the server's identity is not checked")
+    try:
+        return client_endpoint(reactor, server, default_port, ca=args.ca, insecure=args.insecure)
+    except ValueError as exc:
+        raise Failed(f"--server {server!r}: {exc}", EXIT_USAGE) from None
+
+
 def _connection_failed(server: str, exc: BaseException) -> Failed:
     if isinstance(exc, ValueError):
         return Failed(f"--server {server!r}: {exc}", EXIT_USAGE)
     return Failed(f"cannot connect to {server}: {_reason(exc)}", EXIT_CONNECTION)
-
-
-@defer.inlineCallbacks
-def _with_files_client(reactor: Any, server: str, work: Any) -> Any:
-    """Connect to a files server, run ``work(client)``, close."""
-    try:
-        client = yield connect(reactor, server)
-    except Exception as exc:
-        raise _connection_failed(server, exc) from None
-    try:
-        return (yield work(client))
-    finally:
-        client.close()
 
 
 def _reason(exc: BaseException) -> str:
@@ -262,7 +273,7 @@ def _get_oneshot(reactor: Any, args: argparse.Namespace) -> Any:
     status = EXIT_OK
     for remote, destination in args.plan:
         try:
-            yield fetch_oneshot(reactor, server, remote, destination)
+            yield fetch_oneshot(_endpoint(reactor, args, server, 8887), remote, destination)
         except MissingFile:
             _say(f"{remote}: the server has no such file (it answered 1)")
             status = status or EXIT_REFUSED
@@ -278,8 +289,16 @@ def _get_oneshot(reactor: Any, args: argparse.Namespace) -> Any:
 def _with_session(reactor: Any, args: argparse.Namespace, work: Any) -> Any:
     """Connect (a first failure is final), run ``work(session)``, close."""
     server = args.server or DEFAULT_SERVER
+    if args.insecure:
+        _say("warning: --insecure: the server's identity is not checked")
     session = Session(
-        reactor, server, retry_for=args.retry_for, timeout=args.timeout, on_notice=_say
+        reactor,
+        server,
+        retry_for=args.retry_for,
+        timeout=args.timeout,
+        on_notice=_say,
+        ca=args.ca,
+        insecure=args.insecure,
     )
     try:
         yield session.client()
@@ -320,6 +339,8 @@ class _Outcome:
         elif isinstance(exc, RemoteError):
             _say(f"{what}: {exc.text} ({exc.code})")
             self.status = self.status or EXIT_REFUSED
+        elif isinstance(exc, TLSFailure):
+            raise Failed(str(exc), EXIT_CONNECTION)
         elif isinstance(exc, ConnectionClosed | error.ConnectError | error.DNSLookupError):
             _say(f"{what}: {exc}")
             raise Failed("gave up: the server stayed unreachable", EXIT_CONNECTION)
@@ -465,14 +486,14 @@ def human_size(size: int) -> str:
 
 def run_ls(reactor: Any, args: argparse.Namespace) -> Any:
     """``tcpfiles ls``."""
-    return _with_files_client(reactor, args.server, lambda client: _ls(client, args))
+    return _with_session(reactor, args, lambda session: _ls(session, args))
 
 
 @defer.inlineCallbacks
-def _ls(client: FilesClient, args: argparse.Namespace) -> Any:
+def _ls(session: Session, args: argparse.Namespace) -> Any:
     """Print a directory as a table: size, modification time (UTC), name."""
     try:
-        entries = yield client.list(args.path)
+        entries = yield session.run(lambda client, _retried: client.list(args.path))
     except RemoteError as exc:
         _say(f"{args.path or '/'}: {exc.text} ({exc.code})")
         return EXIT_REFUSED
@@ -506,7 +527,7 @@ def _stdio(protocol: Any) -> Any:
 def run_chat(reactor: Any, args: argparse.Namespace) -> Any:
     """``tcpfiles chat``: until /quit or the end of input."""
     try:
-        endpoint = client_endpoint(reactor, args.server, 9000)
+        endpoint = _endpoint(reactor, args, args.server, 9000)
     except ValueError as exc:
         raise _connection_failed(args.server, exc) from None
     session = ChatSession(reactor, endpoint, args.server, args.nick)
@@ -517,7 +538,7 @@ def run_chat(reactor: Any, args: argparse.Namespace) -> Any:
 def run_echo(reactor: Any, args: argparse.Namespace) -> Any:
     """``tcpfiles echo``: stdin to the server, the answer to stdout."""
     try:
-        yield run_echo_client(reactor, args.server, _stdio)
+        yield run_echo_client(_endpoint(reactor, args, args.server, 7777), _stdio)
     except Exception as exc:
         raise _connection_failed(args.server, exc) from None
     return EXIT_OK

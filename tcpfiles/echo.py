@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory
+from tcpfiles.tls import can_half_close
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -133,10 +134,11 @@ class _StdinSide(Protocol):
         self.bridge = bridge
 
     def dataReceived(self, data: bytes) -> None:
+        self.bridge.sent += len(data)
         self.bridge.socket.transport.write(data)
 
     def readConnectionLost(self) -> None:
-        self.bridge.socket.transport.loseWriteConnection()
+        self.bridge.input_ended()
 
     def writeConnectionLost(self) -> None:
         """stdout went away: nothing to print to."""
@@ -154,7 +156,10 @@ class _SocketSide(Protocol):
         self.bridge = bridge
 
     def dataReceived(self, data: bytes) -> None:
+        self.bridge.received += len(data)
         self.bridge.stdio.transport.write(data)
+        if self.bridge.eof and self.bridge.received >= self.bridge.sent:
+            self.transport.loseConnection()  # everything came back (TLS: no half-close)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.bridge.stdio.transport.loseConnection()  # flush stdout, then _StdinSide is lost
@@ -167,13 +172,26 @@ class EchoBridge:
         self.socket = _SocketSide(self)
         self.stdio = _StdinSide(self)
         self.done: Any = None
+        self.sent = 0
+        self.received = 0
+        self.eof = False
+
+    def input_ended(self) -> None:
+        """stdin is done: tell the server (half-close), or, where the transport cannot
+        half-close (TLS), close once every byte has come back."""
+        self.eof = True
+        transport = self.socket.transport
+        if can_half_close(transport):
+            transport.loseWriteConnection()
+        elif self.received >= self.sent:
+            transport.loseConnection()
 
     def finished(self) -> None:
         if self.done is not None and not self.done.called:
             self.done.callback(None)
 
 
-def run_echo_client(reactor: Any, server: str, stdio: Any) -> Any:
+def run_echo_client(endpoint: Any, stdio: Any) -> Any:
     """Connect, then pump stdin to the server and its answers to stdout; fires when done.
 
     ``stdio`` makes the standard-I/O transport for a protocol (``twisted.internet.stdio.
@@ -182,8 +200,6 @@ def run_echo_client(reactor: Any, server: str, stdio: Any) -> Any:
     from twisted.internet import defer
     from twisted.internet.endpoints import connectProtocol
 
-    from tcpfiles.files.client import client_endpoint
-
     bridge = EchoBridge()
     bridge.done = defer.Deferred()
 
@@ -191,5 +207,5 @@ def run_echo_client(reactor: Any, server: str, stdio: Any) -> Any:
         stdio(bridge.stdio)
         return bridge.done
 
-    d = connectProtocol(client_endpoint(reactor, server, 7777), bridge.socket)
+    d = connectProtocol(endpoint, bridge.socket)
     return d.addCallback(connected)

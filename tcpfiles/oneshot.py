@@ -22,12 +22,12 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory, describe_peer
-from tcpfiles.files.client import client_endpoint
 from tcpfiles.files.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer
 from tcpfiles.files.store import FileStore, OpenedFile
 from tcpfiles.files.transfer import part_file
 from tcpfiles.options import positive_float
+from tcpfiles.tls import can_half_close
 
 log = Logger(namespace="tcpfiles.oneshot")
 
@@ -211,8 +211,11 @@ class _Receiver(Protocol):
         self.done: defer.Deferred[int] = defer.Deferred()
 
     def connectionMade(self) -> None:
-        self.transport.write(self.name)
-        self.transport.loseWriteConnection()  # "that is the whole name"; harmless to old servers
+        if can_half_close(self.transport):
+            self.transport.write(self.name)
+            self.transport.loseWriteConnection()  # "that is the whole name"; harmless to old servers
+        else:  # TLS cannot half-close: end the name with a newline instead
+            self.transport.write(self.name + b"\n")
 
     def dataReceived(self, data: bytes) -> None:
         if self.size == 0:
@@ -225,14 +228,14 @@ class _Receiver(Protocol):
 
 
 @defer.inlineCallbacks
-def fetch_oneshot(reactor: Any, server: str, name: str, destination: str) -> Any:
+def fetch_oneshot(endpoint: Any, name: str, destination: str) -> Any:
     """Download ``name`` from a one-shot server into ``destination`` (via ``.part``).
 
     Fails with :class:`MissingFile` when the server answers ``1``.  Fires with the size.
     """
     with part_file(destination) as out:
         receiver = _Receiver(name.encode("utf-8"), out)
-        yield connectProtocol(client_endpoint(reactor, server, DEFAULT_PORT), receiver)
+        yield connectProtocol(endpoint, receiver)
         size = yield receiver.done
         if size == 1 and receiver.first == MISSING:
             raise MissingFile(f"the server has no file {name!r}")

@@ -7,6 +7,7 @@ until twistd starts the service.  Behaviours are discovered when it is imported,
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application import service
@@ -19,6 +20,7 @@ from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
 from tcpfiles.options import positive_float, positive_int, size
 from tcpfiles.service import DrainingService, ListenerService
+from tcpfiles.tls import server_endpoint
 from tcpfiles.udp import UDPListenerService, parse_udp
 
 DEFAULT_LISTEN = "tcp:8888"
@@ -89,6 +91,15 @@ class BaseOptions(usage.Options):
         ],
     ]
     optFlags = [["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."]]
+    optParameters += [
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate (chain): the default endpoints become TLS (ssl:) ones.",
+        ],
+        ["tls-key", None, None, "PEM private key that goes with --tls-cert."],
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,9 +135,23 @@ class BaseOptions(usage.Options):
             raise usage.UsageError(
                 f"--root {self['root']!r} does not exist or is not a directory"
             ) from None
+        self._check_tls()
         if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
+            self["listen"] = [self.default_endpoint(DEFAULT_LISTEN)]
         self["serving"] = self._behaviours()
+
+    def _check_tls(self) -> None:
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        for option in ("tls-cert", "tls-key"):
+            if self[option] and not os.access(self[option], os.R_OK):
+                raise usage.UsageError(f"--{option} {self[option]!r}: cannot read it")
+
+    def default_endpoint(self, description: str) -> str:
+        """A default endpoint, made TLS when --tls-cert is given (UDP stays as it is)."""
+        if self["tls-cert"]:
+            return server_endpoint(description, self["tls-cert"], self["tls-key"])
+        return description
 
     def _behaviours(self) -> dict[str, tuple[Any, usage.Options, list[str]]]:
         """Check --serve and each behaviour's own options; name -> (plugin, options, endpoints)."""
@@ -136,7 +161,7 @@ class BaseOptions(usage.Options):
             if behaviour is None:
                 known = ", ".join(BEHAVIOURS) or "none"
                 raise usage.UsageError(f"--serve {name!r}: no such behaviour (known: {known})")
-            endpoint = endpoint or behaviour.default_endpoint
+            endpoint = endpoint or self.default_endpoint(behaviour.default_endpoint)
             _check_endpoint(name, endpoint, behaviour.default_endpoint)
             if name not in serving:
                 serving[name] = (behaviour, self._own_options(name, behaviour), [])

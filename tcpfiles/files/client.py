@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from tcpfiles.files import codec
 from tcpfiles.files.producer import FileBodyProducer
+from tcpfiles.tls import client_tls_endpoint, parse_tls_server
 
 DEFAULT_PORT = 8888
 _ENDPOINT_KINDS = ("tcp:", "tcp6:", "tls:", "ssl:", "unix:")
@@ -42,6 +43,23 @@ class RemoteError(Exception):
 
 class ConnectionClosed(Exception):
     """The connection ended before the response was complete."""
+
+
+class TLSFailure(ConnectionClosed):
+    """The TLS handshake failed: an untrusted certificate, a wrong host name, an old version.
+
+    Not worth retrying: the same server will fail the same way.
+    """
+
+
+def _tls_failure(reason: Failure) -> str | None:
+    """A sentence if ``reason`` is a TLS handshake or verification failure, else None."""
+    names = {f"{c.__module__}.{c.__name__}" for c in type(reason.value).__mro__}
+    if names & {"OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError"}:
+        from tcpfiles.tls import explain
+
+        return explain(f"{type(reason.value).__name__}: {reason.value}")
+    return None
 
 
 class IntegrityError(Exception):
@@ -217,6 +235,10 @@ class FilesClientProtocol(Protocol):
         self.closed = True
         if self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()
+        tls = _tls_failure(reason)
+        if tls is not None:
+            self._fail_all(Failure(TLSFailure(tls)))
+            return
         why = f"no progress for {self.timeout:g} s" if self.stalled else reason.getErrorMessage()
         self._fail_all(Failure(ConnectionClosed(f"connection closed: {why}")))
 
@@ -324,11 +346,35 @@ class FilesClient:
 
 
 def client_endpoint(
-    reactor: Any, server: str, default_port: int = DEFAULT_PORT
+    reactor: Any,
+    server: str,
+    default_port: int = DEFAULT_PORT,
+    ca: str | None = None,
+    insecure: bool = False,
 ) -> interfaces.IStreamClientEndpoint:
-    """An endpoint from ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a client endpoint string."""
-    if server.startswith(_ENDPOINT_KINDS):
+    """An endpoint for ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a client endpoint string.
+
+    ``tls:host=H:port=P`` verifies the server against the platform's trust store; ``ca`` (a PEM
+    file) trusts that authority instead, and turns a plain ``HOST:PORT`` into TLS too;
+    ``insecure`` makes TLS connections without any verification.
+    """
+    is_tls = server.startswith("tls:")
+    if server.startswith(_ENDPOINT_KINDS) and not is_tls:
+        if ca or insecure:
+            raise ValueError("--ca and --insecure go with a tls: server or HOST:PORT")
         return endpoints.clientFromString(reactor, server)
+    if is_tls and not (ca or insecure):
+        return endpoints.clientFromString(reactor, server)
+    host, port = parse_tls_server(server) if is_tls else _host_port(server, default_port)
+    if ca or insecure:
+        return client_tls_endpoint(reactor, host, port, ca, insecure)
+    endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
+        reactor, host, port, timeout=10
+    )
+    return endpoint
+
+
+def _host_port(server: str, default_port: int) -> tuple[str, int]:
     host, port = server, default_port
     if server.startswith("["):
         host, _, rest = server[1:].partition("]")
@@ -337,10 +383,7 @@ def client_endpoint(
     elif server.count(":") == 1:
         host, _, port_text = server.partition(":")
         port = _port(port_text, server)
-    endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
-        reactor, host, port, timeout=10
-    )
-    return endpoint
+    return host, port
 
 
 def _port(text: str, server: str) -> int:
@@ -349,12 +392,18 @@ def _port(text: str, server: str) -> int:
     return int(text)
 
 
-def connect(reactor: Any, server: str, timeout: float | None = None) -> defer.Deferred[FilesClient]:
+def connect(
+    reactor: Any,
+    server: str,
+    timeout: float | None = None,
+    ca: str | None = None,
+    insecure: bool = False,
+) -> defer.Deferred[FilesClient]:
     """Connect to a files server: ``"localhost:8888"`` or any client endpoint string.
 
     With ``timeout``, a connection that makes no progress for that long while a request is
     outstanding is dropped (its requests fail with :class:`ConnectionClosed`).
     """
-    endpoint = client_endpoint(reactor, server)
+    endpoint = client_endpoint(reactor, server, ca=ca, insecure=insecure)
     d = endpoints.connectProtocol(endpoint, FilesClientProtocol(reactor, timeout))
     return d.addCallback(FilesClient)

@@ -28,6 +28,7 @@ from tcpfiles.files.client import (
     FilesClient,
     IntegrityError,
     RemoteError,
+    TLSFailure,
     connect,
 )
 
@@ -201,6 +202,8 @@ class Session:
         on_notice: Callable[[str], None] | None = None,
         policy: Callable[[int], float] | None = None,
         connector: Callable[[], defer.Deferred[FilesClient]] | None = None,
+        ca: str | None = None,
+        insecure: bool = False,
     ) -> None:
         self.reactor = reactor
         self.server = server
@@ -208,7 +211,9 @@ class Session:
         self.timeout = timeout
         self.on_notice = on_notice or (lambda message: None)
         self.policy = policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0)
-        self._connect = connector or (lambda: connect(reactor, server, timeout))
+        self._connect = connector or (
+            lambda: connect(reactor, server, timeout, ca=ca, insecure=insecure)
+        )
         self._client: FilesClient | None = None
         self.connected_once = False
 
@@ -235,6 +240,8 @@ class Session:
                 return (yield operation(client, failures > 0))
             except (ConnectionClosed, error.ConnectError, error.DNSLookupError, RemoteError) as exc:
                 if isinstance(exc, RemoteError) and exc.code != "busy":
+                    raise
+                if isinstance(exc, TLSFailure):  # it would fail the same way again
                     raise
                 if not self.connected_once:
                     raise
