@@ -213,7 +213,7 @@ class _Receiver(Protocol):
     def connectionMade(self) -> None:
         if can_half_close(self.transport):
             self.transport.write(self.name)
-            self.transport.loseWriteConnection()  # "that is the whole name"; harmless to old servers
+            self.transport.loseWriteConnection()  # the whole name; fine for old servers
         else:  # TLS cannot half-close: end the name with a newline instead
             self.transport.write(self.name + b"\n")
 
