@@ -21,6 +21,10 @@ class Context:
 
     reactor: Any
     root: Root | None
+    #: twisted.cred portal when the server has accounts (--auth): log users in with it
+    portal: Any = None
+    #: tcpfiles.files.accounts.LoginLimiter shared by every behaviour, for failed logins per address
+    limiter: Any = None
 
 
 def discover() -> dict[str, Any]:

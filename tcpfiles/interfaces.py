@@ -39,3 +39,16 @@ class IBehaviour(Interface):
         ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for ``udp:``.  A
         factory with a ``tracker`` attribute (a ``ConnectionTracker``) is drained on shutdown.
         """
+
+
+class IAccount(Interface):
+    """Who a connection logged in as (twisted.cred avatar interface)."""
+
+    name = Attribute("str: the account name ('anonymous' for anonymous access)")
+
+
+class IFilesAccount(IAccount):
+    """What one account may do with files: its own store (root) and, if it may write, uploads."""
+
+    store = Attribute("an IFileStore confined to the account's root")
+    uploads = Attribute("a tcpfiles.files.uploads.Uploads, or None for read-only access")

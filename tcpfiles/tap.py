@@ -11,10 +11,12 @@ import os
 from typing import Any
 
 from twisted.application import service
+from twisted.cred import credentials, strcred
 from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
 from tcpfiles.behaviours import Context, discover
+from tcpfiles.files.accounts import parse_users
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
@@ -27,7 +29,7 @@ DEFAULT_LISTEN = "tcp:8888"
 BEHAVIOURS = discover()
 
 
-class BaseOptions(usage.Options):
+class BaseOptions(usage.Options, strcred.AuthOptionMixin):
     """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed."""
 
     synopsis = "--root DIR [--listen ENDPOINT]... [--serve NAME[=ENDPOINT]]... [options]"
@@ -90,7 +92,11 @@ class BaseOptions(usage.Options):
             size,
         ],
     ]
-    optFlags = [["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."]]
+    supportedInterfaces = [credentials.IUsernamePassword]
+    optFlags = [
+        ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
+        ["anonymous", None, "With --auth: allow read-only access to --root without a login."],
+    ]
     optParameters += [
         [
             "tls-cert",
@@ -99,6 +105,13 @@ class BaseOptions(usage.Options):
             "PEM certificate (chain): the default endpoints become TLS (ssl:) ones.",
         ],
         ["tls-key", None, None, "PEM private key that goes with --tls-cert."],
+        [
+            "users",
+            None,
+            None,
+            "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
+            "(relative to --root) and rights; others get --root and --writable.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -136,9 +149,23 @@ class BaseOptions(usage.Options):
                 f"--root {self['root']!r} does not exist or is not a directory"
             ) from None
         self._check_tls()
+        self._check_accounts()
         if not self["listen"]:
             self["listen"] = [self.default_endpoint(DEFAULT_LISTEN)]
         self["serving"] = self._behaviours()
+
+    def _check_accounts(self) -> None:
+        self["grants"] = {}
+        if not self.get("credCheckers"):
+            for option in ("users", "anonymous"):
+                if self[option]:
+                    raise usage.UsageError(f"--{option} needs --auth")
+            return
+        if self["users"]:
+            try:
+                self["grants"] = parse_users(self["users"], self["root"])
+            except (OSError, ValueError) as exc:
+                raise usage.UsageError(f"--users: {exc}") from None
 
     def _check_tls(self) -> None:
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -283,6 +310,9 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         options.limits(),
         writable=options["writable"],
         max_upload=options["max-upload"],
+        checkers=options.get("credCheckers"),
+        grants=options["grants"],
+        anonymous=options["anonymous"],
     )
     trackers = [files.tracker]
     top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
@@ -290,7 +320,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         StaleTemporaries(options["root"]).setServiceParent(top)
     for description in options["listen"]:
         ListenerService(description, files, reactor, "files").setServiceParent(top)
-    context = Context(reactor, options["root"])
+    context = Context(reactor, options["root"], files.portal, files.limiter)
     for name, (behaviour, own_options, where) in options["serving"].items():
         built = behaviour.build(own_options, context)
         if getattr(built, "tracker", None) is not None:

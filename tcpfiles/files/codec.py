@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Longest request (or status) line, without its line ending.
 MAX_LINE = 8192
@@ -29,7 +29,7 @@ ERROR_CODES = frozenset(
         "exists",  # an upload (PUT) or MKDIR would replace something that is there
         "mismatch",  # an uploaded body does not match its announced sha256
         "too-large",  # an upload larger than the server accepts
-        "unauthorized",  # a login is required first
+        "unauthorized",  # log in first, or a failed LOGIN (one answer for user and password)
         "busy",  # too many connections, or the server is shutting down
         "timeout",  # a request line took too long to arrive; the connection is closed
         "internal",  # the server failed; the request may be retried
@@ -150,13 +150,24 @@ class Mkdir:
 
 
 @dataclass(frozen=True)
+class Login:
+    """``LOGIN <user> <password>``: the password is the rest of the line (spaces allowed)."""
+
+    user: str
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"LOGIN {self.user} ****"
+
+
+@dataclass(frozen=True)
 class BadRequest:
     """A line that is not a valid request; answered with ``ERR bad-request``."""
 
     message: str
 
 
-Request = Get | List | Stat | Help | Quit | Put | Mkdir | BadRequest
+Request = Get | List | Stat | Help | Quit | Put | Mkdir | Login | BadRequest
 
 _HELP = (
     ("GET <path>", "OK <size>, then <size> bytes of the file"),
@@ -166,6 +177,7 @@ _HELP = (
     ("PUT <size> <sha256> <path>", "OK send <size>, the body, then OK stored <size> <sha256>"),
     ("REPLACE <size> <sha256> <path>", "the same, replacing a file that exists"),
     ("MKDIR <path>", "OK created, or OK exists"),
+    ("LOGIN <user> <password>", "OK welcome <user> (on a server with accounts)"),
     ("HELP", "this text"),
     ("QUIT", "OK bye, then the server closes"),
 )
@@ -214,6 +226,11 @@ def parse_request(line: bytes) -> Request:
         if not (size_text.isascii() and size_text.isdigit()) or not path or not _is_sha256(digest):
             return BadRequest(f"usage: {verb} <size> <sha256-hex> <path>")
         return Put(path, int(size_text), digest.lower(), verb == "REPLACE")
+    if verb == "LOGIN":
+        user, _, password = rest.partition(" ")
+        if not user or not password:
+            return BadRequest("usage: LOGIN <user> <password>")
+        return Login(user, password)
     if verb == "MKDIR":
         if not rest:
             return BadRequest("usage: MKDIR <path>")
@@ -282,10 +299,10 @@ def format_mtime(seconds: float) -> str:
 def parse_fields(fields: tuple[str, ...]) -> dict[str, str]:
     """``("type=file", "size=3")`` -> ``{"type": "file", "size": "3"}``."""
     result = {}
-    for field in fields:
-        key, sep, value = field.partition("=")
+    for item in fields:
+        key, sep, value = item.partition("=")
         if not sep:
-            raise ProtocolError(f"expected key=value, got {field[:80]!r}")
+            raise ProtocolError(f"expected key=value, got {item[:80]!r}")
         result[key] = value
     return result
 

@@ -8,10 +8,10 @@ from twisted.application import service
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from tcpfiles.files.accounts import FilesRealm, Grant, make_portal
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
-from tcpfiles.files.uploads import Uploads, remove_stale_temporaries
+from tcpfiles.files.uploads import remove_stale_temporaries
 from tcpfiles.service import DrainingService, ListenerService
 
 log = Logger(namespace="tcpfiles.files")
@@ -26,10 +26,15 @@ def make_files_factory(
     limits: Limits | None = None,
     writable: bool = False,
     max_upload: int = DEFAULT_MAX_UPLOAD,
+    checkers: list[Any] | None = None,
+    grants: dict[str, Grant] | None = None,
+    anonymous: bool = False,
 ) -> FileServerFactory:
     """A :class:`FileServerFactory` serving ``root``; hashing and fsync run in a threadpool.
 
-    Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.
+    Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.  With ``checkers``
+    (twisted.cred), connections must LOGIN; ``grants`` gives accounts their own roots and rights,
+    ``anonymous`` allows read-only access to ``root`` without logging in.
     """
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -37,8 +42,12 @@ def make_files_factory(
     def defer_to_thread(f: Any, *args: Any) -> Any:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    uploads = Uploads(root, max_upload, defer_to_thread) if writable else None
-    return FileServerFactory(FileStore(root, defer_to_thread), reactor, limits, uploads)
+    realm = FilesRealm(root, writable, grants or {}, max_upload, defer_to_thread)
+    store, uploads = realm.store_for(root)
+    portal = make_portal(realm, checkers, anonymous) if checkers else None
+    return FileServerFactory(
+        store, reactor, limits, uploads if writable else None, portal, anonymous
+    )
 
 
 class StaleTemporaries(service.Service):

@@ -15,19 +15,27 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.cred.portal import Portal
 from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.connections import LimitedFactory, describe_peer
+from tcpfiles.connections import LimitedFactory, describe_peer, peer_key
 from tcpfiles.files import codec
+from tcpfiles.files.accounts import (
+    ANONYMOUS,
+    UNAUTHORIZED,
+    Account,
+    LoginLimiter,
+    password_credentials,
+)
 from tcpfiles.files.paths import PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer, FileShrank, TransferStopped
 from tcpfiles.files.store import Entry, FileInfo, OpenedFile
 from tcpfiles.files.uploads import Upload, Uploads, make_directory
-from tcpfiles.interfaces import IFileStore
+from tcpfiles.interfaces import IFilesAccount, IFileStore
 
 log = Logger(namespace="tcpfiles.files")
 
@@ -84,6 +92,9 @@ class FileServerProtocol(Protocol):
         self._upload: Upload | None = None
         self._discard = 0  # body bytes still to skip after a failed upload
         self._upload_error: PathError | None = None
+        #: What this connection may reach: the server's own account without --auth; with it,
+        #: none (or anonymous) until LOGIN succeeds.
+        self.account: Any = factory.default_account
 
     # --- connection life ------------------------------------------------------------------
 
@@ -178,14 +189,22 @@ class FileServerProtocol(Protocol):
 
     def _handle(self, line: bytes) -> None:
         self._cancel_timer()
-        self._request = codec.escape_name(line[:200])
-        self._started = self.factory.clock.seconds()
         request = codec.parse_request(line)
+        # Never log a password: a LOGIN line is logged as "LOGIN <user> ****".
+        shown = str(request).encode() if isinstance(request, codec.Login) else line
+        self._request = codec.escape_name(shown[:200])
+        self._started = self.factory.clock.seconds()
         try:
-            if isinstance(request, codec.Get):
+            if isinstance(request, codec.Login):
+                self._login(request)
+            elif self.account is None and not isinstance(
+                request, codec.Help | codec.Quit | codec.BadRequest
+            ):
+                self._error("unauthorized", "log in first: LOGIN <user> <password>")
+            elif isinstance(request, codec.Get):
                 self._get(request)
             elif isinstance(request, codec.List):
-                self._list(self.factory.store.list_dir(request.path))
+                self._list(self.account.store.list_dir(request.path))
             elif isinstance(request, codec.Stat):
                 self._stat(request)
             elif isinstance(request, codec.Help):
@@ -194,12 +213,12 @@ class FileServerProtocol(Protocol):
             elif isinstance(request, codec.Quit):
                 self._respond(codec.ok_line("bye"), "OK")
                 self._close()
-            elif isinstance(request, codec.Put | codec.Mkdir) and self.factory.uploads is None:
-                self._error("read-only", "uploads are not enabled on this server")
+            elif isinstance(request, codec.Put | codec.Mkdir) and self.account.uploads is None:
+                self._error("read-only", "uploads are not enabled for you on this server")
             elif isinstance(request, codec.Put):
                 self._put(request)
             elif isinstance(request, codec.Mkdir):
-                created = make_directory(self.factory.uploads.root, request.path)
+                created = make_directory(self.account.uploads.root, request.path)
                 self._respond(codec.ok_line("created" if created else "exists"), "OK")
             else:
                 self._error("bad-request", request.message)
@@ -214,7 +233,7 @@ class FileServerProtocol(Protocol):
     # --- responses ------------------------------------------------------------------------
 
     def _get(self, request: codec.Get) -> None:
-        opened = self.factory.store.open_file(request.path)
+        opened = self.account.store.open_file(request.path)
         if request.offset > opened.size:
             opened.close()
             self._error(
@@ -260,8 +279,8 @@ class FileServerProtocol(Protocol):
         self.transport.abortConnection()  # the promised size cannot be kept
 
     def _put(self, request: codec.Put) -> None:
-        assert self.factory.uploads is not None
-        upload = self.factory.uploads.begin(
+        assert self.account is not None and self.account.uploads is not None
+        upload = self.account.uploads.begin(
             request.path, request.size, request.sha256, request.replace
         )
         self._upload, self._upload_error, self._discard = upload, None, 0
@@ -330,6 +349,38 @@ class FileServerProtocol(Protocol):
         else:
             self._error("internal", "the server could not write the file")
 
+    def _login(self, request: codec.Login) -> None:
+        portal = self.factory.portal
+        if portal is None:
+            self._error("bad-request", "this server has no accounts: no need to log in")
+            return
+        host = peer_key(self.transport.getPeer())
+        wait = self.factory.limiter.wait(host)
+        if wait:
+            self._error("busy", f"too many failed logins from your address; wait {wait:.0f} s")
+            return
+        self.state = State.RESPONDING
+        d = portal.login(password_credentials(request.user, request.password), None, IFilesAccount)
+        d.addCallbacks(self._logged_in, self._login_failed, errbackArgs=(request.user, host))
+
+    def _logged_in(self, result: tuple[Any, Any, Any]) -> None:
+        _interface, account, _logout = result
+        if self.state is State.CLOSING:
+            return
+        self.account = account
+        log.info("{peer} logged in as {user}", peer=self.peer, user=account.name)
+        self._respond(codec.ok_line("welcome", account.name), "OK")
+
+    def _login_failed(self, failure: Failure, user: str, host: str) -> None:
+        if not failure.check(*UNAUTHORIZED):
+            log.failure("{peer} login: checker failed", failure, peer=self.peer)
+        self.factory.limiter.failed(host)
+        log.warn(
+            "{peer} failed to log in as {user}", peer=self.peer, user=codec.escape_text(user[:64])
+        )
+        if self.state is not State.CLOSING:
+            self._error("unauthorized", "bad user name or password")
+
     def _list(self, entries: list[Entry]) -> None:
         lines = [
             f"{e.kind} {'-' if e.size is None else e.size} {codec.format_mtime(e.mtime)} "
@@ -340,7 +391,7 @@ class FileServerProtocol(Protocol):
 
     def _stat(self, request: codec.Stat) -> None:
         self.state = State.RESPONDING
-        d = self.factory.store.stat(request.path)
+        d = self.account.store.stat(request.path)
         d.addCallbacks(self._stat_done, self._stat_failed, errbackArgs=(request,))
 
     def _stat_done(self, info: FileInfo) -> None:
@@ -471,11 +522,22 @@ class FileServerFactory(LimitedFactory):
         clock: interfaces.IReactorTime,
         limits: Limits | None = None,
         uploads: Uploads | None = None,
+        portal: Portal | None = None,
+        anonymous: bool = False,
+        limiter: LoginLimiter | None = None,
     ) -> None:
         self.limits = limits or Limits()
         super().__init__(clock, self.limits.max_per_peer, self.limits.max_connections)
         self.store = store
         self.uploads = uploads  # None: a read-only server
+        self.portal = portal  # with accounts (--auth): connections must LOGIN
+        self.limiter = limiter or LoginLimiter(clock.seconds)
+        if portal is None:
+            self.default_account: Any = Account("-", store, uploads)  # type: ignore[arg-type]
+        elif anonymous:
+            self.default_account = Account(ANONYMOUS, store, None)  # type: ignore[arg-type]
+        else:
+            self.default_account = None
 
     def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
         """A files protocol."""
