@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
             "the system's); with HOST:PORT it also turns TLS on",
         )
         p.add_argument(
+            "--user",
+            "-u",
+            metavar="NAME",
+            help="log in as NAME (servers with accounts); the password comes from "
+            "$TCPFILES_PASSWORD, a netrc file, or a prompt on the terminal",
+        )
+        p.add_argument(
+            "--netrc",
+            metavar="FILE",
+            default=os.path.expanduser("~/.netrc"),
+            help="netrc file with 'machine HOST login NAME password PW' lines (default ~/.netrc)",
+        )
+        p.add_argument(
             "--insecure",
             action="store_true",
             help="TLS without checking the server's certificate: anyone in between "
@@ -191,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         planners = {"get": _plan_get, "put": _plan_put}
         args.plan = planners[args.command](args) if args.command in planners else None
+        args.credentials = _credentials(args)
     except Failed as exc:
         _say(str(exc))
         sys.exit(exc.status)
@@ -206,6 +220,50 @@ def _run(reactor: Any, args: argparse.Namespace) -> Any:
         _say(str(exc))
         raise SystemExit(exc.status) from None
     raise SystemExit(status)
+
+
+def _server_host(server: str) -> str | None:
+    """The host name in a --server value, for netrc (None for a UNIX socket)."""
+    if server.startswith(("tls:", "tcp:", "tcp6:", "ssl:")):
+        for part in server.split(":")[1:]:
+            if part.startswith("host="):
+                return part[5:]
+        rest = server.split(":", 1)[1]
+        return rest.rpartition(":")[0] or None
+    if server.startswith("unix:"):
+        return None
+    if server.startswith("["):
+        return server[1:].partition("]")[0]
+    return server.partition(":")[0]
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(user, password) for --user, from the environment, netrc, or a prompt; never argv."""
+    if not args.user:
+        return None
+    password = os.environ.get("TCPFILES_PASSWORD")
+    if password is None and os.path.exists(args.netrc):
+        import netrc
+
+        try:
+            entry = netrc.netrc(args.netrc).authenticators(
+                _server_host(args.server or DEFAULT_SERVER) or ""
+            )
+        except (netrc.NetrcParseError, OSError) as exc:
+            raise Failed(f"--netrc {args.netrc}: {exc}", EXIT_USAGE) from None
+        if entry is not None and entry[0] in (args.user, "") and entry[2]:
+            password = entry[2]
+    if password is None and sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass(f"password for {args.user}: ")
+    if password is None:
+        raise Failed(
+            "--user needs a password: set TCPFILES_PASSWORD, put it in a netrc file, "
+            "or run from a terminal to be asked",
+            EXIT_USAGE,
+        )
+    return args.user, password
 
 
 def _endpoint(reactor: Any, args: argparse.Namespace, server: str, default_port: int) -> Any:
@@ -299,9 +357,14 @@ def _with_session(reactor: Any, args: argparse.Namespace, work: Any) -> Any:
         on_notice=_say,
         ca=args.ca,
         insecure=args.insecure,
+        credentials=args.credentials,
     )
     try:
         yield session.client()
+    except RemoteError as exc:
+        raise Failed(f"login refused: {exc.text} ({exc.code})", EXIT_REFUSED) from None
+    except TLSFailure as exc:
+        raise Failed(str(exc), EXIT_CONNECTION) from None
     except Exception as exc:
         raise _connection_failed(server, exc) from None
     try:
@@ -531,6 +594,7 @@ def run_chat(reactor: Any, args: argparse.Namespace) -> Any:
     except ValueError as exc:
         raise _connection_failed(args.server, exc) from None
     session = ChatSession(reactor, endpoint, args.server, args.nick)
+    session.login = args.credentials
     return (yield session.start(_stdio))
 
 

@@ -105,6 +105,7 @@ class ChatSession:
         self.reactor = reactor
         self.server = server
         self.nick = nick
+        self.login: tuple[str, str] | None = None  # (user, password) on a server with accounts
         self.terminal = _Terminal(self)
         self.link: _Link | None = None
         self.queued: deque[str] = deque()
@@ -145,7 +146,8 @@ class ChatSession:
             self.link.send(line)
         elif len(self.queued) < MAX_QUEUED:
             self.queued.append(line)
-            self.say("!!! not connected: the line will be sent once connected")
+            if self.ever_connected:  # before the first connection, queueing is expected
+                self.say("!!! not connected: the line will be sent once connected")
         else:
             self.say("!!! not connected and too many lines queued: line dropped")
 
@@ -167,7 +169,9 @@ class ChatSession:
         self.ever_connected = True
         if self._give_up is not None and self._give_up.active():
             self._give_up.cancel()
-        if self.nick:
+        if self.login is not None:
+            link.send(f"/login {self.login[0]} {self.login[1]}")
+        elif self.nick:
             link.send(f"/nick {self.nick}")
         while self.queued:
             link.send(self.queued.popleft())

@@ -19,10 +19,13 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, Context
 from tcpfiles.chat.room import Room
-from tcpfiles.connections import LimitedFactory
+from tcpfiles.connections import LimitedFactory, peer_key
+from tcpfiles.files.accounts import UNAUTHORIZED, LoginLimiter, password_credentials
+from tcpfiles.interfaces import IAccount
 from tcpfiles.options import positive_float, positive_int
 
 GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
+GREETING_WITH_ACCOUNTS = "*** tcpfiles chat: /login NAME PASSWORD to join, /help for commands"
 
 
 @implementer(interfaces.IPushProducer)
@@ -81,7 +84,7 @@ class ChatProtocol(Protocol):
         self.factory.tracker.opened(self, self.transport.getPeer())
         self.transport.registerProducer(self, True)
         self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_out)
-        self.send(GREETING)
+        self.send(GREETING if self.factory.portal is None else GREETING_WITH_ACCOUNTS)
 
     def dataReceived(self, data: bytes) -> None:
         """Split into lines and hand each to the room."""
@@ -105,9 +108,51 @@ class ChatProtocol(Protocol):
                 self.send(f"!!! line too long (max {self.factory.max_line} bytes)")
                 continue
             text = line.rstrip(b"\r").decode("utf-8", "replace")
+            if self.factory.portal is not None and self._account_line(text):
+                continue
             if not self.factory.room.line(self, text):
                 self._leave_reason = "quit"
                 self._close()
+
+    def _account_line(self, text: str) -> bool:
+        """With accounts: handle /login, refuse /nick and anything before a login."""
+        command = text.split(" ", 1)[0].lower()
+        if command == "/login":
+            _, _, rest = text.partition(" ")
+            name, _, password = rest.strip().partition(" ")
+            if not name or not password:
+                self.send("!!! usage: /login NAME PASSWORD")
+            elif self.nick is not None:
+                self.send(f"!!! you are logged in as {self.nick}")
+            else:
+                self._login(name, password)
+            return True
+        if command == "/nick":
+            self.send("!!! nicks are account names here: /login NAME PASSWORD")
+            return True
+        if self.nick is None and command not in ("/help", "/quit"):
+            self.send("!!! log in first: /login NAME PASSWORD")
+            return True
+        return False
+
+    def _login(self, name: str, password: str) -> None:
+        host = peer_key(self.transport.getPeer())
+        wait = self.factory.limiter.wait(host)
+        if wait:
+            self.send(f"!!! too many failed logins from your address; wait {wait:.0f} s")
+            return
+        d = self.factory.portal.login(password_credentials(name, password), None, IAccount)
+
+        def joined(result: Any) -> None:
+            if not self._closing:
+                self.factory.room.set_nick(self, result[1].name)
+
+        def refused(failure: Failure) -> None:
+            failure.trap(*UNAUTHORIZED)
+            self.factory.limiter.failed(host)
+            self.send("!!! bad user name or password")
+
+        d.addCallbacks(joined, refused)
 
     def drain(self) -> None:
         """Shutting down: say so, then close."""
@@ -141,8 +186,16 @@ class ChatProtocol(Protocol):
 class ChatFactory(LimitedFactory):
     """One room and its users."""
 
-    def __init__(self, clock: interfaces.IReactorTime, options: usage.Options) -> None:
+    def __init__(
+        self,
+        clock: interfaces.IReactorTime,
+        options: usage.Options,
+        portal: Any = None,
+        limiter: LoginLimiter | None = None,
+    ) -> None:
         super().__init__(clock, options["max-per-peer"], options["max-connections"])
+        self.portal = portal  # with accounts: nicks are account names, /login to join
+        self.limiter = limiter or LoginLimiter(clock.seconds)
         self.room = Room(options["history"], clock.seconds, options["rate"], options["burst"])
         self.max_line = options["max-line"]
         self.max_queue = options["max-queue"]
@@ -184,7 +237,7 @@ class ChatOptions(usage.Options):
 
 
 def _build(options: usage.Options, context: Context) -> ChatFactory:
-    return ChatFactory(context.reactor, options)
+    return ChatFactory(context.reactor, options, context.portal, context.limiter)
 
 
 chat = Behaviour(

@@ -294,6 +294,11 @@ class FilesClient:
         """Type, size, mtime and (for a file) sha256."""
         return self.protocol.request(f"STAT {path}", "status").addCallback(_parse_info)
 
+    def login(self, user: str, password: str) -> defer.Deferred[str]:
+        """Log in (servers with accounts); fires with the account name."""
+        d = self.protocol.request(f"LOGIN {user} {password}", "status")
+        return d.addCallback(lambda fields: fields[1] if len(fields) > 1 else user)
+
     def mkdir(self, path: str) -> defer.Deferred[bool]:
         """Create a remote directory; fires True if created, False if it was there."""
         d = self.protocol.request(f"MKDIR {path}", "status")

@@ -204,6 +204,7 @@ class Session:
         connector: Callable[[], defer.Deferred[FilesClient]] | None = None,
         ca: str | None = None,
         insecure: bool = False,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.reactor = reactor
         self.server = server
@@ -216,12 +217,16 @@ class Session:
         )
         self._client: FilesClient | None = None
         self.connected_once = False
+        self.credentials = credentials
 
     @defer.inlineCallbacks
     def client(self) -> Any:
         """The current connection, made if there is none."""
         if self._client is None or self._client.protocol.closed:
-            self._client = yield self._connect()
+            client = yield self._connect()
+            if self.credentials is not None:
+                yield client.login(*self.credentials)  # on every connection, also after a loss
+            self._client = client
             self.connected_once = True
         return self._client
 
