@@ -125,7 +125,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             from twisted.internet import reactor
 
             endpoints.serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
             raise usage.UsageError(f"--listen {description!r}: {exc}") from None
         self["listen"].append(description)
 
@@ -173,6 +173,15 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
         for option in ("tls-cert", "tls-key"):
             if self[option] and not os.access(self[option], os.R_OK):
                 raise usage.UsageError(f"--{option} {self[option]!r}: cannot read it")
+        if self["tls-cert"]:
+            from twisted.internet import reactor
+
+            try:  # loads and matches the certificate and the key now, before anything starts
+                endpoints.serverFromString(
+                    reactor, server_endpoint("tcp:0", self["tls-cert"], self["tls-key"])
+                )
+            except Exception as exc:  # noqa: BLE001 - OpenSSL errors of every kind
+                raise usage.UsageError(f"--tls-cert/--tls-key: {exc}") from None
 
     def default_endpoint(self, description: str) -> str:
         """A default endpoint, made TLS when --tls-cert is given (UDP stays as it is)."""
@@ -243,7 +252,7 @@ def _check_endpoint(name: str, endpoint: str, default: str) -> None:
             from twisted.internet import reactor
 
             endpoints.serverFromString(reactor, endpoint)
-    except (ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
         raise usage.UsageError(f"--serve {name}={endpoint}: {exc}") from None
 
 

@@ -88,3 +88,51 @@ def test_with_backlog():
     assert with_backlog("tcp:80") == "tcp:80:backlog=511"
     assert with_backlog("tcp:80:backlog=9") == "tcp:80:backlog=9"
     assert with_backlog("unix:/x.sock") == "unix:/x.sock"
+
+
+def test_tls_shortcut_turns_default_endpoints_into_ssl(tmp_path):
+    """--tls-cert/--tls-key make the default endpoints ssl:; explicit ones stay as given."""
+    from tests.e2e.certs import make_ca, make_server_cert
+
+    pair = make_server_cert(tmp_path, make_ca(tmp_path))
+    tls = ["--tls-cert", str(pair.cert), "--tls-key", str(pair.key)]
+    options = parse(
+        "--root",
+        str(tmp_path),
+        *tls,
+        "--serve",
+        "chat",
+        "--serve",
+        "echo=tcp:7000",
+        "--serve",
+        "udp-echo",
+    )
+    assert options["listen"][0].startswith("ssl:8888:certKey=")
+    assert options["serving"]["chat"][2][0].startswith("ssl:9000:certKey=")
+    assert options["serving"]["echo"][2] == ["tcp:7000"]
+    assert options["serving"]["udp-echo"][2] == ["udp:7777"]
+    with pytest.raises(usage.UsageError, match="go together"):
+        parse("--root", str(tmp_path), "--tls-cert", str(pair.cert))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(usage.UsageError, match="--tls-cert/--tls-key: "):
+        parse(
+            "--root",
+            str(tmp_path),
+            "--tls-cert",
+            str(tmp_path / "junk.pem"),
+            "--tls-key",
+            str(pair.key),
+        )
+
+
+def test_account_options(tmp_path):
+    """--auth takes strcred strings; --users and --anonymous need it; a bad users file fails."""
+    options = parse("--root", str(tmp_path), "--auth", "memory:alice:pw", "--anonymous")
+    assert len(options["credCheckers"]) == 1 and options["anonymous"]
+    with pytest.raises(usage.UsageError, match="--anonymous needs --auth"):
+        parse("--root", str(tmp_path), "--anonymous")
+    (tmp_path / "users").write_text("alice nowhere rw\n")
+    with pytest.raises(usage.UsageError, match="--users: .*is not a directory"):
+        parse(
+            "--root", str(tmp_path), "--auth", "memory:alice:pw", "--users", str(tmp_path / "users")
+        )

@@ -155,9 +155,33 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+@implementer(checkers.ICredentialsChecker)
+class AnyOf:
+    """Password checkers tried in turn; the first that knows the user decides.
+
+    A twisted.cred Portal keeps one checker per credentials interface, so with several
+    ``--auth`` options the last one would silently win; this keeps all of them.
+    """
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, members: list[checkers.ICredentialsChecker]) -> None:
+        self.members = members
+
+    @defer.inlineCallbacks
+    def requestAvatarId(self, creds: Any) -> Any:
+        """The first member's avatar id, or UnauthorizedLogin when none accepts."""
+        for member in self.members:
+            try:
+                return (yield member.requestAvatarId(creds))
+            except UNAUTHORIZED:
+                continue
+        raise error.UnauthorizedLogin()
+
+
 def make_portal(realm: portal.IRealm, checker_list: list[Any], anonymous: bool) -> portal.Portal:
     """A portal over the ``--auth`` checkers (plus anonymous access when asked for)."""
-    all_checkers: list[Any] = [EitherEncoding(checker) for checker in checker_list]
+    all_checkers: list[Any] = [AnyOf([EitherEncoding(checker) for checker in checker_list])]
     if anonymous:
         all_checkers.append(checkers.AllowAnonymousAccess())
     return portal.Portal(realm, all_checkers)

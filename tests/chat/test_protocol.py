@@ -117,3 +117,41 @@ def test_connection_lost_leaves_the_room():
     bob.connectionLost(None)
     assert lines(ann_t) == ["*** bob left (connection lost)"]
     assert not factory.tracker.active.get(bob)
+
+
+def make_with_accounts(clock=None):
+    import tempfile
+
+    from twisted.cred import strcred
+
+    from tcpfiles.files.accounts import FilesRealm, make_portal
+    from tcpfiles.files.paths import Root
+
+    realm = FilesRealm(Root.at(tempfile.gettempdir()), False, {}, 1, lambda f, *a: None)
+    portal = make_portal(realm, [strcred.makeChecker("memory:alice:apw:bob:bpw")], False)
+    options = ChatOptions()
+    options.parseOptions([])
+    return ChatFactory(clock or task.Clock(), options, portal)
+
+
+def test_with_accounts_nicks_are_account_names():
+    """Under --auth: /login joins as the account; /nick and talking before a login are refused."""
+    factory = make_with_accounts()
+    ann, ann_t = connect(factory, port=1)
+    assert lines(ann_t) == ["*** tcpfiles chat: /login NAME PASSWORD to join, /help for commands"]
+    ann.dataReceived(b"hello\n/nick alice\n/login alice wrong\n")
+    assert lines(ann_t) == [
+        "!!! log in first: /login NAME PASSWORD",
+        "!!! nicks are account names here: /login NAME PASSWORD",
+        "!!! bad user name or password",
+    ]
+    ann.dataReceived(b"/login alice apw\n")
+    assert lines(ann_t)[0].startswith("*** welcome, alice")
+    impostor, impostor_t = connect(factory, port=2)
+    impostor.dataReceived(b"/nick alice\n/login bob bpw\n/nick alice\n")
+    assert lines(impostor_t)[1:] == [
+        "!!! nicks are account names here: /login NAME PASSWORD",
+        "*** welcome, bob; 2 here. /help for commands",
+        "!!! nicks are account names here: /login NAME PASSWORD",
+    ]
+    assert sorted(factory.room.members) == ["alice", "bob"]
