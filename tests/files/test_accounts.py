@@ -76,7 +76,7 @@ def test_login_limiter():
     """Five failures in a minute block the address until the oldest one is a minute old."""
     now = [0.0]
     limiter = LoginLimiter(lambda: now[0], attempts=5, window=60)
-    for n in range(5):
+    for _ in range(5):
         assert limiter.wait("a") == 0
         limiter.failed("a")
         now[0] += 1
