@@ -1,13 +1,17 @@
-"""What the bench scripts share: free loopback ports, installed tools, commands, peak RSS."""
+"""What the bench scripts share: loopback ports, installed tools, commands, CPUs, memory."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+#: The CPUs this process may use: the driver takes the first, the server under test the second.
+CPUS = sorted(os.sched_getaffinity(0))
 
 
 def free_port() -> int:
@@ -26,8 +30,8 @@ def tool(name: str) -> str:
     return found
 
 
-def twistd(plugin: str, *options: str, port: int) -> list[str]:
-    """``twistd -n PLUGIN OPTIONS --listen tcp:PORT:interface=127.0.0.1`` without a pidfile."""
+def twistd(plugin: str, *options: str, port: int, kind: str = "tcp", extra: str = "") -> list[str]:
+    """``twistd -n PLUGIN OPTIONS --listen KIND:PORT:interface=127.0.0.1EXTRA``, no pidfile."""
     return [
         tool("twistd"),
         "-n",
@@ -35,8 +39,39 @@ def twistd(plugin: str, *options: str, port: int) -> list[str]:
         plugin,
         *options,
         "--listen",
-        f"tcp:{port}:interface=127.0.0.1",
+        f"{kind}:{port}:interface=127.0.0.1{extra}",
     ]
+
+
+def pin(cpu: int | None) -> Callable[[], None]:
+    """A preexec_fn (or a call) that keeps a process on one CPU; a no-op with one CPU."""
+    if cpu is None or len(CPUS) < 2:
+        return lambda: None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(child) for child in text)
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (nginx's worker), MiB."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+            stack.extend(_children(current))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -45,3 +80,37 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for {pid}")
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for localhost (the benches do not verify it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "bench-cert.pem", directory / "bench-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

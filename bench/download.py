@@ -1,33 +1,41 @@
 #!/usr/bin/env python3
 """One big file, downloaded from tcpfiles and from reference servers, side by side.
 
-    python bench/download.py                 # 1 GiB, 5 rounds
-    python bench/download.py --size-mib 256 --rounds 3
+    python bench/download.py                       # 1 GiB, 5 rounds, every server found
+    python bench/download.py --size-mib 256 --rounds 3 --servers "tcpfiles,nginx"
+    python bench/download.py --chart docs/performance-download.png     # needs matplotlib
 
-Every server is started fresh for each download, on 127.0.0.1 only, serving the same page-cached
-file; the order rotates each round.  The client reads into one reused buffer and times from
-request to last byte.  Printed: median MB/s per server, tcpfiles' ratio to each reference, and
-each server's peak RSS (VmHWM, the most of any round).  Nothing but loopback is touched, and
-every wait is bounded.
+Servers, each started fresh for every download on 127.0.0.1 only: tcpfiles (sendfile),
+tcpfiles --no-sendfile (the copying producer), twistd web, python -m http.server, nginx (one
+worker, sendfile on, tcp_nopush on; when installed: ``apt-get install nginx-light``), and over TLS
+tcpfiles and twistd web (a throwaway certificate made with ``cryptography``).  The driver is
+pinned to one CPU and the server to the other, reads every body into one reused buffer, and
+times from request to last byte.  Printed: median MB/s, tcpfiles' ratio to each, and the growth
+of each server's RSS during the download (sampled every 20 ms, minus its RSS just before).
+The order rotates each round.  Every wait is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import free_port, peak_rss_mib, twistd
+from common import CPUS, free_port, make_certificate, pin, rss_mib, twistd
 
 NAME = "big.bin"
+HTTP_REQUEST = f"GET /{NAME} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode()
 
 
 @dataclass
@@ -36,39 +44,72 @@ class Server:
 
     label: str
     command: Callable[[Path, int], list[str]]
-    request: bytes
     http: bool
+    tls: bool = False
 
 
-SERVERS = [
-    Server(
-        "tcpfiles",
-        lambda root, port: twistd("tcpfiles", "--root", str(root), port=port),
-        f"GET {NAME}\n".encode(),
-        False,
-    ),
-    Server(
-        "twistd web",
-        lambda root, port: twistd("web", "--path", str(root), port=port),
-        f"GET /{NAME} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode(),
-        True,
-    ),
-    Server(
-        "http.server",
-        lambda root, port: [
-            sys.executable,
-            "-m",
+def nginx_command(root: Path, port: int) -> list[str]:
+    """A one-worker nginx on 127.0.0.1:port serving root (config in a temporary prefix)."""
+    prefix = Path(tempfile.mkdtemp(prefix="tcpfiles-nginx-"))
+    (prefix / "logs").mkdir()
+    (prefix / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    sendfile on; tcp_nopush on; access_log off;
+    client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};
+    uwsgi_temp_path {prefix}; scgi_temp_path {prefix};
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+""")
+    return [shutil.which("nginx") or "nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+
+
+def servers(cert: Path, key: Path) -> list[Server]:
+    tls_opts = f":certKey={cert}:privateKey={key}"
+    found = [
+        Server("tcpfiles", lambda r, p: twistd("tcpfiles", "--root", str(r), port=p), False),
+        Server(
+            "tcpfiles copy",
+            lambda r, p: twistd("tcpfiles", "--root", str(r), "--no-sendfile", port=p),
+            False,
+        ),
+        Server("twistd web", lambda r, p: twistd("web", "--path", str(r), port=p), True),
+        Server(
             "http.server",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            str(root),
-        ],
-        f"GET /{NAME} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode(),
-        True,
-    ),
-]
+            lambda r, p: [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(p),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(r),
+            ],
+            True,
+        ),
+        Server(
+            "tcpfiles tls",
+            lambda r, p: twistd("tcpfiles", "--root", str(r), port=p, kind="ssl", extra=tls_opts),
+            False,
+            True,
+        ),
+        Server(
+            "twistd web tls",
+            lambda r, p: twistd("web", "--path", str(r), port=p, kind="ssl", extra=tls_opts),
+            True,
+            True,
+        ),
+    ]
+    if shutil.which("nginx"):
+        found.insert(2, Server("nginx", nginx_command, True))
+    else:
+        print("nginx not found: apt-get install nginx-light (it is then measured too)")
+    return found
 
 
 def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -86,9 +127,16 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
 
 def download(port: int, server: Server, size: int, buffer: bytearray) -> float:
     """Fetch the file once; seconds from request to last byte."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+    if server.tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        sock: socket.socket = context.wrap_socket(raw, server_hostname="localhost")
+    else:
+        sock = raw
+    with sock:
         started = time.perf_counter()
-        sock.sendall(server.request)
+        sock.sendall(HTTP_REQUEST if server.http else f"GET {NAME}\n".encode())
         head = b""
         marker = b"\r\n\r\n" if server.http else b"\n"
         while marker not in head:
@@ -111,6 +159,30 @@ def download(port: int, server: Server, size: int, buffer: bytearray) -> float:
         return time.perf_counter() - started
 
 
+class RSSWatch:
+    """Sample a process tree's RSS while something runs; the largest growth seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.baseline = rss_mib(pid)
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_mib(self.pid))
+
+    def __enter__(self) -> RSSWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mib(self.pid))
+
+
 def one_run(server: Server, root: Path, size: int, buffer: bytearray) -> tuple[float, float]:
     port = free_port()
     proc = subprocess.Popen(
@@ -118,11 +190,12 @@ def one_run(server: Server, root: Path, size: int, buffer: bytearray) -> tuple[f
         cwd=root.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=pin(CPUS[1] if len(CPUS) > 1 else None),
     )
     try:
         wait_listening(port, proc)
-        seconds = download(port, server, size, buffer)
-        rss = peak_rss_mib(proc.pid)
+        with RSSWatch(proc.pid) as watch:
+            seconds = download(port, server, size, buffer)
     finally:
         proc.terminate()
         try:
@@ -130,56 +203,87 @@ def one_run(server: Server, root: Path, size: int, buffer: bytearray) -> tuple[f
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return size / seconds / 1e6, rss
+    return size / seconds / 1e6, watch.peak - watch.baseline
+
+
+def chart(path: str, medians: dict[str, float], title: str) -> None:
+    """A bar chart of the medians (matplotlib, when installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: pip install matplotlib for --chart")
+        return
+    labels = list(medians)
+    figure, axes = plt.subplots(figsize=(8, 3.6))
+    bars = axes.barh(
+        labels,
+        [medians[x] for x in labels],
+        color=["#2a7ab0" if x.startswith("tcpfiles") else "#999999" for x in labels],
+    )
+    axes.bar_label(bars, fmt="%.0f", padding=3)
+    axes.invert_yaxis()
+    axes.set_xlabel("MB/s (median), higher is better")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"chart written to {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--servers",
-        default=",".join(s.label for s in SERVERS),
-        help="comma-separated subset to run (tcpfiles is always run)",
-    )
+    parser.add_argument("--servers", help="comma-separated subset (default: all found)")
+    parser.add_argument("--chart", metavar="PNG", help="also draw the medians as a bar chart")
     args = parser.parse_args()
-    wanted = {"tcpfiles", *args.servers.split(",")}
-    servers = [s for s in SERVERS if s.label in wanted]
+    pin(CPUS[0])()
     size = args.size_mib << 20
     with tempfile.TemporaryDirectory(prefix="tcpfiles-bench-") as tmp:
         root = Path(tmp) / "files"
         root.mkdir()
+        os.chmod(tmp, 0o755)  # nginx's worker runs as an unprivileged user
+        cert, key = make_certificate(Path(tmp))
+        chosen = servers(cert, key)
+        if args.servers:
+            wanted = set(args.servers.split(","))
+            chosen = [s for s in chosen if s.label in wanted]
         block = os.urandom(1 << 20)
         with open(root / NAME, "wb") as out:
             for _ in range(args.size_mib):
                 out.write(block)
+        os.chmod(root / NAME, 0o644)
         with open(root / NAME, "rb") as warm:  # into the page cache
             while warm.read(1 << 24):
                 pass
-        buffer = bytearray(1 << 20)
-        rates: dict[str, list[float]] = {s.label: [] for s in servers}
-        peaks: dict[str, float] = {s.label: 0.0 for s in servers}
+        buffer = bytearray(8 << 20)
+        rates: dict[str, list[float]] = {s.label: [] for s in chosen}
+        growth: dict[str, float] = {s.label: 0.0 for s in chosen}
         for round_number in range(args.rounds):
-            turn = round_number % len(servers)
-            order = servers[turn:] + servers[:turn]
-            for server in order:
-                rate, rss = one_run(server, root, size, buffer)
+            turn = round_number % len(chosen)
+            for server in chosen[turn:] + chosen[:turn]:
+                rate, grew = one_run(server, root, size, buffer)
                 rates[server.label].append(rate)
-                peaks[server.label] = max(peaks[server.label], rss)
+                growth[server.label] = max(growth[server.label], grew)
                 print(
-                    f"  round {round_number + 1}: {server.label:<12} {rate:8.0f} MB/s  "
-                    f"peak RSS {rss:5.1f} MiB",
+                    f"  round {round_number + 1}: {server.label:<15} {rate:8.0f} MB/s  "
+                    f"RSS +{grew:5.1f} MiB",
                     flush=True,
                 )
     medians = {label: statistics.median(values) for label, values in rates.items()}
     print(
-        f"\n{args.size_mib} MiB file, {args.rounds} rounds, median of each; "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"\n{args.size_mib} MiB file, {args.rounds} rounds, median of each; {len(CPUS)} CPUs "
+        f"(driver and server pinned apart), Python {sys.version.split()[0]}"
     )
-    print(f"{'server':<12} {'MB/s':>8} {'tcpfiles ×':>11} {'peak RSS MiB':>13}")
+    print(f"{'server':<15} {'MB/s':>8} {'tcpfiles ×':>11} {'RSS growth MiB':>15}")
     for label, median in medians.items():
-        ratio = medians["tcpfiles"] / median
-        print(f"{label:<12} {median:8.0f} {ratio:11.2f} {peaks[label]:13.1f}")
+        mine = medians.get("tcpfiles tls" if label.endswith(" tls") else "tcpfiles", median)
+        print(f"{label:<15} {median:8.0f} {mine / median:11.2f} {growth[label]:15.1f}")
+    print("(tls rows compare with tcpfiles tls; the others with tcpfiles)")
+    if args.chart:
+        chart(args.chart, medians, f"{args.size_mib} MiB download over loopback, {len(CPUS)} CPUs")
 
 
 if __name__ == "__main__":

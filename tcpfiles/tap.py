@@ -96,6 +96,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
     optFlags = [
         ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
         ["anonymous", None, "With --auth: allow read-only access to --root without a login."],
+        ["no-sendfile", None, "Copy file bodies through Python instead of os.sendfile."],
     ]
     optParameters += [
         [
@@ -235,6 +236,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             stall_timeout=self["stall-timeout"],
             max_per_peer=self["max-per-peer"],
             max_connections=self["max-connections"],
+            zero_copy=not self["no-sendfile"],
         )
 
 

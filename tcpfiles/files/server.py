@@ -32,10 +32,18 @@ from tcpfiles.files.accounts import (
     password_credentials,
 )
 from tcpfiles.files.paths import PathError
-from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer, FileShrank, TransferStopped
+from tcpfiles.files.producer import (
+    CHUNK_SIZE,
+    TLS_CHUNK_SIZE,
+    FileBodyProducer,
+    FileShrank,
+    TransferStopped,
+)
 from tcpfiles.files.store import Entry, FileInfo, OpenedFile
 from tcpfiles.files.uploads import Upload, Uploads, make_directory
+from tcpfiles.files.zerocopy import SendfileProducer, cork, sendfile_possible
 from tcpfiles.interfaces import IFilesAccount, IFileStore
+from tcpfiles.tls import is_tls_transport
 
 log = Logger(namespace="tcpfiles.files")
 
@@ -53,6 +61,8 @@ class Limits:
     #: Unparsed input (pipelined requests) held while a response is sent, before reading stops.
     max_pending_input: int = 64 * 1024
     chunk_size: int = CHUNK_SIZE
+    #: Send file bodies with os.sendfile where the transport allows it (plain TCP).
+    zero_copy: bool = True
 
 
 class State(enum.Enum):
@@ -242,6 +252,9 @@ class FileServerProtocol(Protocol):
             )
             return
         count = opened.size - request.offset
+        zero_copy = count > 0 and self.limits.zero_copy and sendfile_possible(self.transport)
+        if zero_copy:
+            cork(self.transport, True)  # the status line waits for the body's first segment
         self.transport.write(codec.ok_line(count))
         if count == 0:
             opened.close()
@@ -249,18 +262,33 @@ class FileServerProtocol(Protocol):
             return
         self.state = State.RESPONDING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
-        producer = FileBodyProducer(
-            opened.fd, request.offset, count, self.limits.chunk_size, self._progress
-        )
+        producer: FileBodyProducer | SendfileProducer
+        if zero_copy:
+            producer = SendfileProducer(
+                opened.fd, request.offset, count, on_progress=self._progress
+            )
+        else:
+            chunk = TLS_CHUNK_SIZE if is_tls_transport(self.transport) else self.limits.chunk_size
+            producer = FileBodyProducer(opened.fd, request.offset, count, chunk, self._progress)
         d = producer.begin(self.transport)
+        if zero_copy:
+            d.addBoth(self._uncork)
         d.addBoth(self._body_done, opened, producer)
+
+    def _uncork(self, result: Any) -> Any:
+        if self.transport.connected and not self.transport.disconnected:
+            cork(self.transport, False)  # flush the last partial segment now
+        return result
 
     def _progress(self, _nbytes: int) -> None:
         if self._timer_kind == "stall" and self._timer is not None:
             self._timer.reset(self.limits.stall_timeout)
 
     def _body_done(
-        self, result: int | Failure, opened: OpenedFile, producer: FileBodyProducer
+        self,
+        result: int | Failure,
+        opened: OpenedFile,
+        producer: FileBodyProducer | SendfileProducer,
     ) -> None:
         opened.close()
         if not isinstance(result, Failure):

@@ -105,6 +105,22 @@ class Twistd:
                 return m
         raise AssertionError(f"no log line matched {pattern!r} in {timeout} s:\n{self.text()}")
 
+    def wait_count(self, pattern: str, count: int, timeout: float = 20.0) -> None:
+        """Block until ``count`` log lines match (each line counted once)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while sum(1 for line in self.log if regex.search(line)) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"fewer than {count} lines matched {pattern!r}")
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"twistd exited before {count} lines matched {pattern!r}")
+            self.log.append(line)
+
     def text(self) -> str:
         """The log read so far."""
         return "".join(self.log)
