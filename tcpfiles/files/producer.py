@@ -73,6 +73,11 @@ class FileBodyProducer:
         """Write the next chunk (the transport's buffer is empty)."""
         if self._consumer is None or self._done.called:
             return
+        if self.remaining == 0:
+            # Done only once Twisted's buffer has drained again: the next request of a client
+            # that pipelines and never reads waits here, instead of piling answers up.
+            self._finish(None)
+            return
         try:
             data = os.pread(self.fd, min(self.chunk_size, self.remaining), self.position)
         except OSError as exc:
@@ -87,8 +92,6 @@ class FileBodyProducer:
         self._consumer.write(data)
         if self.on_progress is not None:
             self.on_progress(len(data))
-        if self.remaining == 0:
-            self._finish(None)
 
     def pauseProducing(self) -> None:
         """Pull producers are not paused; present for transports that call it anyway."""

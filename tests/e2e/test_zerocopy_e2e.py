@@ -9,6 +9,8 @@ import ssl
 import struct
 import time
 
+import pytest
+
 from tests.e2e.certs import make_ca, make_server_cert
 from tests.e2e.harness import Wire, make_file, wait_until
 
@@ -128,3 +130,31 @@ def test_a_stuck_reader_does_not_hold_up_others(root, start_server):
         assert Wire(server.port).get("small.txt") == b"quick"
         worst = max(worst, time.perf_counter() - started)
     assert worst < 0.5, f"a request took {worst:.3f} s while another client was stuck"
+
+
+@pytest.mark.parametrize("options", [(), ("--no-sendfile",)])
+def test_pipelined_small_gets_never_read_cost_bounded_memory(root, start_server, options):
+    """20,000 pipelined GETs of a 200 KiB file, never read: the server stops reading instead of
+    piling up 4 GB of answers (small bodies take the copying path, which waits for the buffer
+    to drain before the next request)."""
+    make_file(root / "small.bin", 200 * 1024)
+    server = start_server(*options)
+    wire = Wire(server.port, timeout=5)
+    baseline = server.rss_kib()
+    batch = b"GET small.bin\n" * 1000
+    sent = 0
+    try:
+        for _ in range(20):
+            wire.sock.sendall(batch)
+            sent += len(batch)
+    except TimeoutError:
+        pass  # the server stopped reading: the requests back up into our socket
+    samples: list[int] = []
+
+    def settled() -> bool:
+        samples.append(server.rss_kib())
+        return len(samples) > 25 and samples[-1] == samples[-25]
+
+    wait_until(settled, 20, "the server's memory to settle")
+    grown = server.rss_kib("VmHWM") - baseline
+    assert grown < 32 * 1024, f"server RSS grew by {grown} KiB for {sent} bytes of requests"

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Many clients at once, and many idle connections.
+
+    python bench/many.py                     # 100 clients, 5000 requests of a 64 KiB file, 3 rounds
+    python bench/many.py --idle 1000         # also: the RSS cost of 1000 idle connections
+
+Servers: tcpfiles (files protocol) and twistd web (HTTP/1.1), each fresh per measurement on
+127.0.0.1 only, pinned to one CPU with the driver on the other; the per-address limit of
+tcpfiles is lifted (all the load comes from one address).  The driver (asyncio) speaks both
+protocols; in "one per connection" every request opens its own connection, in "persistent" each
+of the clients keeps one.  Printed per mode: requests/s, p50/p99/max latency (a request that
+waited for a SYN retry would take a second or more), and tcpfiles' ratio.  Bounded in count
+and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import CPUS, free_port, pin, rss_mib, twistd
+
+NAME = "small.bin"
+TIME_LIMIT = 120.0
+
+
+def command(kind: str, root: Path, port: int) -> list[str]:
+    if kind == "tcpfiles":
+        return twistd(
+            "tcpfiles",
+            "--root",
+            str(root),
+            "--max-per-peer",
+            "5000",
+            "--max-connections",
+            "5000",
+            port=port,
+        )
+    return twistd("web", "--path", str(root), port=port)
+
+
+async def fetch(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str, size: int
+) -> None:
+    if kind == "tcpfiles":
+        writer.write(f"GET {NAME}\n".encode())
+        status = await reader.readuntil(b"\n")
+        assert status == f"OK {size}\n".encode(), status
+    else:
+        writer.write(f"GET /{NAME} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0], head[:100]
+        length = [
+            line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        ]
+        assert int(length[0].split(b":")[1]) == size
+    await reader.readexactly(size)
+
+
+async def load(
+    kind: str, port: int, clients: int, requests: int, persistent: bool, size: int
+) -> tuple[list[float], float]:
+    """Run the load; every request's latency, and the wall time of the whole run."""
+    latencies: list[float] = []
+    left = [requests]
+
+    async def client() -> None:
+        connection = None
+        while left[0] > 0:
+            left[0] -= 1
+            started = time.perf_counter()
+            if connection is None:
+                connection = await asyncio.open_connection("127.0.0.1", port)
+            await fetch(*connection, kind, size)
+            latencies.append(time.perf_counter() - started)
+            if not persistent:
+                connection[1].close()
+                connection = None
+        if connection is not None:
+            connection[1].close()
+
+    started = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), TIME_LIMIT)
+    return latencies, time.perf_counter() - started
+
+
+async def idle_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
+    writers = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"STAT /\n")
+        await reader.readuntil(b"\n")  # accepted and answered: now it sits idle
+        writers.append(writer)
+    return writers
+
+
+def start(kind: str, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        command(kind, root, port),
+        cwd=root.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=pin(CPUS[1] if len(CPUS) > 1 else None),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            import socket
+
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit(f"{kind} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--size", type=int, default=64 * 1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--idle", type=int, default=1000, help="idle connections (0: skip)")
+    args = parser.parse_args()
+    pin(CPUS[0])()
+    results: dict[tuple[str, str], list[list[float]]] = {}
+    rates_seen: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="tcpfiles-many-") as tmp:
+        root = Path(tmp) / "files"
+        root.mkdir()
+        (root / NAME).write_bytes(os.urandom(args.size))
+        for round_number in range(args.rounds):
+            kinds = ["tcpfiles", "twistd web"][:: 1 if round_number % 2 == 0 else -1]
+            for mode in ("one per connection", "persistent"):
+                for kind in kinds:
+                    proc, port = start(kind, root)
+                    try:
+                        latencies, wall = asyncio.run(
+                            load(
+                                kind,
+                                port,
+                                args.clients,
+                                args.requests,
+                                mode == "persistent",
+                                args.size,
+                            )
+                        )
+                    finally:
+                        stop(proc)
+                    results.setdefault((kind, mode), []).append(latencies)
+                    rates_seen.setdefault((kind, mode), []).append(len(latencies) / wall)
+                    print(
+                        f"  round {round_number + 1}: {kind:<10} {mode:<19} "
+                        f"{len(latencies) / wall:8.0f} requests/s, p99 "
+                        f"{sorted(latencies)[int(len(latencies) * 0.99)] * 1e3:.1f} ms",
+                        flush=True,
+                    )
+        rates = {}
+        print(
+            f"\n{args.clients} clients, {args.requests} requests of {args.size} B per "
+            f"measurement; median of {args.rounds}; {len(CPUS)} CPUs, "
+            f"Python {sys.version.split()[0]}"
+        )
+        print(
+            f"{'server':<11} {'mode':<19} {'requests/s':>11} {'tcpfiles ×':>11} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+        )
+        for key, seen in rates_seen.items():
+            rates[key] = statistics.median(seen)
+        for (kind, mode), runs in results.items():
+            merged = sorted(x for run in runs for x in run)
+            mine = rates[("tcpfiles", mode)]
+            print(
+                f"{kind:<11} {mode:<19} {rates[(kind, mode)]:11.0f} "
+                f"{mine / rates[(kind, mode)]:11.2f} {merged[len(merged) // 2] * 1e3:7.1f} "
+                f"{merged[int(len(merged) * 0.99)] * 1e3:7.1f} {merged[-1] * 1e3:7.1f}"
+            )
+        if args.idle:
+            proc, port = start("tcpfiles", root)
+            try:
+                before = rss_mib(proc.pid)
+
+                async def hold() -> float:
+                    writers = await idle_connections(port, args.idle)
+                    grown = rss_mib(proc.pid) - before
+                    for writer in writers:
+                        writer.close()
+                    return grown
+
+                grown = asyncio.run(hold())
+            finally:
+                stop(proc)
+            print(
+                f"\n{args.idle} idle connections: tcpfiles RSS +{grown:.1f} MiB "
+                f"({grown * 1024 / args.idle:.1f} KiB each)"
+            )
+
+
+if __name__ == "__main__":
+    main()
