@@ -248,3 +248,22 @@ def test_example_plugin_discovered_in_process():
         timeout=60,
     )
     assert "'reverse'" in out.stdout, out.stderr
+
+
+def test_echo_stream_comes_back_byte_exact(everything):
+    """32 MiB written while reading: every byte back, in order (the eager-write path)."""
+    import hashlib
+    import threading
+
+    data = hashlib.sha256(b"seed").digest() * (1 << 20)  # 32 MiB, not all one byte
+    with socket.create_connection(("127.0.0.1", everything.port_of("echo")), timeout=20) as sock:
+        writer = threading.Thread(target=lambda: (sock.sendall(data),
+                                                  sock.shutdown(socket.SHUT_WR)))
+        writer.start()
+        digest, received = hashlib.sha256(), 0
+        while chunk := sock.recv(1 << 20):
+            digest.update(chunk)
+            received += len(chunk)
+        writer.join(timeout=20)
+    assert received == len(data)
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
