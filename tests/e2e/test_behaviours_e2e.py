@@ -257,8 +257,9 @@ def test_echo_stream_comes_back_byte_exact(everything):
 
     data = hashlib.sha256(b"seed").digest() * (1 << 20)  # 32 MiB, not all one byte
     with socket.create_connection(("127.0.0.1", everything.port_of("echo")), timeout=20) as sock:
-        writer = threading.Thread(target=lambda: (sock.sendall(data),
-                                                  sock.shutdown(socket.SHUT_WR)))
+        writer = threading.Thread(
+            target=lambda: (sock.sendall(data), sock.shutdown(socket.SHUT_WR))
+        )
         writer.start()
         digest, received = hashlib.sha256(), 0
         while chunk := sock.recv(1 << 20):

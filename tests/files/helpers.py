@@ -30,3 +30,34 @@ def respond(protocol, transport: StringTransport, data: bytes, byte_by_byte: boo
         protocol.dataReceived(piece)
         pump(transport)
     return transport.value()
+
+
+def client_pair(factory: FileServerFactory):
+    """A FilesClient connected to ``factory``'s protocol in memory (iosim); (client, pump)."""
+    from twisted.test import iosim
+
+    from tcpfiles.files.client import FilesClient, FilesClientProtocol
+
+    client_protocol = FilesClientProtocol()
+    server_protocol = factory.buildProtocol(None)
+    pump = iosim.connect(
+        server_protocol,
+        iosim.makeFakeServer(server_protocol),
+        client_protocol,
+        iosim.makeFakeClient(client_protocol),
+        greet=False,
+    )
+    pump.flush()
+    return FilesClient(client_protocol), pump
+
+
+def settle(d, pump):
+    """Pump bytes until the Deferred fires; its result (or Failure)."""
+    results = []
+    d.addBoth(results.append)
+    for _ in range(5000):
+        if results:
+            break
+        pump.pump()
+    assert results, "no answer"
+    return results[0]

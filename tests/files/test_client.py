@@ -9,7 +9,6 @@ import pytest
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.test import iosim
 
 from tcpfiles.files.client import (
     ConnectionClosed,
@@ -21,7 +20,7 @@ from tcpfiles.files.client import (
 )
 from tcpfiles.files.codec import ProtocolError
 from tcpfiles.files.transfer import fetch
-from tests.files.helpers import make_factory
+from tests.files.helpers import client_pair, make_factory, settle
 
 
 @pytest.fixture
@@ -36,29 +35,7 @@ def served(tmp_path):
 
 @pytest.fixture
 def pair(served):
-    factory = make_factory(served, chunk_size=256 * 1024)
-    client_protocol = FilesClientProtocol()
-    server_protocol = factory.buildProtocol(None)
-    pump = iosim.connect(
-        server_protocol,
-        iosim.makeFakeServer(server_protocol),
-        client_protocol,
-        iosim.makeFakeClient(client_protocol),
-        greet=False,
-    )
-    pump.flush()
-    return FilesClient(client_protocol), pump
-
-
-def settle(d, pump):
-    results = []
-    d.addBoth(results.append)
-    for _ in range(5000):
-        if results:
-            break
-        pump.pump()
-    assert results, "no answer"
-    return results[0]
+    return client_pair(make_factory(served, chunk_size=256 * 1024))
 
 
 def test_pipelined_requests(pair):

@@ -10,7 +10,6 @@ from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
-from twisted.test import iosim
 
 from tcpfiles.files.client import (
     ConnectionClosed,
@@ -24,6 +23,7 @@ from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.store import FileStore
 from tcpfiles.files.transfer import Session, fetch, local_name, part_path, push
 from tcpfiles.files.uploads import Uploads
+from tests.files.helpers import client_pair, settle
 
 
 def inline(f, *args):
@@ -46,28 +46,7 @@ def pair(root):
         Limits(chunk_size=256 * 1024),
         Uploads(Root.at(str(root)), 1 << 30, inline),
     )
-    client_protocol = FilesClientProtocol()
-    server_protocol = factory.buildProtocol(None)
-    pump = iosim.connect(
-        server_protocol,
-        iosim.makeFakeServer(server_protocol),
-        client_protocol,
-        iosim.makeFakeClient(client_protocol),
-        greet=False,
-    )
-    pump.flush()
-    return FilesClient(client_protocol), pump
-
-
-def settle(d, pump):
-    results = []
-    d.addBoth(results.append)
-    for _ in range(5000):
-        if results:
-            break
-        pump.pump()
-    assert results, "no answer"
-    return results[0]
+    return client_pair(factory)
 
 
 def test_fetch_resumes_from_a_part_of_the_same_version(served, tmp_path):
