@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAX_PART_BYTES = 255
 MAX_PATH_BYTES = 4096
@@ -97,6 +97,8 @@ class Root:
 
     path: str
     real: str
+    #: The root's own descriptor once opened (see :meth:`fd`); a list so a frozen Root can fill it.
+    _fd: list[int] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def at(cls, path: str) -> Root:
@@ -112,10 +114,9 @@ class Root:
         Re-opening it for every request cost 8% of the time of small GETs.  If the directory is
         replaced while the server runs, the server keeps serving the one it opened.
         """
-        fd = _ROOT_FDS.get(self.real)
-        if fd is None:
-            fd = _ROOT_FDS[self.real] = os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW)
-        return fd
+        if not self._fd:
+            self._fd.append(os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW))
+        return self._fd[0]
 
     def relative_parts(self, target: str) -> list[str] | None:
         """Parts of an absolute symlink target below this root, or None when it points outside."""
@@ -125,9 +126,6 @@ class Root:
             if target.startswith(base.rstrip("/") + "/"):
                 return target[len(base.rstrip("/")) + 1 :].split("/")
         return None
-
-
-_ROOT_FDS: dict[str, int] = {}
 
 
 def _os_error(exc: OSError) -> PathError:
