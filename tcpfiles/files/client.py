@@ -5,7 +5,7 @@
     client = yield connect(reactor, "localhost:8888")
     entries = yield client.list("docs")
     size = yield client.get("docs/a.txt", sink=out.write)
-    result = yield fetch(client, "docs/a.txt", "a.txt")   # verified, atomic
+    result = yield transfer.fetch(client, "docs/a.txt", "a.txt")   # resumable, verified
 
 Requests may be issued without waiting: they are pipelined and answered in order.  A refusal
 from the server fails the request's Deferred with :class:`RemoteError`; a lost connection fails
