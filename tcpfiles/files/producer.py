@@ -1,10 +1,20 @@
 """Streaming a byte range of an open file to a transport, with backpressure.
 
-:class:`FileBodyProducer` is a pull producer: the transport asks for more only when its buffer
-has drained, so a reader that stops reading costs one chunk of memory at most.  Each turn reads
-one large chunk with ``pread`` (the descriptor's offset is never used, so the same file may be
-served to many connections), and the transport's per-write limit is raised to match, so one
-reactor turn moves one chunk instead of Twisted's default 128 KiB.
+:class:`FileBodyProducer` reads the file with ``pread`` (the descriptor's offset is never used, so
+the same file may be served to many connections) and writes it in large chunks.  How it is driven
+depends on the transport:
+
+- plain TCP: a pull producer.  Twisted asks for the next chunk when its write buffer is empty,
+  from the same reactor turn that emptied it; the transport's per-write limit is raised to the
+  chunk size so one turn moves one chunk instead of Twisted's default 128 KiB.
+- TLS: a push producer.  Twisted's TLS wrapper drives a pull producer through a cooperator, one
+  scheduled call and one extra reactor turn per chunk (measured: 0.77x the throughput of
+  ``twistd web``, which pays the same).  Pushed, the next chunk is encrypted as soon as the TCP
+  transport resumes us, in the turn that drained its buffer; the transport pauses us again as
+  soon as it holds more than its buffer size, so a reader that stops reading costs one chunk.
+
+Either way the Deferred fires only once the transport is ready for more: the next response of a
+client that pipelines requests and never reads waits, instead of piling answers up in memory.
 """
 
 from __future__ import annotations
@@ -16,17 +26,20 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
+from tcpfiles.tls import is_tls_transport
+
 #: Bytes read per step on a plain TCP transport (only with --no-sendfile: sendfile is used there).
 CHUNK_SIZE = 1024 * 1024
 #: Bytes read per step under TLS, where Twisted's own transport limits are kept: measured, bigger
 #: chunks or raised limits only lengthen the pauses between encrypting and sending.
 TLS_CHUNK_SIZE = 64 * 1024
+#: Chunks written in one go when the transport does not pause a push producer (it normally does
+#: after the first); past this the rest waits for the next reactor turn.
+PUSH_BURST = 4
 
 
 def raise_limits(transport: Any, step: int) -> None:
     """On a plain TCP transport, send ``step`` bytes per turn (Twisted: 128 KiB); not under TLS."""
-    from tcpfiles.tls import is_tls_transport
-
     if is_tls_transport(transport) or not hasattr(transport, "SEND_LIMIT"):
         return
     if transport.SEND_LIMIT < step:
@@ -41,7 +54,7 @@ class TransferStopped(Exception):
     """The consumer went away (connection lost) before the body was sent."""
 
 
-@implementer(interfaces.IPullProducer)
+@implementer(interfaces.IPullProducer, interfaces.IPushProducer)
 class FileBodyProducer:
     """Send ``count`` bytes of ``fd`` from ``offset`` to a consumer; does not close ``fd``."""
 
@@ -52,6 +65,7 @@ class FileBodyProducer:
         count: int,
         chunk_size: int = CHUNK_SIZE,
         on_progress: Callable[[int], None] | None = None,
+        clock: interfaces.IReactorTime | None = None,
     ) -> None:
         self.fd = fd
         self.position = offset
@@ -59,23 +73,68 @@ class FileBodyProducer:
         self.sent = 0
         self.chunk_size = chunk_size
         self.on_progress = on_progress
+        self.streaming = False
         self._consumer: interfaces.IConsumer | None = None
         self._done: defer.Deferred[int] = defer.Deferred()
+        self._paused = False
+        self._producing = False
+        self._later: Any = None
+        self._clock = clock
 
     def begin(self, consumer: interfaces.IConsumer) -> defer.Deferred[int]:
         """Start sending; the Deferred fires with the byte count when every byte is written."""
         self._consumer = consumer
-        raise_limits(consumer, self.chunk_size)
-        consumer.registerProducer(self, False)
+        if is_tls_transport(consumer):
+            self.streaming = True
+            self.chunk_size = min(self.chunk_size, TLS_CHUNK_SIZE)
+            consumer.registerProducer(self, True)
+            self._push()
+        else:
+            raise_limits(consumer, self.chunk_size)
+            consumer.registerProducer(self, False)
         return self._done
 
     def resumeProducing(self) -> None:
-        """Write the next chunk (the transport's buffer is empty)."""
-        if self._consumer is None or self._done.called:
+        """Pull: the transport's buffer is empty.  Push: the transport can take more again."""
+        if self.streaming:
+            self._paused = False
+            self._push()
+        elif self._consumer is not None and not self._done.called:
+            self._step()
+
+    def pauseProducing(self) -> None:
+        """Push: the transport holds enough; wait for :meth:`resumeProducing`."""
+        self._paused = True
+
+    def stopProducing(self) -> None:
+        """The connection is gone: give up."""
+        if not self._done.called:
+            self._consumer = None
+            self._cancel_later()
+            self._done.errback(TransferStopped(f"stopped after {self.sent} bytes"))
+
+    def _push(self) -> None:
+        """Write chunks until the transport pauses us (normally after one) or the body is out."""
+        self._cancel_later()
+        if self._producing:  # resumed from inside our own write
             return
+        self._producing = True
+        try:
+            burst = PUSH_BURST
+            while not self._paused and self._consumer is not None and not self._done.called:
+                if burst == 0:
+                    self._later = self._reactor().callLater(0, self._push)
+                    return
+                burst -= 1
+                self._step()
+        finally:
+            self._producing = False
+
+    def _step(self) -> None:
+        """Write the next chunk, or finish once every byte has been handed over."""
         if self.remaining == 0:
-            # Done only once Twisted's buffer has drained again: the next request of a client
-            # that pipelines and never reads waits here, instead of piling answers up.
+            # Done only once the transport is ready for more again: the next request of a
+            # client that pipelines and never reads waits here, instead of piling answers up.
             self._finish(None)
             return
         try:
@@ -89,21 +148,26 @@ class FileBodyProducer:
         self.position += len(data)
         self.remaining -= len(data)
         self.sent += len(data)
+        assert self._consumer is not None
         self._consumer.write(data)
         if self.on_progress is not None:
             self.on_progress(len(data))
 
-    def pauseProducing(self) -> None:
-        """Pull producers are not paused; present for transports that call it anyway."""
+    def _reactor(self) -> interfaces.IReactorTime:
+        if self._clock is None:
+            from twisted.internet import reactor
 
-    def stopProducing(self) -> None:
-        """The connection is gone: give up."""
-        if not self._done.called:
-            self._consumer = None
-            self._done.errback(TransferStopped(f"stopped after {self.sent} bytes"))
+            self._clock = reactor  # type: ignore[assignment]
+        return self._clock  # type: ignore[return-value]
+
+    def _cancel_later(self) -> None:
+        if self._later is not None and self._later.active():
+            self._later.cancel()
+        self._later = None
 
     def _finish(self, error: Exception | None) -> None:
         consumer, self._consumer = self._consumer, None
+        self._cancel_later()
         if consumer is not None:
             consumer.unregisterProducer()
         if error is None:

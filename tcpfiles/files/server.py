@@ -34,7 +34,6 @@ from tcpfiles.files.accounts import (
 from tcpfiles.files.paths import PathError
 from tcpfiles.files.producer import (
     CHUNK_SIZE,
-    TLS_CHUNK_SIZE,
     FileBodyProducer,
     FileShrank,
     TransferStopped,
@@ -43,7 +42,6 @@ from tcpfiles.files.store import Entry, FileInfo, OpenedFile
 from tcpfiles.files.uploads import Upload, Uploads, make_directory
 from tcpfiles.files.zerocopy import SendfileProducer, cork, sendfile_possible
 from tcpfiles.interfaces import IFilesAccount, IFileStore
-from tcpfiles.tls import is_tls_transport
 
 #: Bodies up to this size are read and written in one step (with the status line, one send):
 #: cheaper than sendfile plus setting and clearing TCP_CORK (measured: 16% of the time for 64 KiB).
@@ -274,8 +272,14 @@ class FileServerProtocol(Protocol):
                 opened.fd, request.offset, count, on_progress=self._progress
             )
         else:
-            chunk = TLS_CHUNK_SIZE if is_tls_transport(self.transport) else self.limits.chunk_size
-            producer = FileBodyProducer(opened.fd, request.offset, count, chunk, self._progress)
+            producer = FileBodyProducer(
+                opened.fd,
+                request.offset,
+                count,
+                self.limits.chunk_size,
+                self._progress,
+                clock=self.factory.clock,
+            )
         d = producer.begin(self.transport)
         if zero_copy:
             d.addBoth(self._uncork)
