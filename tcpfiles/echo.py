@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import interfaces, tcp
+from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -18,27 +18,8 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory
+from tcpfiles.sending import send_now
 from tcpfiles.tls import can_half_close
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """Write, trying the socket at once when Twisted's own buffer is empty (as asyncio does).
-
-    Twisted queues every write for the next reactor turn; for a stream that is one extra turn
-    per read.  On a plain TCP transport with nothing queued, hand the kernel what it takes now
-    and queue only the rest.  Anywhere else (TLS, a buffer not empty) it is a plain write.
-    """
-    if (
-        isinstance(transport, tcp.Server)  # plain TCP, not TLS or a test transport
-        and not getattr(transport, "_tempDataLen", 1)
-        and getattr(transport, "offset", 1) == len(getattr(transport, "dataBuffer", b"x"))
-        and not transport.disconnecting
-    ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and sent >= 0:
-            data = data[sent:]
-    if data:
-        transport.write(data)
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -65,7 +46,7 @@ class EchoProtocol(Protocol):
         """Echo it."""
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.factory.idle_timeout)
-        write_now(self.transport, self.transform(data))
+        send_now(self.transport, self.transform(data))
 
     def readConnectionLost(self) -> None:
         """The client is done sending: close once everything is echoed."""

@@ -26,7 +26,10 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
+from tcpfiles.sending import TransferStopped
 from tcpfiles.tls import is_tls_transport
+
+__all__ = ["FileBodyProducer", "FileShrank", "TransferStopped", "raise_limits"]
 
 #: Bytes read per step on a plain TCP transport (only with --no-sendfile: sendfile is used there).
 CHUNK_SIZE = 1024 * 1024
@@ -48,10 +51,6 @@ def raise_limits(transport: Any, step: int) -> None:
 
 class FileShrank(Exception):
     """The file got shorter while it was being sent: the promised size cannot be kept."""
-
-
-class TransferStopped(Exception):
-    """The consumer went away (connection lost) before the body was sent."""
 
 
 @implementer(interfaces.IPullProducer, interfaces.IPushProducer)

@@ -1,0 +1,105 @@
+"""Writing to a transport at once, and waiting until it has sent what it holds.
+
+Twisted queues every ``transport.write`` for the next reactor turn, and joins what was queued
+into one bytes object before sending it (a copy).  For a short answer on an idle connection that
+is a wasted turn, a copy and two ``epoll_ctl`` calls.  :func:`send_now` hands the pieces to the
+kernel in one ``sendmsg`` when Twisted's own buffer is empty, as asyncio does, and queues only
+what the socket did not take.
+
+:func:`drained` is the other half of backpressure: a Deferred that fires once Twisted's buffer
+is empty again, so a protocol can hold its next answer back while a client is not reading.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, interfaces, tcp
+from zope.interface import implementer
+
+from tcpfiles.tls import is_tls_transport
+
+
+class TransferStopped(Exception):
+    """The consumer went away (connection lost) before everything was sent."""
+
+
+def buffered(transport: Any) -> int:
+    """Bytes Twisted holds for ``transport`` and has not handed to the kernel (0 if unknown)."""
+    data = getattr(transport, "dataBuffer", None)
+    if data is None:
+        return 0
+    return len(data) - transport.offset + transport._tempDataLen
+
+
+def can_send_now(transport: Any) -> bool:
+    """A plain TCP (or UNIX) transport with nothing queued and not closing.
+
+    The caller must know that nothing else writes to the socket behind Twisted's back (a
+    sendfile producer in the middle of a body): that is not visible from here.
+    """
+    return (
+        isinstance(transport, tcp.Connection)  # not TLS, not a test transport
+        and not is_tls_transport(transport)
+        and transport.connected
+        and not transport.disconnecting
+        and buffered(transport) == 0
+    )
+
+
+def send_now(transport: Any, *pieces: bytes) -> bool:
+    """Write ``pieces`` in order; True when all of them went to the kernel already.
+
+    Where :func:`can_send_now` holds, one ``sendmsg`` (no joined copy); the rest, and anything
+    on any other transport, goes through ``transport.write`` as usual.
+    """
+    if can_send_now(transport):
+        try:
+            sent = transport.socket.sendmsg(pieces)
+        except OSError:
+            # Would block: queue it all.  A real error: queue it all as well, and Twisted's own
+            # write turn meets the error and closes the connection in its usual way.
+            sent = 0
+        for piece in pieces:
+            if sent >= len(piece):
+                sent -= len(piece)
+                continue
+            transport.write(piece[sent:] if sent else piece)
+            sent = 0
+        return buffered(transport) == 0
+    for piece in pieces:
+        transport.write(piece)
+    return False
+
+
+@implementer(interfaces.IPullProducer)
+class _DrainWaiter:
+    """A pull producer that writes nothing: Twisted asks it for more once its buffer is empty."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def resumeProducing(self) -> None:
+        if self.done.called or buffered(self.transport):
+            return  # the call made at registration, with data still queued: wait for the next
+        self.transport.unregisterProducer()
+        self.done.callback(None)
+
+    def stopProducing(self) -> None:
+        if not self.done.called:
+            self.done.errback(TransferStopped("connection lost before the answer was sent"))
+
+
+def drained(transport: Any) -> defer.Deferred[None]:
+    """Fires once ``transport`` has handed everything queued to the kernel.
+
+    Twisted asks a pull producer for more exactly then; a transport that cannot tell (a test
+    transport, say) counts as drained now.  Fails with :class:`TransferStopped` if the
+    connection is lost first.  The transport must have no other producer.
+    """
+    if not buffered(transport) or not hasattr(transport, "registerProducer"):
+        return defer.succeed(None)
+    waiter = _DrainWaiter(transport)
+    transport.registerProducer(waiter, False)
+    return waiter.done

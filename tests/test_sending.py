@@ -1,0 +1,101 @@
+"""send_now and drained on a real socket pair under Twisted's TCP connection class."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet import interfaces, tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+from zope.interface import directlyProvides
+
+from tcpfiles.sending import TransferStopped, buffered, can_send_now, drained, send_now
+
+
+@pytest.fixture
+def pair():
+    """A connected Twisted TCP connection object over one end of a socket pair, and the other
+    end (blocking) to read what was sent.  Nothing runs a reactor: doWrite is called by hand."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
+    connection.connected = 1
+    yield connection, theirs
+    ours.close()
+    theirs.close()
+
+
+def read_all(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        data += sock.recv(n - len(data))
+    return data
+
+
+def test_idle_connection_sends_everything_at_once(pair):
+    connection, theirs = pair
+    assert can_send_now(connection)
+    assert send_now(connection, b"OK 3\n", b"abc") is True
+    assert buffered(connection) == 0 and connection._tempDataBuffer == []
+    assert read_all(theirs, 8) == b"OK 3\nabc"
+    assert drained(connection).called
+
+
+def test_what_the_socket_does_not_take_is_queued_in_order(pair):
+    """A peer that is not reading: the rest waits in Twisted's buffer, in order, and drained()
+    fires only once Twisted has handed it all to the kernel."""
+    connection, theirs = pair
+    body = bytes(range(256)) * 4096  # 1 MiB, far more than the socket buffers hold
+    assert send_now(connection, b"OK 1048576\n", body) is False
+    queued = buffered(connection)
+    assert 0 < queued <= len(body)
+    assert not can_send_now(connection)
+    assert send_now(connection, b"next\n") is False  # queued behind, never ahead
+    done = drained(connection)
+    assert not done.called and connection.producer is not None
+    received = b""
+    while not done.called:
+        received += theirs.recv(1 << 16)
+        connection.doWrite()
+    assert connection.producer is None
+    theirs.setblocking(False)
+    try:
+        while True:
+            chunk = theirs.recv(1 << 16)
+            if not chunk:
+                break
+            received += chunk
+    except BlockingIOError:
+        pass
+    assert received == b"OK 1048576\n" + body + b"next\n"
+
+
+def test_connection_lost_while_waiting_fails_the_wait(pair):
+    connection, _ = pair
+    send_now(connection, b"x" * (1 << 20))
+    done = drained(connection)
+    failures: list = []
+    done.addErrback(failures.append)
+    connection.producer.stopProducing()
+    assert failures and failures[0].check(TransferStopped)
+
+
+def test_other_transports_get_plain_writes():
+    """A test transport or a TLS one: no raw socket send, nothing reordered."""
+    plain = StringTransport()
+    assert not can_send_now(plain)
+    assert send_now(plain, b"a", b"b") is False
+    assert plain.value() == b"ab"
+    assert drained(plain).called  # cannot tell: counts as drained
+
+
+def test_tls_and_closing_connections_are_never_written_raw(pair):
+    connection, _ = pair
+    directlyProvides(connection, interfaces.INegotiated)
+    assert not can_send_now(connection)
+    directlyProvides(connection)
+    connection.disconnecting = True
+    assert not can_send_now(connection)
