@@ -143,6 +143,17 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
     :class:`PathError` subclass; never blocks on a FIFO or device, because those are recognised
     with ``lstat`` and never opened.
     """
+    return _walk(root, parts, want)[0]
+
+
+def open_file_beneath(root: Root, parts: tuple[str, ...]) -> tuple[int, os.stat_result]:
+    """:func:`open_beneath` for a regular file, with the ``fstat`` of what was opened."""
+    fd, st = _walk(root, parts, "file")
+    assert st is not None
+    return fd, st
+
+
+def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_result | None]:
     root_fd = root.fd()
     stack: list[int] = []  # descriptors we opened, from below the root down to the current one
     pending = list(reversed(parts))  # parts still to walk, next one last
@@ -196,20 +207,21 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
             return _open_regular(parent, name)
         if want == "file":
             raise NotAFile("is a directory")
-        return stack.pop() if stack else os.dup(root_fd)
+        return (stack.pop() if stack else os.dup(root_fd)), None
     finally:
         for fd in stack:
             os.close(fd)
 
 
-def _open_regular(dir_fd: int, name: str) -> int:
+def _open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result]:
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # swapped for a symlink since lstat
             raise NotFound("no such file or directory") from None
         raise _os_error(exc) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since lstat
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # swapped for something else since lstat
         os.close(fd)
         raise NotAFile("not a regular file")
-    return fd
+    return fd, st

@@ -19,7 +19,15 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from tcpfiles.files.paths import FileChanging, NotFound, PathError, Root, open_beneath, parse_path
+from tcpfiles.files.paths import (
+    FileChanging,
+    NotFound,
+    PathError,
+    Root,
+    open_beneath,
+    open_file_beneath,
+    parse_path,
+)
 from tcpfiles.interfaces import IFileStore
 
 #: Names starting with this are upload temporaries: never listed, never served.
@@ -102,8 +110,7 @@ class FileStore:
         """Open a regular file for reading; raises a ``PathError``."""
         parts = parse_path(path)
         _check_parts(parts)
-        fd = open_beneath(self.root, parts)
-        st = os.fstat(fd)
+        fd, st = open_file_beneath(self.root, parts)
         return OpenedFile(fd, st.st_size, st.st_mtime)
 
     def list_dir(self, path: str) -> list[Entry]:
