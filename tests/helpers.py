@@ -22,3 +22,21 @@ def pump(transport: StringTransport, limit: int = 10_000) -> None:
             return
         transport.producer.resumeProducing()
     raise AssertionError("producer never finished")
+
+
+class PausingTransport(StringTransport):
+    """Like Twisted's transports: pauses a push producer once it holds more than ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self.producer is not None and self.streaming and len(self.value()) > self.limit:
+            self.producer.pauseProducing()
+
+    def drain(self) -> None:
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()

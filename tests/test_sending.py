@@ -10,7 +10,15 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from zope.interface import directlyProvides
 
-from tcpfiles.sending import TransferStopped, buffered, can_send_now, drained, send_now
+from tcpfiles.sending import (
+    TransferStopped,
+    buffered,
+    can_send_now,
+    drained,
+    send_now,
+    write_paced,
+)
+from tests.helpers import PausingTransport
 
 
 @pytest.fixture
@@ -99,3 +107,42 @@ def test_tls_and_closing_connections_are_never_written_raw(pair):
     directlyProvides(connection)
     connection.disconnecting = True
     assert not can_send_now(connection)
+
+
+def test_paced_answer_below_the_limit_is_ready_at_once():
+    transport = PausingTransport(limit=100)
+    ready = write_paced(transport, b"OK ", b"fine\n")
+    assert ready.called and transport.value() == b"OK fine\n"
+    assert transport.producer is None
+
+
+def test_paced_answer_over_the_limit_waits_for_the_drain():
+    """Any transport but an idle plain TCP one (TLS): the transport's own pause says when
+    the next answer must wait."""
+    transport = PausingTransport(limit=100)
+    ready = write_paced(transport, b"x" * 101)
+    assert not ready.called and transport.producer is not None
+    transport.drain()
+    assert ready.called and transport.producer is None
+
+
+def test_paced_answer_lost_with_the_connection():
+    transport = PausingTransport(limit=100)
+    ready = write_paced(transport, b"x" * 101)
+    failures: list = []
+    ready.addErrback(failures.append)
+    transport.producer.stopProducing()
+    assert failures and failures[0].check(TransferStopped)
+
+
+def test_paced_answer_on_plain_tcp_sends_now_or_waits_for_the_kernel(pair):
+    connection, theirs = pair
+    assert write_paced(connection, b"small\n").called
+    assert read_all(theirs, 6) == b"small\n"
+    ready = write_paced(connection, b"y" * (1 << 20))
+    assert not ready.called
+    got = 0
+    while not ready.called:
+        got += len(theirs.recv(1 << 16))
+        connection.doWrite()
+    assert connection.producer is None and buffered(connection) == 0

@@ -43,7 +43,7 @@ from tcpfiles.files.store import Entry, FileInfo, OpenedFile
 from tcpfiles.files.uploads import Upload, Uploads, make_directory
 from tcpfiles.files.zerocopy import SendfileProducer, cork, sendfile_possible
 from tcpfiles.interfaces import IFilesAccount, IFileStore
-from tcpfiles.sending import buffered, can_send_now, drained, send_now
+from tcpfiles.sending import write_paced
 
 #: Bodies up to this size are read and written in one step (with the status line, one send):
 #: cheaper than sendfile plus setting and clearing TCP_CORK (measured: 16% of the time for 64 KiB).
@@ -256,7 +256,7 @@ class FileServerProtocol(Protocol):
             )
             return
         count = opened.size - request.offset
-        if count <= SMALL_BODY and can_send_now(self.transport):
+        if count <= SMALL_BODY:
             self._send_small(opened, request.offset, count)
             return
         zero_copy = (
@@ -291,26 +291,15 @@ class FileServerProtocol(Protocol):
         d.addBoth(self._body_done, opened, producer)
 
     def _send_small(self, opened: OpenedFile, offset: int, count: int) -> None:
-        """A short body on an idle plain TCP connection: read whole, handed to the kernel with its
-        status line in one ``sendmsg``; the next request waits only for what the socket did not
-        take (a client that is not reading)."""
+        """A short body: read whole and written with its status line (on an idle plain TCP
+        connection, one ``sendmsg``); the next request waits only if the transport holds more
+        than it should (a client that is not reading)."""
         try:
             data = os.pread(opened.fd, count, offset) if count else b""
         finally:
             opened.close()
         # Nothing is sent yet: a file that shrank since fstat is served as it is now.
-        count = len(data)
-        if send_now(self.transport, codec.ok_line(count), data):
-            self._finished("OK", count)
-            return
-        self.state = State.RESPONDING
-        self._arm("stall", self.limits.stall_timeout, self._stalled)
-        drained(self.transport).addCallbacks(
-            lambda _: self._finished("OK", count),
-            lambda _: self._log(
-                "aborted: connection lost", max(0, count - buffered(self.transport))
-            ),
-        )
+        self._answer("OK", len(data), codec.ok_line(len(data)), data)
 
     def _uncork(self, result: Any) -> Any:
         if self.transport.connected and not self.transport.disconnected:
@@ -390,8 +379,7 @@ class FileServerProtocol(Protocol):
     def _stored(self, digest: str, upload: Upload) -> None:
         if self.state is State.CLOSING:
             return
-        self.transport.write(codec.ok_line("stored", upload.size, digest))
-        self._finished("OK", upload.size)
+        self._answer("OK", upload.size, codec.ok_line("stored", upload.size, digest))
 
     def _not_stored(self, failure: Failure) -> None:
         if self.state is State.CLOSING:
@@ -482,8 +470,17 @@ class FileServerProtocol(Protocol):
             self._error("internal", "the server could not read the file")
 
     def _respond(self, data: bytes, outcome: str) -> None:
-        self.transport.write(data)
-        self._finished(outcome, len(data))
+        self._answer(outcome, len(data), data)
+
+    def _answer(self, outcome: str, nbytes: int, *pieces: bytes) -> None:
+        """Send an answer; the next request is taken once the transport is ready for more."""
+        self.state = State.RESPONDING
+        write_paced(self.transport, *pieces).addCallbacks(
+            lambda _: self._finished(outcome, nbytes),
+            lambda _: self._log("aborted: connection lost", nbytes),
+        )
+        if self.state is State.RESPONDING:  # still held: the client is not reading
+            self._arm("stall", self.limits.stall_timeout, self._stalled)
 
     def _error(self, code: str, text: str) -> None:
         self._respond(codec.err_line(code, text), f"ERR {code}")

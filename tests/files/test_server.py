@@ -12,6 +12,7 @@ from twisted.logger import capturedLogs
 
 from tcpfiles.connections import RefusedProtocol
 from tests.files.helpers import connect, make_factory, pump, respond
+from tests.helpers import PausingTransport
 
 
 @pytest.fixture
@@ -282,3 +283,27 @@ def test_half_close_when_idle_closes(root):
     protocol, transport = connect(make_factory(root))
     protocol.readConnectionLost()
     assert transport.disconnecting
+
+
+def test_pipelined_answers_wait_while_the_client_is_not_reading(root):
+    """Answers to pipelined requests are held back while the transport holds more than its
+    limit, and reading stops once too much input is pending: a client that sends and never
+    reads cannot make the server buffer answers without bound."""
+    factory = make_factory(root, max_pending_input=64)
+    protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+    transport = PausingTransport(limit=100)
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"HELP\n" * 40)
+    head = b"OK 11\n"  # the first line of each answer
+    first = transport.value()
+    assert first.startswith(head) and first.count(head) == 1  # one answer, then it waits
+    assert transport.producerState == "paused"  # 195 bytes pending > 64: reading stopped
+    answers = first.count(head)
+    for _ in range(100):
+        transport.drain()
+        answers += transport.value().count(head)
+        if answers == 40:
+            break
+    assert answers == 40 and transport.producerState == "paused"  # the last one is unread
+    transport.drain()
+    assert transport.producerState == "producing"
