@@ -501,13 +501,18 @@ class FileServerProtocol(Protocol):
             self._pump()
 
     def _log(self, outcome: str, nbytes: int) -> None:
+        """The one event per transfer.  Its text is rendered here, braces doubled, so observers
+        format a literal: twisted.logger's own template formatting was a third of the cost of
+        logging a small GET (measured).  The fields stay in the event for structured observers."""
+        seconds = self.factory.clock.seconds() - self._started
+        text = f"{self.peer} {self._request} -> {outcome} {nbytes} bytes in {seconds:.3f}s"
         log.info(
-            "{peer} {request} -> {outcome} {nbytes} bytes in {seconds:.3f}s",
+            text.replace("{", "{{").replace("}", "}}"),
             peer=self.peer,
             request=self._request,
             outcome=outcome,
             nbytes=nbytes,
-            seconds=self.factory.clock.seconds() - self._started,
+            seconds=seconds,
         )
 
     def _close(self) -> None:
