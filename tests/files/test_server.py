@@ -8,7 +8,7 @@ import os
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 
 from tcpfiles.connections import RefusedProtocol
 from tests.files.helpers import connect, make_factory, pump, respond
@@ -252,6 +252,16 @@ def test_one_log_event_per_request(root):
         ),
     ]
     assert all(isinstance(e["seconds"], float) for e in mine)
+    assert formatEvent(mine[0]).startswith("192.0.2.7:40000 GET a.txt -> OK 6 bytes in ")
+
+
+def test_log_text_is_literal_even_with_braces_in_the_request(root):
+    """The text is rendered before it reaches twisted.logger: braces in a name are text."""
+    protocol, transport = connect(make_factory(root))
+    with capturedLogs() as events:
+        respond(protocol, transport, b"GET {peer}{0}{\n")
+    (event,) = [e for e in events if "outcome" in e]
+    assert formatEvent(event).startswith("192.0.2.7:40000 GET {peer}{0}{ -> ERR not-found ")
 
 
 def test_connection_lost_mid_body_closes_the_file(root):
