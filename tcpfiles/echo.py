@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory
-from tcpfiles.sending import send_now
+from tcpfiles.sending import adapt_read_size, send_now
 from tcpfiles.tls import can_half_close
 
 
@@ -46,6 +46,7 @@ class EchoProtocol(Protocol):
         """Echo it."""
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.factory.idle_timeout)
+        adapt_read_size(self.transport, len(data))
         send_now(self.transport, self.transform(data))
 
     def readConnectionLost(self) -> None:

@@ -11,7 +11,10 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from zope.interface import directlyProvides
 
 from tcpfiles.sending import (
+    MAX_READ,
+    MIN_READ,
     TransferStopped,
+    adapt_read_size,
     buffered,
     can_send_now,
     drained,
@@ -146,3 +149,22 @@ def test_paced_answer_on_plain_tcp_sends_now_or_waits_for_the_kernel(pair):
         got += len(theirs.recv(1 << 16))
         connection.doWrite()
     assert connection.producer is None and buffered(connection) == 0
+
+
+def test_read_size_grows_while_reads_fill_it_and_shrinks_back(pair):
+    connection, _ = pair
+    assert connection.bufferSize == MIN_READ
+    for _ in range(10):
+        adapt_read_size(connection, connection.bufferSize)  # every read filled the buffer
+    assert connection.bufferSize == MAX_READ
+    adapt_read_size(connection, MAX_READ // 2)  # half full: stays
+    assert connection.bufferSize == MAX_READ
+    for _ in range(10):
+        adapt_read_size(connection, 1024)  # small messages
+    assert connection.bufferSize == MIN_READ
+
+
+def test_read_size_of_other_transports_is_left_alone():
+    transport = StringTransport()
+    adapt_read_size(transport, 1 << 20)
+    assert not hasattr(transport, "bufferSize")
