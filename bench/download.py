@@ -277,10 +277,18 @@ def main() -> None:
         f"\n{args.size_mib} MiB file, {args.rounds} rounds, median of each; {len(CPUS)} CPUs "
         f"(driver and server pinned apart), Python {sys.version.split()[0]}"
     )
-    print(f"{'server':<15} {'MB/s':>8} {'tcpfiles ×':>11} {'RSS growth MiB':>15}")
+    print(
+        f"{'server':<15} {'MB/s':>8} {'tcpfiles ×':>11} {'same-round × (range)':>22} "
+        f"{'RSS growth MiB':>15}"
+    )
     for label, median in medians.items():
-        mine = medians.get("tcpfiles tls" if label.endswith(" tls") else "tcpfiles", median)
-        print(f"{label:<15} {median:8.0f} {mine / median:11.2f} {growth[label]:15.1f}")
+        ours = "tcpfiles tls" if label.endswith(" tls") else "tcpfiles"
+        mine = medians.get(ours, median)
+        # The ratio within each round, where both ran minutes apart at most: the machine's
+        # drift between rounds (±25% seen) cancels out of these.
+        paired = [a / b for a, b in zip(rates.get(ours, rates[label]), rates[label], strict=True)]
+        spread = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})"
+        print(f"{label:<15} {median:8.0f} {mine / median:11.2f} {spread:>22} {growth[label]:15.1f}")
     print("(tls rows compare with tcpfiles tls; the others with tcpfiles)")
     if args.chart:
         chart(args.chart, medians, f"{args.size_mib} MiB download over loopback, {len(CPUS)} CPUs")
