@@ -43,7 +43,7 @@ def can_send_now(transport: Any) -> bool:
     return (
         isinstance(transport, tcp.Connection)  # not TLS, not a test transport
         and not is_tls_transport(transport)
-        and transport.connected
+        and bool(transport.connected)
         and not transport.disconnecting
         and buffered(transport) == 0
     )
