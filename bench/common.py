@@ -114,3 +114,18 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by a process and its children (nginx's worker)."""
+    total = 0.0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            stack.extend(_children(current))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import CPUS, free_port, make_certificate, pin, rss_mib, twistd
+from common import CPUS, cpu_seconds, free_port, make_certificate, pin, rss_mib, twistd
 
 NAME = "big.bin"
 HTTP_REQUEST = f"GET /{NAME} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode()
@@ -183,7 +183,11 @@ class RSSWatch:
         self.peak = max(self.peak, rss_mib(self.pid))
 
 
-def one_run(server: Server, root: Path, size: int, buffer: bytearray) -> tuple[float, float]:
+def one_run(
+    server: Server, root: Path, size: int, buffers: list[bytearray]
+) -> tuple[float, float, float]:
+    """One fresh server, ``len(buffers)`` clients downloading the file at once: the aggregate
+    MB/s, the server's RSS growth (MiB) and its CPU seconds per GiB sent."""
     port = free_port()
     proc = subprocess.Popen(
         server.command(root, port),
@@ -194,8 +198,29 @@ def one_run(server: Server, root: Path, size: int, buffer: bytearray) -> tuple[f
     )
     try:
         wait_listening(port, proc)
+        cpu_before = cpu_seconds(proc.pid)
         with RSSWatch(proc.pid) as watch:
-            seconds = download(port, server, size, buffer)
+            started = time.perf_counter()
+            if len(buffers) == 1:
+                download(port, server, size, buffers[0])
+            else:
+                errors: list[BaseException] = []
+
+                def client(buffer: bytearray) -> None:
+                    try:
+                        download(port, server, size, buffer)
+                    except BaseException as exc:  # reported below, in the main thread
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=client, args=(b,)) for b in buffers]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                if errors:
+                    raise errors[0]
+            seconds = time.perf_counter() - started
+        cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.terminate()
         try:
@@ -203,7 +228,8 @@ def one_run(server: Server, root: Path, size: int, buffer: bytearray) -> tuple[f
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return size / seconds / 1e6, watch.peak - watch.baseline
+    total = size * len(buffers)
+    return total / seconds / 1e6, watch.peak - watch.baseline, cpu / (total / (1 << 30))
 
 
 def chart(path: str, medians: dict[str, float], title: str) -> None:
@@ -238,6 +264,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--servers", help="comma-separated subset (default: all found)")
     parser.add_argument("--chart", metavar="PNG", help="also draw the medians as a bar chart")
+    parser.add_argument(
+        "--clients", type=int, default=1, help="clients downloading the file at once (default 1)"
+    )
     args = parser.parse_args()
     pin(CPUS[0])()
     size = args.size_mib << 20
@@ -258,28 +287,31 @@ def main() -> None:
         with open(root / NAME, "rb") as warm:  # into the page cache
             while warm.read(1 << 24):
                 pass
-        buffer = bytearray(8 << 20)
+        buffers = [bytearray(8 << 20) for _ in range(args.clients)]
         rates: dict[str, list[float]] = {s.label: [] for s in chosen}
         growth: dict[str, float] = {s.label: 0.0 for s in chosen}
+        cpu: dict[str, list[float]] = {s.label: [] for s in chosen}
         for round_number in range(args.rounds):
             turn = round_number % len(chosen)
             for server in chosen[turn:] + chosen[:turn]:
-                rate, grew = one_run(server, root, size, buffer)
+                rate, grew, cpu_per_gib = one_run(server, root, size, buffers)
                 rates[server.label].append(rate)
                 growth[server.label] = max(growth[server.label], grew)
+                cpu[server.label].append(cpu_per_gib)
                 print(
                     f"  round {round_number + 1}: {server.label:<15} {rate:8.0f} MB/s  "
-                    f"RSS +{grew:5.1f} MiB",
+                    f"RSS +{grew:5.1f} MiB  CPU {cpu_per_gib:.2f} s/GiB",
                     flush=True,
                 )
     medians = {label: statistics.median(values) for label, values in rates.items()}
+    clients = f"{args.clients} clients at once" if args.clients > 1 else "one client"
     print(
-        f"\n{args.size_mib} MiB file, {args.rounds} rounds, median of each; {len(CPUS)} CPUs "
-        f"(driver and server pinned apart), Python {sys.version.split()[0]}"
+        f"\n{args.size_mib} MiB file, {clients}, {args.rounds} rounds, median of each; "
+        f"{len(CPUS)} CPUs (driver and server pinned apart), Python {sys.version.split()[0]}"
     )
     print(
         f"{'server':<15} {'MB/s':>8} {'tcpfiles ×':>11} {'same-round × (range)':>22} "
-        f"{'RSS growth MiB':>15}"
+        f"{'RSS growth MiB':>15} {'server CPU s/GiB':>17}"
     )
     for label, median in medians.items():
         ours = "tcpfiles tls" if label.endswith(" tls") else "tcpfiles"
@@ -288,7 +320,10 @@ def main() -> None:
         # drift between rounds (±25% seen) cancels out of these.
         paired = [a / b for a, b in zip(rates.get(ours, rates[label]), rates[label], strict=True)]
         spread = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f})"
-        print(f"{label:<15} {median:8.0f} {mine / median:11.2f} {spread:>22} {growth[label]:15.1f}")
+        print(
+            f"{label:<15} {median:8.0f} {mine / median:11.2f} {spread:>22} "
+            f"{growth[label]:15.1f} {statistics.median(cpu[label]):17.2f}"
+        )
     print("(tls rows compare with tcpfiles tls; the others with tcpfiles)")
     if args.chart:
         chart(args.chart, medians, f"{args.size_mib} MiB download over loopback, {len(CPUS)} CPUs")
