@@ -58,17 +58,27 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children (nginx's worker), MiB."""
-    total = 0.0
-    stack = [pid]
+def _tree(pid: int) -> list[str]:
+    """The /proc directory of a process and of each of its descendants still alive."""
+    found, stack = [], [pid]
     while stack:
         current = stack.pop()
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            stack.extend(_children(current))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.append(f"/proc/{current}")
+    return found
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (nginx's worker), MiB."""
+    total = 0.0
+    for proc in _tree(pid):
+        try:
+            for line in Path(f"{proc}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) / 1024
-            stack.extend(_children(current))
         except (FileNotFoundError, ProcessLookupError):
             continue
     return total
@@ -119,13 +129,10 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time used so far by a process and its children (nginx's worker)."""
     total = 0.0
-    stack = [pid]
-    while stack:
-        current = stack.pop()
+    for proc in _tree(pid):
         try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            stack.extend(_children(current))
+            fields = Path(f"{proc}/stat").read_text().rsplit(")", 1)[1].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
