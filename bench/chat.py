@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import free_port, peak_rss_mib, twistd
+from common import free_port, peak_rss_mib, pin, twistd
 
 TIME_LIMIT = 120.0
 CPUS = sorted(os.sched_getaffinity(0))
@@ -136,9 +136,7 @@ def main() -> None:
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                preexec_fn=(lambda: os.sched_setaffinity(0, {SERVER_CPU}))
-                if SERVER_CPU is not None
-                else None,
+                preexec_fn=pin(SERVER_CPU),
             )
             try:
                 assert proc.stdout is not None

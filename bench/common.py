@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +50,47 @@ def pin(cpu: int | None) -> Callable[[], None]:
     if cpu is None or len(CPUS) < 2:
         return lambda: None
     return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def start_server(command: list[str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start a server under test on the second CPU, output discarded; return once it listens."""
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=pin(CPUS[1] if len(CPUS) > 1 else None),
+    )
+    try:
+        wait_listening(port, proc)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until 127.0.0.1:port accepts a connection; exit if the server dies or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited early: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"server did not listen within {timeout} s: {proc.args}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s: only the process we started."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _children(pid: int) -> list[int]:

@@ -23,7 +23,6 @@ import shutil
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import CPUS, cpu_seconds, free_port, make_certificate, pin, rss_mib, twistd
+from common import (
+    CPUS,
+    cpu_seconds,
+    free_port,
+    make_certificate,
+    pin,
+    rss_mib,
+    start_server,
+    stop,
+    twistd,
+)
 
 NAME = "big.bin"
 HTTP_REQUEST = f"GET /{NAME} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode()
@@ -112,19 +121,6 @@ def servers(cert: Path, key: Path) -> list[Server]:
     return found
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited early: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"server did not listen within {timeout} s: {proc.args}")
-
-
 def download(port: int, server: Server, size: int, buffer: bytearray) -> float:
     """Fetch the file once; seconds from request to last byte."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=60)
@@ -189,15 +185,8 @@ def one_run(
     """One fresh server, ``len(buffers)`` clients downloading the file at once: the aggregate
     MB/s, the server's RSS growth (MiB) and its CPU seconds per GiB sent."""
     port = free_port()
-    proc = subprocess.Popen(
-        server.command(root, port),
-        cwd=root.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=pin(CPUS[1] if len(CPUS) > 1 else None),
-    )
+    proc = start_server(server.command(root, port), root.parent, port)
     try:
-        wait_listening(port, proc)
         cpu_before = cpu_seconds(proc.pid)
         with RSSWatch(proc.pid) as watch:
             started = time.perf_counter()
@@ -222,12 +211,7 @@ def one_run(
             seconds = time.perf_counter() - started
         cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     total = size * len(buffers)
     return total / seconds / 1e6, watch.peak - watch.baseline, cpu / (total / (1 << 30))
 

@@ -23,9 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from common import free_port, peak_rss_mib, twistd
+from common import free_port, peak_rss_mib, pin, twistd
 
 HERE = Path(__file__).parent
 TIME_LIMIT = 300.0
@@ -165,13 +164,6 @@ def measure(kind: str, root: Path, what: str, args: argparse.Namespace) -> tuple
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def pin(cpu: int | None) -> Any:
-    """Run on one CPU (when there are two or more), so every server gets the same placement."""
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
 
 
 def main() -> None:

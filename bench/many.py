@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CPUS, free_port, pin, rss_mib, twistd
+from common import CPUS, free_port, pin, rss_mib, start_server, stop, twistd
 
 NAME = "small.bin"
 TIME_LIMIT = 120.0
@@ -178,31 +178,7 @@ async def idle_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
 
 def start(kind: str, root: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen(
-        command(kind, root, port),
-        cwd=root.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=pin(CPUS[1] if len(CPUS) > 1 else None),
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit(f"{kind} did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return start_server(command(kind, root, port), root.parent, port), port
 
 
 def main() -> None:
