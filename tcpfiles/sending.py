@@ -79,22 +79,27 @@ def send_now(transport: Any, *pieces: bytes) -> bool:
     on any other transport, goes through ``transport.write`` as usual.
     """
     if can_send_now(transport):
-        try:
-            sent = transport.socket.sendmsg(pieces)
-        except OSError:
-            # Would block: queue it all.  A real error: queue it all as well, and Twisted's own
-            # write turn meets the error and closes the connection in its usual way.
-            sent = 0
-        for piece in pieces:
-            if sent >= len(piece):
-                sent -= len(piece)
-                continue
-            transport.write(piece[sent:] if sent else piece)
-            sent = 0
-        return buffered(transport) == 0
+        return _sendmsg(transport, pieces)
     for piece in pieces:
         transport.write(piece)
     return False
+
+
+def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
+    """:func:`send_now` where :func:`can_send_now` is known to hold."""
+    try:
+        sent = transport.socket.sendmsg(pieces)
+    except OSError:
+        # Would block: queue it all.  A real error: queue it all as well, and Twisted's own
+        # write turn meets the error and closes the connection in its usual way.
+        sent = 0
+    for piece in pieces:
+        if sent >= len(piece):
+            sent -= len(piece)
+            continue
+        transport.write(piece[sent:] if sent else piece)
+        sent = 0
+    return buffered(transport) == 0
 
 
 @implementer(interfaces.IPullProducer)
@@ -163,7 +168,7 @@ def write_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None]:
     have no other producer.
     """
     if can_send_now(transport):
-        return defer.succeed(None) if send_now(transport, *pieces) else drained(transport)
+        return defer.succeed(None) if _sendmsg(transport, pieces) else drained(transport)
     if not hasattr(transport, "registerProducer") or getattr(transport, "producer", None):
         for piece in pieces:
             transport.write(piece)

@@ -259,16 +259,10 @@ class FileServerProtocol(Protocol):
         if count <= SMALL_BODY:
             self._send_small(opened, request.offset, count)
             return
-        zero_copy = (
-            count > SMALL_BODY and self.limits.zero_copy and sendfile_possible(self.transport)
-        )
+        zero_copy = self.limits.zero_copy and sendfile_possible(self.transport)
         if zero_copy:
             cork(self.transport, True)  # the status line waits for the body's first segment
         self.transport.write(codec.ok_line(count))
-        if count == 0:
-            opened.close()
-            self._finished("OK", 0)
-            return
         self.state = State.RESPONDING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
         producer: FileBodyProducer | SendfileProducer
