@@ -29,7 +29,7 @@ from zope.interface import implementer
 from tcpfiles.sending import TransferStopped
 from tcpfiles.tls import is_tls_transport
 
-__all__ = ["FileBodyProducer", "FileShrank", "TransferStopped", "raise_limits"]
+__all__ = ["FileBodyProducer", "FileShrank", "TransferStopped"]
 
 #: Bytes read per step on a plain TCP transport (only with --no-sendfile: sendfile is used there).
 CHUNK_SIZE = 1024 * 1024
@@ -39,14 +39,6 @@ TLS_CHUNK_SIZE = 64 * 1024
 #: Chunks written in one go when the transport does not pause a push producer (it normally does
 #: after the first); past this the rest waits for the next reactor turn.
 PUSH_BURST = 4
-
-
-def raise_limits(transport: Any, step: int) -> None:
-    """On a plain TCP transport, send ``step`` bytes per turn (Twisted: 128 KiB); not under TLS."""
-    if is_tls_transport(transport) or not hasattr(transport, "SEND_LIMIT"):
-        return
-    if transport.SEND_LIMIT < step:
-        transport.SEND_LIMIT = step
 
 
 class FileShrank(Exception):
@@ -89,7 +81,9 @@ class FileBodyProducer:
             consumer.registerProducer(self, True)
             self._push()
         else:
-            raise_limits(consumer, self.chunk_size)
+            # One chunk per turn, not Twisted's 128 KiB (plain TCP only: under TLS it is kept).
+            if getattr(consumer, "SEND_LIMIT", self.chunk_size) < self.chunk_size:
+                consumer.SEND_LIMIT = self.chunk_size  # type: ignore[attr-defined]
             consumer.registerProducer(self, False)
         return self._done
 
