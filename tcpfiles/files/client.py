@@ -222,9 +222,10 @@ class FilesClientProtocol(Protocol):
             self.pending.popleft()
             current.done.callback(fields)
             return
-        if not fields or not fields[0].isdigit():
+        count = codec.parse_number(fields[0]) if fields else None
+        if count is None:
             raise codec.ProtocolError(f"expected OK <count>, got OK {' '.join(fields)[:80]}")
-        current.remaining = int(fields[0])
+        current.remaining = count
         if current.kind == "lines":
             current.lines = []
         elif current.remaining == 0:
@@ -252,11 +253,19 @@ class FilesClientProtocol(Protocol):
 def _parse_entry(line: bytes) -> RemoteEntry:
     try:
         kind, size, mtime, name = line.decode("utf-8").split(" ", 3)
-        return RemoteEntry(
-            kind, None if size == "-" else int(size), mtime, codec.unescape_name(name)
-        )
+        return RemoteEntry(kind, _size(size), mtime, codec.unescape_name(name))
     except ValueError as exc:
         raise codec.ProtocolError(f"bad LIST line {line[:80]!r}") from exc
+
+
+def _size(text: str) -> int | None:
+    """A size field: ``-`` (none) or a protocol number; ValueError otherwise."""
+    if text == "-":
+        return None
+    value = codec.parse_number(text)
+    if value is None:
+        raise ValueError(f"bad size {text[:40]!r}")
+    return value
 
 
 def _parse_info(fields: tuple[str, ...]) -> RemoteInfo:
@@ -265,7 +274,7 @@ def _parse_info(fields: tuple[str, ...]) -> RemoteInfo:
         size = values.get("size")
         return RemoteInfo(
             values["type"],
-            None if size is None else int(size),
+            None if size is None else _size(size),
             values["mtime"],
             values.get("sha256"),
         )

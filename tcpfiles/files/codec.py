@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 #: Longest request (or status) line, without its line ending.
 MAX_LINE = 8192
 
+#: Every number on the wire (sizes, offsets, counts) is at most this many ASCII digits ...
+MAX_NUMBER_DIGITS = 19
+#: ... and at most this value (the largest file size an ``off_t`` can hold).
+MAX_NUMBER = 2**63 - 1
+
 #: Every error code a server may send; documented in docs/protocol.md.
 ERROR_CODES = frozenset(
     {
@@ -205,9 +210,10 @@ def parse_request(line: bytes) -> Request:
         return Get(rest)
     if verb == "RESUME":
         offset_text, _, path = rest.partition(" ")
-        if not (offset_text.isascii() and offset_text.isdigit()) or not path:
-            return BadRequest("usage: RESUME <offset> <path>")
-        return Get(path, int(offset_text))
+        offset = parse_number(offset_text)
+        if offset is None or not path:
+            return BadRequest(_number_problem("offset", offset_text, "RESUME <offset> <path>"))
+        return Get(path, offset)
     if verb == "LIST":
         return List(rest)
     if verb == "STAT":
@@ -223,9 +229,11 @@ def parse_request(line: bytes) -> Request:
     if verb in ("PUT", "REPLACE"):
         size_text, _, rest = rest.partition(" ")
         digest, _, path = rest.partition(" ")
-        if not (size_text.isascii() and size_text.isdigit()) or not path or not _is_sha256(digest):
-            return BadRequest(f"usage: {verb} <size> <sha256-hex> <path>")
-        return Put(path, int(size_text), digest.lower(), verb == "REPLACE")
+        size = parse_number(size_text)
+        if size is None or not path or not _is_sha256(digest):
+            usage = f"{verb} <size> <sha256-hex> <path>"
+            return BadRequest(_number_problem("size", size_text, usage))
+        return Put(path, size, digest.lower(), verb == "REPLACE")
     if verb == "LOGIN":
         user, _, password = rest.partition(" ")
         if not user or not password:
@@ -238,6 +246,26 @@ def parse_request(line: bytes) -> Request:
     if not verb:
         return BadRequest("empty request; try HELP")
     return BadRequest(f"unknown command {escape_text(verb[:32])}; try HELP")
+
+
+def _number_problem(what: str, text: str, usage: str) -> str:
+    """``usage: ...``, or what is wrong with an all-digit number that is out of range."""
+    if text.isascii() and text.isdigit() and parse_number(text) is None:
+        return f"{what} out of range: at most {MAX_NUMBER} ({MAX_NUMBER_DIGITS} digits)"
+    return f"usage: {usage}"
+
+
+def parse_number(text: str) -> int | None:
+    """A number field of the protocol, or None when it is not one.
+
+    ASCII digits only (no sign, no spaces, no other scripts' digits), at most
+    :data:`MAX_NUMBER_DIGITS` of them and at most :data:`MAX_NUMBER`: a 5000-digit number is
+    refused here, before Python's own int-conversion limit could raise.
+    """
+    if not text or len(text) > MAX_NUMBER_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_NUMBER else None
 
 
 def _is_sha256(text: str) -> bool:
