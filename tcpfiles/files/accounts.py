@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from tcpfiles.files.paths import Root
 from tcpfiles.files.store import FileStore
-from tcpfiles.files.uploads import Uploads
+from tcpfiles.files.uploads import SpaceLedger, Uploads
 from tcpfiles.interfaces import IAccount, IFilesAccount
 
 ANONYMOUS = "anonymous"
@@ -89,13 +89,14 @@ class FilesRealm:
         self.max_upload = max_upload
         self._defer_to_thread = defer_to_thread
         self._stores: dict[str, tuple[FileStore, Uploads]] = {}
+        self._ledger = SpaceLedger()  # one for all roots: they may share a file system
 
     def store_for(self, root: Root) -> tuple[FileStore, Uploads]:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
             self._stores[root.real] = (
                 FileStore(root, self._defer_to_thread),
-                Uploads(root, self.max_upload, self._defer_to_thread),
+                Uploads(root, self.max_upload, self._defer_to_thread, ledger=self._ledger),
             )
         return self._stores[root.real]
 

@@ -58,6 +58,31 @@ class Mismatch(PathError):
     code = "mismatch"
 
 
+class SpaceLedger:
+    """The bytes that uploads in flight have declared and not yet written, per file system.
+
+    A free-space check that looked only at the disk would accept 150 uploads of 1 GiB each on a
+    disk with 72 GiB free (measured): each upload holds its declared size against the free space
+    until it is published or aborted.  Share one ledger between every :class:`Uploads` whose roots
+    may lie on the same file system (the realm does).
+    """
+
+    def __init__(self) -> None:
+        self._uploads: set[Upload] = set()
+
+    def promised(self, device: int) -> int:
+        """Bytes still to come for the uploads in flight on ``device``."""
+        return sum(u.remaining for u in self._uploads if u.device == device)
+
+    def hold(self, upload: Upload) -> None:
+        """Count ``upload`` until it is released."""
+        self._uploads.add(upload)
+
+    def release(self, upload: Upload) -> None:
+        """Stop counting ``upload`` (published or aborted)."""
+        self._uploads.discard(upload)
+
+
 def is_temporary(name: str) -> bool:
     """Whether a directory entry is one of our upload temporaries."""
     return name.startswith(TEMP_PREFIX)
@@ -72,10 +97,12 @@ class Uploads:
         max_upload: int,
         defer_to_thread: Callable[..., defer.Deferred[Any]],
         reserve: int = 0,
+        ledger: SpaceLedger | None = None,
     ) -> None:
         self.root = root
         self.max_upload = max_upload
         self.reserve = reserve  # free space never given away
+        self.ledger = ledger if ledger is not None else SpaceLedger()
         self._defer_to_thread = defer_to_thread
         self._in_progress: set[tuple[int, int, str]] = set()
 
@@ -95,26 +122,31 @@ class Uploads:
             name = parts[-1]
             existing = _lstat(parent, name)
             if existing is not None:
-                if not (stat.S_ISREG(existing.st_mode) or stat.S_ISLNK(existing.st_mode)):
+                if stat.S_ISLNK(existing.st_mode):
+                    existing = _through_link(self.root, parts)
+                if not stat.S_ISREG(existing.st_mode):
                     raise NotAFile("a directory or special file is in the way")
                 if not replace:
                     raise Exists("the file exists; REPLACE to overwrite it")
-            vfs = os.fstatvfs(parent)
-            if size > vfs.f_bavail * vfs.f_frsize - self.reserve:
-                raise TooLarge("not enough free space on the server")
             directory = os.fstat(parent)
+            vfs = os.fstatvfs(parent)
+            promised = self.ledger.promised(directory.st_dev)
+            if size > vfs.f_bavail * vfs.f_frsize - self.reserve - promised:
+                raise TooLarge("not enough free space on the server")
             key = (directory.st_dev, directory.st_ino, name)
             if key in self._in_progress:
                 raise Busy("another upload of this file is in progress")
-            upload = Upload(self, parent, name, size, sha256, replace, key)
+            upload = Upload(self, parent, name, size, sha256, replace, key, parts)
         except BaseException:
             os.close(parent)
             raise
         self._in_progress.add(key)
+        self.ledger.hold(upload)
         return upload
 
-    def _done(self, key: tuple[int, int, str]) -> None:
-        self._in_progress.discard(key)
+    def _done(self, upload: Upload) -> None:
+        self._in_progress.discard(upload.key)
+        self.ledger.release(upload)
 
     def run_in_thread(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
         """Blocking disk work (fsync) off the reactor thread."""
@@ -126,6 +158,22 @@ def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _through_link(root: Root, parts: tuple[str, ...]) -> os.stat_result:
+    """What a symlink in the way leads to, resolved exactly as reads resolve it.
+
+    Writes answer like reads: a symlink that leaves the root, dangles or loops is
+    :class:`NotFound` (never "exists" or "in the way", which would tell that something is there).
+    """
+    try:
+        fd = open_beneath(root, parts, want="any")
+    except NotAFile:  # a FIFO, device or socket inside the root: reads say not-a-file too
+        raise NotAFile("a directory or special file is in the way") from None
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 class Upload:
@@ -140,8 +188,10 @@ class Upload:
         sha256: str,
         replace: bool,
         key: tuple[int, int, str],
+        parts: tuple[str, ...] = (),
     ) -> None:
         self.uploads = uploads
+        self.parts = parts or (name,)  # the wire path, to answer like reads do
         self.parent = parent
         self.name = name
         self.size = size
@@ -149,6 +199,7 @@ class Upload:
         self.replace = replace
         self.key = key
         self.received = 0
+        self.device = key[0]
         self.digest = hashlib.sha256()
         self.temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         self.fd: int | None = os.open(
@@ -200,6 +251,7 @@ class Upload:
                         follow_symlinks=False,
                     )
                 except FileExistsError:
+                    _through_link(self.uploads.root, self.parts)  # NotFound: an escaping link
                     raise Exists("the file appeared meanwhile; REPLACE to overwrite it") from None
                 os.unlink(self.temp, dir_fd=self.parent)
             yield self.uploads.run_in_thread(os.fsync, self.parent)
@@ -228,7 +280,7 @@ class Upload:
     def _release(self) -> None:
         self.finished = True
         os.close(self.parent)
-        self.uploads._done(self.key)
+        self.uploads._done(self)
 
 
 def make_directory(root: Root, path: str) -> bool:
@@ -244,6 +296,8 @@ def make_directory(root: Root, path: str) -> bool:
         return True
     except FileExistsError:
         existing = _lstat(parent, parts[-1])
+        if existing is not None and stat.S_ISLNK(existing.st_mode):
+            existing = _through_link(root, parts)  # NotFound when it leaves the root
         if existing is not None and stat.S_ISDIR(existing.st_mode):
             return False
         raise Exists("a file of that name is in the way") from None
