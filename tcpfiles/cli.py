@@ -7,7 +7,10 @@ connect, or the connection was lost; 4 a local file problem, or what arrived fai
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -23,20 +26,23 @@ from tcpfiles.files.client import (
     IntegrityError,
     RemoteError,
     TLSFailure,
+    WrongServer,
     client_endpoint,
 )
 from tcpfiles.files.transfer import (
     Session,
     TreeResult,
     fetch,
+    make_parents,
     mirror,
     push,
     sha256_of,
     upload_tree,
 )
-from tcpfiles.oneshot import MissingFile, fetch_oneshot
+from tcpfiles.oneshot import MissingFile, NothingReceived, fetch_oneshot
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_LOCAL = 0, 1, 2, 3, 4
+#: An interrupted command exits 128 + the signal's number (130 for Ctrl-C), as shells do.
 DEFAULT_SERVER = "localhost:8888"
 DEFAULT_ONESHOT = "localhost:8887"
 DEFAULT_CHAT = "localhost:9000"
@@ -198,28 +204,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interruption:
+    """Ctrl-C (SIGINT) or SIGTERM while the command runs: stop cleanly, say so once, exit 130.
+
+    Twisted's own handler would stop the reactor and let the command end as if it had succeeded
+    (exit 0), after printing retry notices for the connection it was closing.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self.message = "interrupted"
+
+    def install(self, reactor: Any) -> None:
+        """Replace the reactor's handlers (call once the reactor runs)."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda n, _frame: reactor.callFromThread(self._stop, reactor, n))
+
+    def _stop(self, reactor: Any, signum: int) -> None:
+        if self.signum:
+            return
+        self.signum = signum
+        print(f"tcpfiles: {self.message}", file=sys.stderr)
+        with contextlib.suppress(error.ReactorNotRunning):
+            reactor.stop()
+
+
+_interruption = _Interruption()
+_RESUME_HINT = {
+    "get": "interrupted; run the same command again to resume",
+    "put": "interrupted; nothing partial is kept on the server: run the same command again",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point of the ``tcpfiles`` console script."""
+    """Entry point (see :mod:`tcpfiles.__main__`, which calls it)."""
     args = build_parser().parse_args(argv)
     try:
+        _check_values(args)
         planners = {"get": _plan_get, "put": _plan_put}
         args.plan = planners[args.command](args) if args.command in planners else None
         args.credentials = _credentials(args)
     except Failed as exc:
         _say(str(exc))
         sys.exit(exc.status)
-    task.react(_run, (args,))
+    _interruption.message = _RESUME_HINT.get(args.command, "interrupted")
+    try:
+        task.react(_run, (args,))
+    except SystemExit:
+        if _interruption.signum:
+            sys.exit(128 + _interruption.signum)
+        raise
     raise AssertionError("unreachable: react() exits")
 
 
 @defer.inlineCallbacks
 def _run(reactor: Any, args: argparse.Namespace) -> Any:
+    _interruption.install(reactor)
     try:
         status = yield args.handler(reactor, args)
     except Failed as exc:
         _say(str(exc))
         raise SystemExit(exc.status) from None
     raise SystemExit(status)
+
+
+def _check_values(args: argparse.Namespace) -> None:
+    """Usage errors that argparse's types cannot see; Failed (exit 2, one line) for each."""
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise Failed(f"--timeout {timeout:g}: give a number of seconds above 0", EXIT_USAGE)
+    retry_for = getattr(args, "retry_for", None)
+    if retry_for is not None and not (math.isfinite(retry_for) and retry_for >= 0):
+        raise Failed(f"--retry-for {retry_for:g}: give a number of seconds, 0 or more", EXIT_USAGE)
+    server = args.server  # None only for get, whose default depends on --oneshot
+    if server is None:
+        server = DEFAULT_ONESHOT if args.oneshot else DEFAULT_SERVER
+    from twisted.internet import reactor
+
+    try:
+        client_endpoint(reactor, server, ca=args.ca, insecure=args.insecure)
+    except ValueError as exc:
+        raise Failed(f"--server {server!r}: {exc}", EXIT_USAGE) from None
 
 
 def _server_host(server: str) -> str | None:
@@ -293,7 +358,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def _say(message: str) -> None:
-    print(f"tcpfiles: {message}", file=sys.stderr)
+    if not _interruption.signum:  # after Ctrl-C, only the one "interrupted" line
+        print(f"tcpfiles: {message}", file=sys.stderr)
 
 
 # --- get ----------------------------------------------------------------------------------------
@@ -307,8 +373,10 @@ def _plan_get(args: argparse.Namespace) -> list[tuple[str, str]]:
         raise Failed(
             f"-o {output!r}: with several files, DEST must be an existing directory", EXIT_USAGE
         )
-    if not into_directory and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        raise Failed(f"-o {output!r}: no such directory to write into", EXIT_USAGE)
+    if not into_directory and not args.recursive:
+        parent = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(parent):
+            raise Failed(f"cannot write {output}: no such directory {parent}", EXIT_LOCAL)
     pairs = []
     for remote in args.remote:
         name = remote.rstrip("/").rsplit("/", 1)[-1]
@@ -335,10 +403,13 @@ def _get_oneshot(reactor: Any, args: argparse.Namespace) -> Any:
         except MissingFile:
             _say(f"{remote}: the server has no such file (it answered 1)")
             status = status or EXIT_REFUSED
+        except NothingReceived as exc:
+            _say(f"{remote}: nothing received: {exc}; {destination} left as it was")
+            status = status or EXIT_CONNECTION
         except (ValueError, error.ConnectError, error.DNSLookupError) as exc:
             raise _connection_failed(server, exc) from None
         except OSError as exc:
-            _say(f"{remote}: cannot write {destination}: {exc.strerror or exc}")
+            _say(_local_problem(exc, destination))
             status = status or EXIT_LOCAL
     return status
 
@@ -363,7 +434,7 @@ def _with_session(reactor: Any, args: argparse.Namespace, work: Any) -> Any:
         yield session.client()
     except RemoteError as exc:
         raise Failed(f"login refused: {exc.text} ({exc.code})", EXIT_REFUSED) from None
-    except TLSFailure as exc:
+    except (TLSFailure, WrongServer) as exc:
         raise Failed(str(exc), EXIT_CONNECTION) from None
     except Exception as exc:
         raise _connection_failed(server, exc) from None
@@ -388,6 +459,12 @@ def _one_transfer(session: Session, name: str, quiet: bool, operation: Any) -> A
     return session.run(attempt).addBoth(done)
 
 
+def _local_problem(exc: OSError, fallback: str) -> str:
+    """One rule for local file errors: the local path, then the reason (exit status 4)."""
+    path = exc.filename if isinstance(exc.filename, str) else fallback
+    return f"cannot use {path}: {exc.strerror or exc}"
+
+
 class _Outcome:
     """The exit status of several transfers: the first failure's kind wins."""
 
@@ -402,7 +479,7 @@ class _Outcome:
         elif isinstance(exc, RemoteError):
             _say(f"{what}: {exc.text} ({exc.code})")
             self.status = self.status or EXIT_REFUSED
-        elif isinstance(exc, TLSFailure):
+        elif isinstance(exc, TLSFailure | WrongServer):
             raise Failed(str(exc), EXIT_CONNECTION)
         elif isinstance(exc, ConnectionClosed | error.ConnectError | error.DNSLookupError):
             _say(f"{what}: {exc}")
@@ -411,7 +488,7 @@ class _Outcome:
             _say(f"{what}: {exc}")
             self.status = self.status or EXIT_LOCAL
         elif isinstance(exc, OSError):
-            _say(f"{what}: {exc.strerror or exc}")
+            _say(_local_problem(exc, what))
             self.status = self.status or EXIT_LOCAL
         else:
             raise exc
@@ -495,6 +572,7 @@ def _put_files(session: Session, args: argparse.Namespace) -> Any:
         if args.recursive:
             outcome.tree((yield upload_tree(session, local, remote, put_one)))
         else:
+            yield make_parents(session, remote)
             yield put_one(local, remote)
     except Exception as exc:  # noqa: BLE001 - sorted into exit statuses by _Outcome
         outcome.failed(local, exc)

@@ -38,7 +38,13 @@ def describe_peer(address: object) -> str:
     """``127.0.0.1:4000``, ``[::1]:4000``, or a UNIX socket's name, for logs."""
     host, port = getattr(address, "host", None), getattr(address, "port", None)
     if host is None:
-        return str(getattr(address, "name", None) or type(address).__name__)
+        name = getattr(address, "name", None)
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        if name:
+            return f"unix:{name}"
+        # A UNIX-socket client is usually unnamed: say what it is, not "UnixAddress".
+        return "unix:(unnamed)" if hasattr(address, "name") else "?"
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 

@@ -198,6 +198,10 @@ class MissingFile(Exception):
     """The one-shot server answered ``1``: it has no such file."""
 
 
+class NothingReceived(Exception):
+    """The server closed without sending a byte: not a file, and not the protocol's ``1``."""
+
+
 class _Receiver(Protocol):
     """Send the name, half-close, write everything that comes back to ``out``."""
 
@@ -231,7 +235,9 @@ class _Receiver(Protocol):
 def fetch_oneshot(endpoint: Any, name: str, destination: str) -> Any:
     """Download ``name`` from a one-shot server into ``destination`` (via ``.part``).
 
-    Fails with :class:`MissingFile` when the server answers ``1``.  Fires with the size.
+    Fails with :class:`MissingFile` when the server answers ``1``, and with
+    :class:`NothingReceived` when it sends nothing at all (a server of another kind, or one that
+    dropped the connection): in both cases ``destination`` is left as it was.  Fires with the size.
     """
     with part_file(destination) as out:
         receiver = _Receiver(name.encode("utf-8"), out)
@@ -239,4 +245,8 @@ def fetch_oneshot(endpoint: Any, name: str, destination: str) -> Any:
         size = yield receiver.done
         if size == 1 and receiver.first == MISSING:
             raise MissingFile(f"the server has no file {name!r}")
+        if size == 0:
+            raise NothingReceived(
+                "the server closed without sending anything (is it a one-shot server?)"
+            )
     return size

@@ -27,6 +27,19 @@ log = Logger(namespace="tcpfiles.service")
 DEFAULT_BACKLOG = 511
 
 
+class ListenFailed(Exception):
+    """A listener could not start; the message is one line for the operator."""
+
+
+def listen_failure(label: str, description: str, failure: Failure) -> ListenFailed:
+    """``files: cannot listen on tcp:8888: address already in use``, from a failure to listen."""
+    exc = failure.value
+    cause = getattr(exc, "socketError", None) or exc
+    reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    shown = description.split(":backlog=")[0]
+    return ListenFailed(f"{label}: cannot listen on {shown}: {reason}")
+
+
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
     """Add ``backlog=`` to a tcp/tcp6/ssl endpoint string that does not set one."""
     kind = description.split(":", 1)[0].lower()
@@ -48,7 +61,7 @@ class ListenerService(service.Service):
         endpoints.serverFromString(reactor, self.description)
 
     def privilegedStartService(self) -> None:
-        """Bind; a failure (port in use, permission) is raised so twistd exits non-zero."""
+        """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
         super().privilegedStartService()
         if self.port is not None:
             return
@@ -58,9 +71,23 @@ class ListenerService(service.Service):
         if not outcome:
             raise RuntimeError(f"{self.description}: endpoints that listen later are unsupported")
         if isinstance(outcome[0], Failure):
-            outcome[0].raiseException()
+            raise listen_failure(self.label, self.description, outcome[0])
         self.port = outcome[0]
-        log.info("{label} listening on {address}", label=self.label, address=self.address())
+        log.info(
+            "{label} listening on {address} ({security})",
+            label=self.label,
+            address=self.address(),
+            security=self.security(),
+        )
+
+    def security(self) -> str:
+        """``TLS`` for an ``ssl:`` endpoint, else what carries the bytes in the clear."""
+        kind = self.description.split(":", 1)[0].lower()
+        if kind == "ssl":
+            return "TLS"
+        return {"tcp": "plain TCP", "tcp6": "plain TCP", "unix": "UNIX socket"}.get(
+            kind, f"{kind}: endpoint"
+        )
 
     def startService(self) -> None:
         """Bind, unless twistd already did it in the privileged phase."""
@@ -90,7 +117,8 @@ def _address(port: interfaces.IListeningPort) -> str:
     host = port.getHost()
     if hasattr(host, "port"):
         return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
-    return str(getattr(host, "name", host))
+    name = getattr(host, "name", host)
+    return name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else str(name)
 
 
 class DrainingService(service.MultiService):

@@ -13,7 +13,9 @@ from typing import Any
 from twisted.application import service
 from twisted.cred import credentials, strcred
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import reflect, usage
+from twisted.python.failure import Failure
 
 from tcpfiles.behaviours import Context, discover
 from tcpfiles.files.accounts import parse_users
@@ -21,9 +23,11 @@ from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_fi
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
 from tcpfiles.options import positive_float, positive_int, size
-from tcpfiles.service import DrainingService, ListenerService
+from tcpfiles.service import DrainingService, ListenerService, ListenFailed, listen_failure
 from tcpfiles.tls import server_endpoint
 from tcpfiles.udp import UDPListenerService, parse_udp
+
+log = Logger(namespace="tcpfiles.tap")
 
 DEFAULT_LISTEN = "tcp:8888"
 BEHAVIOURS = discover()
@@ -343,4 +347,52 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
                 else ListenerService(description, built, reactor, name)
             )
             listener.setServiceParent(top)
+    _warn_plain_listeners(options, top)
+    if _under_twistd(options):
+        bind_now(top)
     return top
+
+
+def _under_twistd(options: usage.Options) -> bool:
+    """Whether twistd parsed these options (as its ``tcpfiles`` subcommand)."""
+    parent = getattr(options, "parent", None)
+    return parent is not None and "nodaemon" in parent
+
+
+def bind_now(top: service.MultiService) -> None:
+    """Open every listener now, before twistd daemonizes; a failure is one line and exit 1.
+
+    twistd would bind in ``privilegedStartService``, after it has forked into the background:
+    a port in use then became a 37-line traceback in the foreground and a cut-off bytes repr
+    in daemon mode.  Binding first (as servers do) reports it while stderr is still the
+    operator's terminal; the listeners are inherited by the daemon, and twistd's own later call
+    finds them bound.
+    """
+    for child in top:
+        if isinstance(child, ListenerService | UDPListenerService):
+            try:
+                child.privilegedStartService()
+            except ListenFailed as exc:
+                raise SystemExit(f"twistd: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - UDP: CannotListenError, socket errors
+                failure = listen_failure(child.label, child_description(child), Failure(exc))
+                raise SystemExit(f"twistd: {failure}") from None
+
+
+def child_description(child: Any) -> str:
+    """The endpoint string a listener service was given."""
+    return getattr(child, "description", "") or f"udp:{getattr(child, 'port_number', '?')}"
+
+
+def _warn_plain_listeners(options: usage.Options, top: service.MultiService) -> None:
+    """With --tls-cert, say so when a TCP listener was given as plain text anyway."""
+    if not options["tls-cert"]:
+        return
+    for child in top:
+        if isinstance(child, ListenerService) and child.security() == "plain TCP":
+            log.warn(
+                "{label}: --tls-cert is given but {endpoint} is plain TCP: its traffic is not "
+                "encrypted (use ssl:... or leave out --listen/=ENDPOINT to get TLS)",
+                label=child.label,
+                endpoint=child.description.split(":backlog=")[0],
+            )

@@ -106,6 +106,11 @@ def explain(reason: str) -> str:
         )
     if "verificationerror" in text or "does not match" in text or "hostname" in text:
         return "TLS: the server's certificate is not for this host name"
+    if "wrong version number" in text or "packet length too long" in text:
+        return (
+            "TLS: the server answered in plain text: it is not a TLS server (use HOST:PORT "
+            "without tls: and --ca)"
+        )
     if "version" in text or "protocol" in text:
         return "TLS: no common protocol version (TLS 1.2 or newer is required)"
     return reason

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, endpoints, interfaces
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -43,6 +44,17 @@ class RemoteError(Exception):
 
 class ConnectionClosed(Exception):
     """The connection ended before the response was complete."""
+
+
+class WrongServer(ConnectionClosed):
+    """What answered is not a tcpfiles files server (or needs TLS): retrying cannot help."""
+
+
+#: What a client says when the server closed before a single byte of its first answer.
+SILENT_CLOSE = (
+    "the server closed the connection without answering: if it is a TLS server, use "
+    "tls:HOST:PORT or --ca FILE; otherwise it is not a tcpfiles files server"
+)
 
 
 class TLSFailure(ConnectionClosed):
@@ -119,6 +131,7 @@ class FilesClientProtocol(Protocol):
         self.timeout = timeout  # no progress either way for this long: drop the connection
         self._watchdog: interfaces.IDelayedCall | None = None
         self.stalled = False
+        self.heard = False  # any byte from the server yet
 
     def request(
         self, line: str, kind: str, sink: Callable[[bytes], None] | None = None
@@ -158,6 +171,7 @@ class FilesClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Feed the response parser."""
         self.touch()
+        self.heard = True
         current = self.pending[0] if self.pending else None
         if (
             current is not None
@@ -173,7 +187,7 @@ class FilesClientProtocol(Protocol):
         try:
             self._process()
         except codec.ProtocolError as exc:
-            self._fail_all(Failure(ConnectionClosed(f"bad response from server: {exc}")))
+            self._fail_all(Failure(_protocol_failure(exc, data)))
             self.transport.abortConnection()  # type: ignore[attr-defined]
         if not self.pending and self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()
@@ -240,6 +254,9 @@ class FilesClientProtocol(Protocol):
         if tls is not None:
             self._fail_all(Failure(TLSFailure(tls)))
             return
+        if not self.heard and not self.stalled and self.pending and reason.check(ConnectionDone):
+            self._fail_all(Failure(WrongServer(SILENT_CLOSE)))
+            return
         why = f"no progress for {self.timeout:g} s" if self.stalled else reason.getErrorMessage()
         self._fail_all(Failure(ConnectionClosed(f"connection closed: {why}")))
 
@@ -248,6 +265,15 @@ class FilesClientProtocol(Protocol):
         pending, self.pending = self.pending, deque()
         for p in pending:
             p.done.errback(failure)
+
+
+def _protocol_failure(exc: codec.ProtocolError, data: bytes) -> ConnectionClosed:
+    """A response that breaks the protocol: a server of another kind says so at once."""
+    if str(exc).startswith("not a status line"):
+        if data[:1] in (b"\x15", b"\x16") and data[1:2] == b"\x03":  # TLS alert, handshake
+            return WrongServer("this looks like a TLS server: use tls:HOST:PORT or --ca FILE")
+        return WrongServer(f"this is not a tcpfiles files server: {exc}")
+    return ConnectionClosed(f"bad response from server: {exc}")
 
 
 def _parse_entry(line: bytes) -> RemoteEntry:
@@ -372,20 +398,36 @@ def client_endpoint(
     file) trusts that authority instead, and turns a plain ``HOST:PORT`` into TLS too;
     ``insecure`` makes TLS connections without any verification.
     """
+    if not server.strip():
+        raise ValueError("the server is empty: give HOST[:PORT] or an endpoint string")
     is_tls = server.startswith("tls:")
     if server.startswith(_ENDPOINT_KINDS) and not is_tls:
         if ca or insecure:
             raise ValueError("--ca and --insecure go with a tls: server or HOST:PORT")
-        return endpoints.clientFromString(reactor, server)
+        return _from_string(reactor, server)
     if is_tls and not (ca or insecure):
-        return endpoints.clientFromString(reactor, server)
+        return _from_string(reactor, server)
     host, port = parse_tls_server(server) if is_tls else _host_port(server, default_port)
+    if not host:
+        raise ValueError(f"no host in {server!r}")
     if ca or insecure:
         return client_tls_endpoint(reactor, host, port, ca, insecure)
     endpoint: interfaces.IStreamClientEndpoint = endpoints.HostnameEndpoint(
         reactor, host, port, timeout=10
     )
     return endpoint
+
+
+def _from_string(reactor: Any, server: str) -> interfaces.IStreamClientEndpoint:
+    """``clientFromString``, with every malformed string a ValueError (a missing ``port=`` is a
+    TypeError inside Twisted)."""
+    try:
+        return endpoints.clientFromString(reactor, server)
+    except ValueError:
+        raise
+    except (TypeError, KeyError, IndexError) as exc:
+        missing = "port" if "port" in str(exc) else "a required argument"
+        raise ValueError(f"bad endpoint string {server!r}: missing {missing}") from None
 
 
 def _host_port(server: str, default_port: int) -> tuple[str, int]:

@@ -23,12 +23,14 @@ from typing import Any, BinaryIO
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, error, task
 
+from tcpfiles.files import codec
 from tcpfiles.files.client import (
     ConnectionClosed,
     FilesClient,
     IntegrityError,
     RemoteError,
     TLSFailure,
+    WrongServer,
     connect,
 )
 
@@ -246,7 +248,7 @@ class Session:
             except (ConnectionClosed, error.ConnectError, error.DNSLookupError, RemoteError) as exc:
                 if isinstance(exc, RemoteError) and exc.code != "busy":
                     raise
-                if isinstance(exc, TLSFailure):  # it would fail the same way again
+                if isinstance(exc, TLSFailure | WrongServer):  # it would fail the same way again
                     raise
                 if not self.connected_once:
                     raise
@@ -276,14 +278,19 @@ def _why(exc: BaseException) -> str:
 
 
 def local_name(raw: bytes) -> str | None:
-    """A remote name as a safe local one, or None (``.``, ``..``, a slash, NUL, not UTF-8)."""
+    """A remote name as a safe local one, or None.
+
+    None for ``.``, ``..``, a slash, NUL, bytes that are not UTF-8, and any character that
+    ``ls`` would have to escape to show it safely (controls, bidi overrides, zero-width and
+    line-separator characters, private use): such a name would mislead on a terminal.
+    """
     if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
         return None
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return name if all(ord(ch) >= 0x20 and ch != "\x7f" for ch in name) else None
+    return name if codec.escape_text(name) == name.replace("\\", "\\\\") else None
 
 
 @dataclass
@@ -335,6 +342,25 @@ def mirror(
 
 
 @defer.inlineCallbacks
+def make_parents(session: Session, remote_path: str) -> Any:
+    """MKDIR every directory above ``remote_path`` that is missing (``a/b/c`` -> ``a``, ``a/b``).
+
+    ``put report.pdf archive/2026/`` and ``put -r photos backup/photos`` work on a server where
+    ``archive`` or ``backup`` do not exist yet.  Fires with the number of directories created.
+    """
+    parts = [part for part in remote_path.split("/") if part]
+    created = 0
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+
+        def make(client: FilesClient, _retried: bool, parent: str = parent) -> Any:
+            return client.mkdir(parent)
+
+        created += bool((yield session.run(make)))
+    return created
+
+
+@defer.inlineCallbacks
 def upload_tree(
     session: Session, local_dir: str, remote_dir: str, each: Callable[[str, str], Any]
 ) -> Any:
@@ -342,6 +368,11 @@ def upload_tree(
     file.  Symlinks and special files are skipped (and listed)."""
     result = TreeResult()
     assert result.skipped is not None and result.failed is not None
+    try:
+        yield make_parents(session, remote_dir)
+    except RemoteError as exc:
+        result.failed.append((remote_dir, exc))
+        return result
     for directory, dirs, files in os.walk(local_dir):  # top-down, links not followed
         dirs.sort()
         relative = os.path.relpath(directory, local_dir)
