@@ -10,6 +10,7 @@ no-op one) and its peak RSS (VmHWM) is printed.  Every wait is bounded.
 
 from __future__ import annotations
 
+import argparse
 import socket
 import subprocess
 import sys
@@ -63,6 +64,9 @@ def measure(
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Takes no options; prints peak RSS in MiB."
+    ).parse_args()
     with tempfile.TemporaryDirectory(prefix="tcpfiles-rss-") as tmp:
         base = Path(tmp)
         (base / "twisted" / "plugins").mkdir(parents=True)

@@ -459,6 +459,13 @@ def _one_transfer(session: Session, name: str, quiet: bool, operation: Any) -> A
     return session.run(attempt).addBoth(done)
 
 
+def _refusal(what: str, exc: RemoteError) -> str:
+    """A server's ERR as one line; "log in first" tells a CLI user about --user."""
+    if exc.code == "unauthorized" and exc.text.startswith("log in first"):
+        return f"{what}: the server has accounts: log in with --user NAME (unauthorized)"
+    return f"{what}: {exc.text} ({exc.code})"
+
+
 def _local_problem(exc: OSError, fallback: str) -> str:
     """One rule for local file errors: the local path, then the reason (exit status 4)."""
     path = exc.filename if isinstance(exc.filename, str) else fallback
@@ -477,7 +484,7 @@ class _Outcome:
             _say(f"{what}: already on the server (--overwrite replaces it)")
             self.status = self.status or EXIT_REFUSED
         elif isinstance(exc, RemoteError):
-            _say(f"{what}: {exc.text} ({exc.code})")
+            _say(_refusal(what, exc))
             self.status = self.status or EXIT_REFUSED
         elif isinstance(exc, TLSFailure | WrongServer):
             raise Failed(str(exc), EXIT_CONNECTION)
@@ -636,7 +643,7 @@ def _ls(session: Session, args: argparse.Namespace) -> Any:
     try:
         entries = yield session.run(lambda client, _retried: client.list(args.path))
     except RemoteError as exc:
-        _say(f"{args.path or '/'}: {exc.text} ({exc.code})")
+        _say(_refusal(args.path or "/", exc))
         return EXIT_REFUSED
     except ConnectionClosed as exc:
         _say(str(exc))

@@ -277,3 +277,11 @@ def test_unix_socket_peer_and_listener_are_paths(root, start_server, tmp_path):
     assert f"files listening on {path} (UNIX socket)" in out, out
     assert "unix:(unnamed) GET nope" in out, out
     assert "b'" not in out and "UnixAddress" not in out, out
+
+
+def test_log_in_first_points_to_user(root, start_server, tmp_path):
+    """A server with accounts refuses `ls` without --user, and the line says to give --user."""
+    port = start_server("--auth", "memory:alice:pw").port
+    result = tcpfiles("ls", "--server", f"127.0.0.1:{port}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "log in with --user NAME" in result.stderr and result.stderr.count("\n") == 1
