@@ -75,7 +75,8 @@ def blind_warning(behaviour: Any, server: Context, given: Context) -> str | None
         return None
     return (
         f"{behaviour.name} does not log users in, so under --auth it sees only what an "
-        "anonymous user may see; without --anonymous that is nothing: it serves no files"
+        "anonymous user may see; without --anonymous that is nothing: it serves no files "
+        "(--anonymous would let it serve the anonymous view, read-only)"
     )
 
 
