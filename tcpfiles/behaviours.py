@@ -3,28 +3,81 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from twisted.application import service
+from twisted.cred import credentials, error
+from twisted.logger import Logger
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.files.paths import Root
-from tcpfiles.interfaces import IBehaviour
+from tcpfiles.interfaces import IBehaviour, IFilesAccount
 from tcpfiles.options import positive_float, positive_int
+
+log = Logger(namespace="tcpfiles.behaviours")
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a behaviour may use: the reactor (clock, threads) and the served root."""
+    """What a behaviour may use: the reactor (clock, threads) and the files it may serve.
+
+    Under ``--auth``, a behaviour that does not log users in (``logs_in`` false) is handed only
+    what an anonymous user may see: see :func:`context_for`.
+    """
 
     reactor: Any
+    #: the files the behaviour may serve, or None: none at all (it must still start and refuse)
     root: Root | None
     #: twisted.cred portal when the server has accounts (--auth): log users in with it
     portal: Any = None
     #: tcpfiles.files.accounts.LoginLimiter shared by every behaviour, for failed logins per address
     limiter: Any = None
+    #: whether the behaviour may write below ``root`` (--writable; never for the anonymous view)
+    writable: bool = False
+
+
+def context_for(behaviour: Any, server: Context) -> Context:
+    """The context ``behaviour`` is built with, from the whole server's.
+
+    Without accounts, or for a behaviour that logs users in (and then serves each one what
+    its account allows), that is ``server`` itself.  Under ``--auth`` a behaviour that does not
+    log users in gets only the anonymous view: the anonymous account's root, read-only, when
+    the portal lets anonymous users in (``--anonymous``); else no root at all.
+    """
+    if server.portal is None or getattr(behaviour, "logs_in", False):
+        return server
+    return replace(server, root=anonymous_root(server.portal), writable=False)
+
+
+def anonymous_root(portal: Any) -> Root | None:
+    """The root an anonymous login through ``portal`` reaches, or None when it is refused.
+
+    The realm answers at once (tcpfiles' does); one that would answer later counts as a
+    refusal, so nothing is ever served by mistake.
+    """
+    found: list[Root] = []
+
+    def refused(failure: Failure) -> None:
+        failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+
+    d = portal.login(credentials.Anonymous(), None, IFilesAccount)
+    d.addCallbacks(lambda result: found.append(result[1].store.root), refused)
+    return found[0] if found else None
+
+
+def blind_warning(behaviour: Any, server: Context, given: Context) -> str | None:
+    """Why ``behaviour``, which serves files, was given none; None when it was not."""
+    if given.root is not None or server.root is None or not getattr(behaviour, "uses_root", False):
+        return None
+    return (
+        f"{behaviour.name} does not log users in, so under --auth it sees only what an "
+        "anonymous user may see; without --anonymous that is nothing: it serves no files "
+        "(--anonymous would let it serve the anonymous view, read-only)"
+    )
 
 
 def discover() -> dict[str, Any]:
@@ -48,11 +101,16 @@ class Behaviour:
         default_endpoint: str,
         options: type[usage.Options],
         build: Callable[[usage.Options, Context], Any],
+        *,
+        logs_in: bool = False,
+        uses_root: bool = False,
     ) -> None:
         self.name = name
         self.summary = summary
         self.default_endpoint = default_endpoint
         self.options = options
+        self.logs_in = logs_in
+        self.uses_root = uses_root
         self._build = build
 
     def build(self, options: usage.Options, context: Context) -> Any:
@@ -71,3 +129,15 @@ class ConnectionOptions(usage.Options):
         ["max-per-peer", None, 64, "Connections from one address at once.", positive_int],
         ["max-connections", None, 1024, "Connections in total at once.", positive_int],
     ]
+
+
+class StartWarning(service.Service):
+    """Logs one warning when the server starts (not when its options are parsed)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def startService(self) -> None:
+        """Say it."""
+        super().startService()
+        log.warn("{text}", text=self.text)

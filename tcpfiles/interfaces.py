@@ -32,10 +32,21 @@ class IBehaviour(Interface):
         "appears on twistd's command line prefixed with the name (--chat-history)"
     )
 
+    logs_in = Attribute(
+        "bool, optional (False when absent): whether the behaviour logs its users in through "
+        "context.portal and serves each one only what its account allows.  Under --auth, one "
+        "that does not is given only the anonymous view (see tcpfiles.behaviours.context_for)"
+    )
+    uses_root = Attribute(
+        "bool, optional (False when absent): whether build() reads context.root; the server "
+        "then warns at start when, under --auth without --anonymous, it is given no root"
+    )
+
     def build(options, context):  # type: ignore[no-untyped-def]
         """Make what serves the behaviour from its parsed ``options``.
 
-        ``context`` is a :class:`tcpfiles.behaviours.Context` (reactor, served root).  Return an
+        ``context`` is a :class:`tcpfiles.behaviours.Context` (reactor, the root it may serve
+        or None, whether it may write there, portal, login limiter).  Return an
         ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for ``udp:``.  A
         factory with a ``tracker`` attribute (a ``ConnectionTracker``) is drained on shutdown.
         """

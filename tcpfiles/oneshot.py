@@ -3,9 +3,13 @@
 The client connects and sends a bare file name (a newline is allowed, not needed); the server
 answers with the raw bytes of the file and closes; a file it cannot serve is answered with the
 single byte ``1``.  The name is complete at a newline, when the client half-closes, or after
-``quiet`` seconds without a byte.  The same confinement rules as the files service apply (it
-uses the same store).  A file whose whole content is ``1`` cannot be told from a refusal: that is
-the tutorial protocol's own limit.
+``quiet`` seconds without a byte; it must be complete within ``name_timeout`` seconds of the
+connection (a fixed deadline: a trickle of bytes does not extend it), else the answer is ``1``.
+The same confinement rules as the files service apply (it uses the same store).  A file whose
+whole content is ``1`` cannot be told from a refusal: that is the tutorial protocol's own limit.
+
+oneshot cannot log users in: under ``--auth`` it serves only what an anonymous user may see
+(:func:`tcpfiles.behaviours.context_for`), and with no root at all it answers ``1`` to every name.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from zope.interface import implementer
 
 from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
 from tcpfiles.connections import LimitedFactory, describe_peer
+from tcpfiles.files.codec import escape_name, escape_text
 from tcpfiles.files.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer
 from tcpfiles.files.store import FileStore, OpenedFile
@@ -46,16 +51,18 @@ class OneShotProtocol(Protocol):
         self.buffer = b""
         self.answered = False
         self.peer = "?"
-        self.name = ""
+        #: the name deadline, then the transfer's stall timer
         self._timer: interfaces.IDelayedCall | None = None
+        #: the quiet period that ends a name sent without a newline (reset by every byte)
+        self._quiet: interfaces.IDelayedCall | None = None
         self._started = 0.0
 
     def connectionMade(self) -> None:
-        """Wait (bounded) for the name."""
+        """Wait for the name, until a fixed deadline from the connection."""
         self.peer = describe_peer(self.transport.getPeer())
         self.factory.tracker.opened(self, self.transport.getPeer())
         self._started = self.factory.clock.seconds()
-        self._timer = self.factory.clock.callLater(self.factory.name_timeout, self._answer)
+        self._timer = self.factory.clock.callLater(self.factory.name_timeout, self._name_late)
 
     def dataReceived(self, data: bytes) -> None:
         """Collect the name; answer at a newline, or after a quiet period."""
@@ -67,8 +74,10 @@ class OneShotProtocol(Protocol):
             self._answer()
         elif len(self.buffer) > MAX_PATH_BYTES:
             self._answer()
-        elif self._timer is not None:
-            self._timer.reset(self.factory.quiet)
+        elif self._quiet is not None and self._quiet.active():
+            self._quiet.reset(self.factory.quiet)
+        else:
+            self._quiet = self.factory.clock.callLater(self.factory.quiet, self._answer)
 
     def readConnectionLost(self) -> None:
         """The client sent its name and half-closed: answer now."""
@@ -86,23 +95,35 @@ class OneShotProtocol(Protocol):
             self._cancel()
             self.transport.loseConnection()
 
+    def _name_late(self) -> None:
+        """The deadline passed before the name was complete: refuse, whatever came so far."""
+        self._timer = None
+        self._refuse(f"name not complete within {self.factory.name_timeout:g} s")
+
     def _answer(self) -> None:
         self._cancel()
-        self.answered = True
         raw = self.buffer.rstrip(b"\r")
-        self.name = raw.decode("utf-8", "backslashreplace")[:200]
         try:
             if len(raw) > MAX_PATH_BYTES:
                 raise PathError("name too long")
+            if self.factory.store is None:
+                raise PathError("no files to serve (--auth without --anonymous)")
             opened = self.factory.store.open_file(raw.decode("utf-8"))
         except (UnicodeDecodeError, PathError, OSError) as exc:
-            self.transport.write(MISSING)
-            self.transport.loseConnection()
-            self._log(f"refused: {exc}", 0)
+            self._refuse(str(exc))
             return
+        self.answered = True
         producer = FileBodyProducer(opened.fd, 0, opened.size, CHUNK_SIZE, self._progress)
         self._timer = self.factory.clock.callLater(self.factory.stall_timeout, self._stalled)
         producer.begin(self.transport).addBoth(self._sent, opened, producer)
+
+    def _refuse(self, why: str) -> None:
+        """Answer ``1``, close, log why."""
+        self._cancel()
+        self.answered = True
+        self.transport.write(MISSING)
+        self.transport.loseConnection()
+        self._log(f"refused: {escape_text(why)}", 0)
 
     def _progress(self, _nbytes: int) -> None:
         if self._timer is not None and self._timer.active():
@@ -123,19 +144,21 @@ class OneShotProtocol(Protocol):
             self.transport.loseConnection()
 
     def _log(self, outcome: str, nbytes: int) -> None:
+        """The one event per connection; the name escaped as the files log escapes requests."""
         log.info(
             "{peer} oneshot {name} -> {outcome} {nbytes} bytes in {seconds:.3f}s",
             peer=self.peer,
-            name=self.name,
+            name=escape_name(self.buffer.rstrip(b"\r")[:200]),
             outcome=outcome,
             nbytes=nbytes,
             seconds=self.factory.clock.seconds() - self._started,
         )
 
     def _cancel(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._quiet):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._quiet = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the connection."""
@@ -144,10 +167,10 @@ class OneShotProtocol(Protocol):
 
 
 class OneShotFactory(LimitedFactory):
-    """Serves one file per connection from a store."""
+    """Serves one file per connection from a store (None: refuses every name)."""
 
     def __init__(
-        self, store: FileStore, clock: interfaces.IReactorTime, options: usage.Options
+        self, store: FileStore | None, clock: interfaces.IReactorTime, options: usage.Options
     ) -> None:
         super().__init__(clock, options["max-per-peer"], options["max-connections"])
         self.store = store
@@ -171,15 +194,21 @@ class OneShotOptions(ConnectionOptions):
             "Seconds of silence that end a name sent without a newline.",
             positive_float,
         ],
-        ["name-timeout", None, 30.0, "Seconds a client may take to send its name.", positive_float],
+        [
+            "name-timeout",
+            None,
+            30.0,
+            "Seconds from the connection within which the whole name must arrive.",
+            positive_float,
+        ],
         ["stall-timeout", None, 60.0, "Seconds a transfer may make no progress.", positive_float],
     ]
 
 
 def _build(options: usage.Options, context: Context) -> OneShotFactory:
-    if context.root is None:
-        raise usage.UsageError("oneshot serves --root: give one")
-    return OneShotFactory(FileStore(context.root), context.reactor, options)
+    """Serve ``context.root`` read-only; with none (--auth without --anonymous), nothing."""
+    store = None if context.root is None else FileStore(context.root)
+    return OneShotFactory(store, context.reactor, options)
 
 
 oneshot = Behaviour(
@@ -188,6 +217,7 @@ oneshot = Behaviour(
     f"tcp:{DEFAULT_PORT}",
     OneShotOptions,
     _build,
+    uses_root=True,
 )
 
 

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 from twisted.python.failure import Failure
 
-from tcpfiles.behaviours import Context, discover
+from tcpfiles.behaviours import Context, StartWarning, blind_warning, context_for, discover
 from tcpfiles.files.accounts import parse_users
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.paths import Root
@@ -335,8 +335,14 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         StaleTemporaries(options["root"]).setServiceParent(top)
     for description in options["listen"]:
         ListenerService(description, files, reactor, "files").setServiceParent(top)
-    context = Context(reactor, options["root"], files.portal, files.limiter)
+    server = Context(
+        reactor, options["root"], files.portal, files.limiter, writable=options["writable"]
+    )
     for name, (behaviour, own_options, where) in options["serving"].items():
+        context = context_for(behaviour, server)
+        warning = blind_warning(behaviour, server, context)
+        if warning is not None:
+            StartWarning(warning).setServiceParent(top)
         built = behaviour.build(own_options, context)
         if getattr(built, "tracker", None) is not None:
             trackers.append(built.tracker)

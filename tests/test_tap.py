@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from typing import Any
+
 import pytest
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import IPlugin
 from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tcpfiles import tap
+from tcpfiles.behaviours import Context
 from tcpfiles.service import DrainingService, with_backlog
+from tests.helpers import pump
 
 
 def parse(*args: str) -> tap.Options:
@@ -136,3 +146,133 @@ def test_account_options(tmp_path):
         parse(
             "--root", str(tmp_path), "--auth", "memory:alice:pw", "--users", str(tmp_path / "users")
         )
+
+
+class Spy:
+    """A third-party behaviour that records the Context it is built with (no logs_in)."""
+
+    name = "spy"
+
+    def __init__(self, **declared: bool) -> None:
+        self.__dict__.update(declared)
+        self.contexts: list[Context] = []
+
+    def build(self, options: usage.Options, context: Context) -> object:
+        self.contexts.append(context)
+        return object()
+
+
+class BehavioursUnderAuthTests(SynchronousTestCase):
+    """Under --auth a behaviour that does not log users in sees only the anonymous view."""
+
+    def setUp(self) -> None:
+        self.root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.root)
+        os.mkdir(os.path.join(self.root, "alice"))
+        for name, body in (("notes.txt", b"hello\n"), ("alice/secret.txt", b"alice's\n")):
+            with open(os.path.join(self.root, name), "wb") as f:
+                f.write(body)
+
+    def serve(self, *args: str, spies: tuple[Spy, ...] = ()) -> tuple[Any, MemoryReactorClock]:
+        """makeService with oneshot on two ports and echo on one, plus ``spies``; started."""
+        options = parse(
+            "--root",
+            self.root,
+            *args,
+            "--serve",
+            "oneshot=tcp:1300:interface=127.0.0.1",
+            "--serve",
+            "oneshot=tcp:1301:interface=127.0.0.1",
+            "--serve",
+            "echo=tcp:1302:interface=127.0.0.1",
+        )
+        for spy in spies:
+            options["serving"][spy.name] = (spy, usage.Options(), [])
+        reactor = MemoryReactorClock()
+        with capturedLogs() as self.built_events:
+            service = tap.makeService(options, reactor=reactor)
+        with capturedLogs() as self.start_events:
+            service.privilegedStartService()
+            service.startService()
+        self.addCleanup(service.stopService)
+        return service, reactor
+
+    def oneshot_answer(self, reactor: MemoryReactorClock, port: int, request: bytes) -> bytes:
+        factory = next(f for p, f, _, _ in reactor.tcpServers if p == port)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        for byte in request:  # byte by byte, as a slow client would
+            protocol.dataReceived(bytes([byte]))
+        pump(transport)
+        self.assertTrue(transport.disconnecting)
+        return transport.value()
+
+    def warnings(self) -> list[str]:
+        return [
+            formatEvent(event) for event in self.start_events if event["log_level"] == LogLevel.warn
+        ]
+
+    def test_no_anonymous_oneshot_starts_refuses_everything_and_warns_once(self) -> None:
+        """--auth without --anonymous: oneshot answers 1 even to alice's file; one warning."""
+        _, reactor = self.serve("--auth", "memory:alice:pw")
+        for port in (1300, 1301):
+            self.assertEqual(self.oneshot_answer(reactor, port, b"alice/secret.txt\n"), b"1")
+            self.assertEqual(self.oneshot_answer(reactor, port, b"notes.txt\n"), b"1")
+        [warning] = self.warnings()
+        self.assertIn("oneshot does not log users in", warning)
+        self.assertIn("without --anonymous", warning)
+        self.assertNotIn("echo", warning)
+        self.assertEqual(
+            [e for e in self.built_events if e["log_level"] == LogLevel.warn], []
+        )  # said when the server starts, not when it is configured
+
+    def test_anonymous_oneshot_serves_the_anonymous_view_read_only(self) -> None:
+        """--auth --anonymous --writable: oneshot serves --root as anonymous sees it, no warning."""
+        spy = Spy()
+        _, reactor = self.serve("--auth", "memory:alice:pw", "--anonymous", "-w", spies=(spy,))
+        self.assertEqual(self.oneshot_answer(reactor, 1300, b"notes.txt\n"), b"hello\n")
+        self.assertEqual(self.warnings(), [])
+        [context] = spy.contexts
+        self.assertEqual(context.root.real, os.path.realpath(self.root))
+        self.assertFalse(context.writable)
+        self.assertIsNotNone(context.portal)  # it may still log users in; it just is not trusted
+
+    def test_behaviour_that_logs_in_gets_the_whole_server(self) -> None:
+        """logs_in=True: the root, the portal, the limiter and --writable, as before."""
+        spy = Spy(logs_in=True, uses_root=True)
+        spy.name = "spy-in"
+        self.serve("--auth", "memory:alice:pw", "-w", spies=(spy,))
+        [context] = spy.contexts
+        self.assertEqual(context.root.real, os.path.realpath(self.root))
+        self.assertTrue(context.writable)
+        self.assertIsNotNone(context.portal)
+        self.assertIsNotNone(context.limiter)
+        self.assertEqual(len(self.warnings()), 1)  # oneshot's; none for the spy
+
+    def test_undeclared_third_party_gets_nothing_and_no_warning(self) -> None:
+        """A plugin without logs_in/uses_root is blind without --anonymous, silently."""
+        spy = Spy()
+        self.serve("--auth", "memory:alice:pw", spies=(spy,))
+        [context] = spy.contexts
+        self.assertIsNone(context.root)
+        self.assertFalse(context.writable)
+        self.assertEqual(len(self.warnings()), 1)  # oneshot's only
+
+    def test_without_auth_every_behaviour_gets_the_root(self) -> None:
+        """No --auth: the root (writable as --writable says) for everyone; no warning."""
+        spy = Spy()
+        _, reactor = self.serve("-w", spies=(spy,))
+        self.assertEqual(self.oneshot_answer(reactor, 1301, b"alice/secret.txt\r\n"), b"alice's\n")
+        [context] = spy.contexts
+        self.assertEqual(context.root.real, os.path.realpath(self.root))
+        self.assertTrue(context.writable)
+        self.assertIsNone(context.portal)
+        self.assertEqual(self.warnings(), [])
+
+    def test_chat_declares_that_it_logs_in(self) -> None:
+        """The built-ins' declarations: chat logs in; oneshot serves the root and does not."""
+        chat, oneshot, echo = (tap.BEHAVIOURS[n] for n in ("chat", "oneshot", "echo"))
+        self.assertEqual((chat.logs_in, chat.uses_root), (True, False))
+        self.assertEqual((oneshot.logs_in, oneshot.uses_root), (False, True))
+        self.assertEqual((echo.logs_in, echo.uses_root), (False, False))

@@ -246,4 +246,5 @@ chat = Behaviour(
     "tcp:9000",
     ChatOptions,
     _build,
+    logs_in=True,
 )
