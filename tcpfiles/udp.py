@@ -353,7 +353,7 @@ class UDPListenerService(service.Service):
 
 udp_echo = Behaviour(
     "udp-echo",
-    "returns each datagram to its sender (never to itself or a service port; rate-limited)",
+    "returns each datagram to its sender (loop-proof, rate-limited)",
     "udp:7777",
     UDPEchoOptions,
     _build,
