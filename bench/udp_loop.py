@@ -5,6 +5,7 @@ A that claims to come from B's port, and counts the datagrams between the two po
 ``--seconds``.  ``--pythonpath DIR`` runs another checkout's code (e.g. an old one, to compare):
 
     python bench/udp_loop.py --seconds 2
+    python bench/udp_loop.py --seconds 2 --from-itself     # 20 datagrams "from itself" instead
     git archive main tcpfiles twisted | tar -x -C /tmp/old && python bench/udp_loop.py \
         --pythonpath /tmp/old
 """
@@ -29,6 +30,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--pythonpath", help="import tcpfiles from this directory instead")
+    parser.add_argument(
+        "--from-itself",
+        action="store_true",
+        help="one server, 20 datagrams spoofed from its own port; its CPU seconds too",
+    )
     args = parser.parse_args()
     if (why := can_spoof()) is not None:
         print(why, file=sys.stderr)
@@ -40,22 +46,33 @@ def main() -> int:
         root = Path(tmp) / "files"
         root.mkdir()
         serve = ("--serve", "udp-echo=udp:0:interface=127.0.0.1")
-        servers = [Twistd(root, *serve, env=env) for _ in range(2)]
+        servers = [Twistd(root, *serve, env=env) for _ in range(1 if args.from_itself else 2)]
         try:
-            port_a, port_b = (server.port_of("udp-echo") for server in servers)
-            sniffer = Sniffer({port_a, port_b})
-            spoof(("127.0.0.1", port_b), ("127.0.0.1", port_a), b"ping-pong")
+            ports = [server.port_of("udp-echo") for server in servers]
+            port_a, port_b = ports[0], ports[-1]
+            sniffer = Sniffer(set(ports))
+            cpu = cpu_seconds(servers[0].proc.pid)
+            for _ in range(20 if args.from_itself else 1):
+                spoof(("127.0.0.1", port_b), ("127.0.0.1", port_a), b"ping-pong")
             time.sleep(args.seconds)
-            bounced, lost = sniffer.between(port_a, port_b), sniffer.kernel_drops()
+            cpu = cpu_seconds(servers[0].proc.pid) - cpu
+            bounced, lost = sniffer.kernel_count()
             sniffer.close()
         finally:
             for server in servers:
                 server.stop()
     print(
         f"code={args.pythonpath or 'this checkout'} seconds={args.seconds:g} "
-        f"datagrams between the servers={bounced} (sniffer missed {lost})"
+        f"{'from itself' if args.from_itself else 'two servers'}: datagrams={bounced} "
+        f"(kernel count; {lost} unread by the sniffer), server A CPU {cpu:.2f} s"
     )
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -229,6 +229,11 @@ class UDPEcho(DatagramProtocol):
             clock, self.settings.per_peer, self.settings.total, self.settings.max_peers
         )
         self.drops = DropReport(clock, self.settings.log_interval, label)
+        self.own_port = 0
+
+    def startProtocol(self) -> None:
+        """Note our own port once (``getHost`` is a system call)."""
+        self.own_port = self.transport.getHost().port
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Send it back, or drop it silently (counted)."""
@@ -244,7 +249,7 @@ class UDPEcho(DatagramProtocol):
         """From our own port (any address), a service port, port 0, or no-reply address."""
         if port == 0 or port < self.settings.min_source_port:
             return True
-        if port == self.transport.getHost().port:
+        if port == self.own_port:
             return True
         return refused_host(host)
 
