@@ -1,10 +1,11 @@
 """The chat room on the wire: UTF-8 lines in, lines out; a thin adaptor over :class:`Room`.
 
 Each connection is a room member.  Lines are split on bytes and bounded (``max_line``); a longer
-one is refused and skipped up to its newline.  Invalid UTF-8 is replaced, never fatal.  Output
-is capped: the protocol is registered as a push producer on its own transport, so it learns when
-Twisted's buffer is full; a member who lets more than ``max_queue`` bytes pile up beyond that is
-disconnected, and nobody else waits for them.
+one is refused and skipped up to its newline.  Every line, refused or handled here (``/login``),
+spends the member's flood budget in the room like any other.  Invalid UTF-8 is replaced, never
+fatal.  Output is capped: the protocol is registered as a push producer on its own transport, so
+it learns when Twisted's buffer is full; a member who lets more than ``max_queue`` bytes pile up
+beyond that is disconnected, and nobody else waits for them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tcpfiles.options import positive_float, positive_int
 
 GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
 GREETING_WITH_ACCOUNTS = "*** tcpfiles chat: /login NAME PASSWORD to join, /help for commands"
+_OPEN = ("/help", "/quit")  # what a user may do before logging in
 
 
 @implementer(interfaces.IPushProducer)
@@ -37,7 +39,8 @@ class ChatProtocol(Protocol):
 
     def __init__(self) -> None:
         self.nick: str | None = None
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already known to hold no newline
         self._skipping = False
         self._paused = False
         self._queued = 0
@@ -87,36 +90,57 @@ class ChatProtocol(Protocol):
         self.send(GREETING if self.factory.portal is None else GREETING_WITH_ACCOUNTS)
 
     def dataReceived(self, data: bytes) -> None:
-        """Split into lines and hand each to the room."""
+        """Split into lines and hand each to the room (one pass over the bytes, however cut)."""
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.factory.idle_timeout)
         self._buffer += data
+        start = 0
         while not self._closing:
-            line, newline, rest = self._buffer.partition(b"\n")
-            if not newline:
-                if len(self._buffer) > self.factory.max_line:
-                    if not self._skipping:
-                        self.send(f"!!! line too long (max {self.factory.max_line} bytes)")
-                    self._skipping = True
-                    self._buffer = b""
-                return
-            self._buffer = rest
-            if self._skipping:  # the tail of a line that was too long
-                self._skipping = False
-                continue
-            if len(line) > self.factory.max_line:
-                self.send(f"!!! line too long (max {self.factory.max_line} bytes)")
-                continue
-            text = line.rstrip(b"\r").decode("utf-8", "replace")
-            if self.factory.portal is not None and self._account_line(text):
-                continue
-            if not self.factory.room.line(self, text):
-                self._leave_reason = "quit"
-                self._close()
+            end = self._buffer.find(b"\n", max(start, self._scanned))
+            if end < 0:
+                break
+            line = bytes(self._buffer[start:end])
+            start = self._scanned = end + 1
+            self._line(line)
+        del self._buffer[:start]
+        self._scanned = len(self._buffer)
+        if len(self._buffer) > self.factory.max_line and not self._closing:
+            if not self._skipping:
+                self._too_long()
+            self._skipping = True
+            self._buffer.clear()
+            self._scanned = 0
+
+    def _line(self, line: bytes) -> None:
+        if self._skipping:  # the tail of a line that was too long
+            self._skipping = False
+            return
+        if len(line) > self.factory.max_line:
+            self._too_long()
+            return
+        text = line.rstrip(b"\r").decode("utf-8", "replace")
+        if self.factory.portal is not None and self._account_line(text):
+            return
+        if not self.factory.room.line(self, text):
+            self._leave_reason = "quit"
+            self._close()
+
+    def _too_long(self) -> None:
+        """A line over the limit: it spends flood budget like any line, and is refused."""
+        if self.factory.room.allowed(self):
+            self.send(f"!!! line too long (max {self.factory.max_line} bytes)")
 
     def _account_line(self, text: str) -> bool:
-        """With accounts: handle /login, refuse /nick and anything before a login."""
+        """With accounts: handle /login, refuse /nick and anything before a login.
+
+        A line handled here spends flood budget (``/login`` attempts included); the room
+        spends it for the others.
+        """
         command = text.split(" ", 1)[0].lower()
+        if command not in ("/login", "/nick") and (self.nick is not None or command in _OPEN):
+            return False
+        if not self.factory.room.allowed(self):
+            return True
         if command == "/login":
             _, _, rest = text.partition(" ")
             name, _, password = rest.strip().partition(" ")
@@ -126,14 +150,11 @@ class ChatProtocol(Protocol):
                 self.send(f"!!! you are logged in as {self.nick}")
             else:
                 self._login(name, password)
-            return True
-        if command == "/nick":
+        elif command == "/nick":
             self.send("!!! nicks are account names here: /login NAME PASSWORD")
-            return True
-        if self.nick is None and command not in ("/help", "/quit"):
+        else:
             self.send("!!! log in first: /login NAME PASSWORD")
-            return True
-        return False
+        return True
 
     def _login(self, name: str, password: str) -> None:
         host = peer_key(self.transport.getPeer())

@@ -2,19 +2,35 @@
 
 A member is anything with a ``nick`` attribute and a ``send(line: str)`` method; the network
 protocol is one kind of member, a test's list is another.  Every line the room sends is
-already cleaned of control characters, so a member only has to deliver it.
+already made safe to display (:func:`clean`), so a member only has to deliver it.
+
+Flood control: every line a member sends (commands too, except ``/quit``) spends tokens from
+that member's :class:`TokenBucket`; lines everyone sees or whose answer grows with the room cost
+more (:data:`FANOUT_COST`, :func:`who_cost`).  A line over budget is dropped; the member is told
+once, and not again until a line of theirs gets through.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tcpfiles.files.codec import escape_unsafe, unsafe_to_display
+
 NICK = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}\Z")
+
+#: Tokens a line costs: most lines cost one; ``/nick`` (a join or a rename, announced to everyone)
+#: costs several; ``/who`` one more per :data:`WHO_NAMES_PER_TOKEN` members.  No cost exceeds the
+#: bucket's size, so every command stays possible for a member who waits.
+LINE_COST = 1.0
+FANOUT_COST = 5.0
+WHO_NAMES_PER_TOKEN = 25
+
+SLOW_DOWN = "!!! slow down: line not sent; more are dropped without notice until you slow down"
+BAD_NICK_CHARS = "!!! a nick may not contain control, format, invisible or private-use characters"
 
 HELP = (
     "commands: /nick NAME, /who, /msg NICK TEXT, /me ACTION, /quit, /help; "
@@ -32,8 +48,18 @@ class Member(Protocol):
 
 
 def clean(text: str) -> str:
-    """Drop control characters (other than TAB) so nobody can send terminal escapes."""
-    return "".join(ch for ch in text if ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cs"))
+    r"""Make text safe to relay: what the files protocol deems unsafe becomes ``\uNNNN``; TAB stays.
+
+    One rule for the whole code base (:func:`tcpfiles.files.codec.unsafe_to_display`): terminal
+    escapes, bidi controls, line/paragraph separators, zero-width and private-use characters
+    are shown as visible escapes, never relayed raw.
+    """
+    return escape_unsafe(text, keep="\t")
+
+
+def who_cost(members: int) -> float:
+    """What ``/who`` costs in a room of ``members``: its answer grows with the room."""
+    return FANOUT_COST + members // WHO_NAMES_PER_TOKEN
 
 
 @dataclass
@@ -50,13 +76,14 @@ class TokenBucket:
         self.tokens = self.burst
         self.stamp = self.clock()
 
-    def take(self) -> bool:
-        """Spend one token if there is one."""
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens (at most the burst) if there are that many; else spend none."""
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+        cost = min(cost, self.burst)
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 
@@ -77,12 +104,16 @@ class Room:
         self._rate = rate
         self._burst = burst
         self._buckets: dict[int, TokenBucket] = {}
+        self._told: set[int] = set()  # members told to slow down, until a line gets through
 
     # --- joining and leaving -------------------------------------------------------------
 
     def set_nick(self, member: Member, nick: str) -> None:
         """Join with ``nick``, or change to it; the member is told if it is refused."""
-        nick = clean(nick).strip()
+        if any(map(unsafe_to_display, nick)):
+            member.send(BAD_NICK_CHARS)
+            return
+        nick = nick.strip()
         if not NICK.match(nick):
             member.send(
                 "!!! a nick is 1-32 letters, digits, '_', '.' or '-', starting with a letter"
@@ -108,6 +139,7 @@ class Room:
     def leave(self, member: Member, reason: str = "quit") -> None:
         """Remove a member (idempotent); the others are told."""
         self._buckets.pop(id(member), None)
+        self._told.discard(id(member))
         if member.nick is None or self.members.get(member.nick.lower()) is not member:
             return
         del self.members[member.nick.lower()]
@@ -116,21 +148,34 @@ class Room:
     # --- talking ---------------------------------------------------------------------------
 
     def line(self, member: Member, text: str) -> bool:
-        """Handle one line typed by a member; False when the member asked to quit."""
-        text = clean(text)
+        """Handle one line typed by a member; False when the member asked to quit.
+
+        Every line spends flood budget (``/quit`` excepted); one over budget is dropped.
+        """
         if text.startswith("/"):
             command, _, rest = text[1:].partition(" ")
-            return self._command(member, command.lower(), rest.strip())
-        if member.nick is None:
-            member.send("!!! choose a nick first: /nick NAME")
-        elif text.strip() and self._allowed(member):
-            self._say(f"<{member.nick}> {text}", exclude=member)
+            command = clean(command.lower())
+            if command == "quit":
+                member.send("*** bye")
+                return False
+            if self.allowed(member, self._cost(command)):
+                self._command(member, command, rest)
+        elif self.allowed(member):
+            text = clean(text)
+            if member.nick is None:
+                member.send("!!! choose a nick first: /nick NAME")
+            elif text.strip():
+                self._say(f"<{member.nick}> {text}", exclude=member)
         return True
 
-    def _command(self, member: Member, command: str, rest: str) -> bool:
-        if command == "quit":
-            member.send("*** bye")
-            return False
+    def _cost(self, command: str) -> float:
+        if command == "nick":
+            return FANOUT_COST
+        if command == "who":
+            return who_cost(len(self.members))
+        return LINE_COST
+
+    def _command(self, member: Member, command: str, rest: str) -> None:
         if command == "help":
             member.send(f"*** {HELP}")
         elif command == "nick":
@@ -141,32 +186,36 @@ class Room:
             names = sorted((m.nick or "" for m in self.members.values()), key=str.lower)
             member.send(f"*** {len(names)} here: {', '.join(names)}")
         elif command == "me":
-            if rest and self._allowed(member):
+            rest = clean(rest).strip()
+            if rest:
                 self._say(f"* {member.nick} {rest}")
         elif command == "msg":
-            self._private(member, rest)
+            self._private(member, clean(rest).strip())
         else:
             member.send(f"!!! unknown command /{command}; try /help")
-        return True
 
     def _private(self, member: Member, rest: str) -> None:
         target_nick, _, text = rest.partition(" ")
         target = self.members.get(target_nick.lower())
         if target is None:
             member.send(f"!!! no one called {target_nick or '?'} is here")
-        elif text.strip() and self._allowed(member):
+        elif text.strip():
             line = f"[{member.nick} -> {target.nick}] {text}"
             target.send(line)
             if target is not member:
                 member.send(line)
 
-    def _allowed(self, member: Member) -> bool:
+    def allowed(self, member: Member, cost: float = LINE_COST) -> bool:
+        """Spend ``cost`` from the member's budget; False (and, once, a notice) when over it."""
         bucket = self._buckets.get(id(member))
         if bucket is None:
             bucket = self._buckets[id(member)] = TokenBucket(self._rate, self._burst, self._clock)
-        if bucket.take():
+        if bucket.take(cost):
+            self._told.discard(id(member))
             return True
-        member.send("!!! slow down: message not sent")
+        if id(member) not in self._told:
+            self._told.add(id(member))
+            member.send(SLOW_DOWN)
         return False
 
     def _say(self, line: str, exclude: Member | None = None) -> None:

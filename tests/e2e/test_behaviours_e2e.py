@@ -152,7 +152,7 @@ def test_chat_room_and_shutdown_notice(everything):
     ann.expect("[bob -> ann] psst")
     bob.expect("[bob -> ann] psst")  # the sender sees what was sent
     bob.say("hi \x1b[2Jann")
-    ann.expect("<bob> hi [2Jann")
+    ann.expect("<bob> hi \\u001b[2Jann")  # shown escaped, never raw
     everything.proc.send_signal(signal.SIGTERM)
     for user in (ann, bob):
         user.expect("*** the server is shutting down")
