@@ -16,6 +16,7 @@ from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
 from tcpfiles.behaviours import Context, discover
+from tcpfiles.fdlimit import FdLimitCheck
 from tcpfiles.files.accounts import parse_users
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.paths import Root
@@ -327,6 +328,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     )
     trackers = [files.tracker]
     top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
+    FdLimitCheck(trackers, options["root"]).setServiceParent(top)  # first: before any bind
     if options["writable"]:
         StaleTemporaries(options["root"]).setServiceParent(top)
     for description in options["listen"]:
