@@ -54,11 +54,13 @@ def _targets(hard: int) -> list[int]:
     """Soft limits to try, highest first (an unlimited hard limit is capped by fs.nr_open)."""
     if hard != resource.RLIM_INFINITY:
         return [hard]
+    found = {1 << 20, 1 << 16}
     try:
         with open("/proc/sys/fs/nr_open") as f:
-            return [int(f.read()), 1 << 20]
+            found.add(int(f.read()))
     except (OSError, ValueError):
-        return [1 << 20]
+        pass
+    return sorted(found, reverse=True)
 
 
 def shortfall_warning(soft: int, total_connections: int) -> str | None:
