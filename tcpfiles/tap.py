@@ -18,6 +18,7 @@ from twisted.python import reflect, usage
 from twisted.python.failure import Failure
 
 from tcpfiles.behaviours import Context, StartWarning, blind_warning, context_for, discover
+from tcpfiles.fdlimit import FdLimitCheck
 from tcpfiles.files.accounts import parse_users
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.paths import Root
@@ -331,6 +332,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     )
     trackers = [files.tracker]
     top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
+    FdLimitCheck(trackers, options["root"]).setServiceParent(top)  # first: before any bind
     if options["writable"]:
         StaleTemporaries(options["root"]).setServiceParent(top)
     for description in options["listen"]:
@@ -374,6 +376,9 @@ def bind_now(top: service.MultiService) -> None:
     operator's terminal; the listeners are inherited by the daemon, and twistd's own later call
     finds them bound.
     """
+    for child in top:
+        if isinstance(child, FdLimitCheck):  # the descriptor limit first, as at twistd's start
+            child.privilegedStartService()
     for child in top:
         if isinstance(child, ListenerService | UDPListenerService):
             try:

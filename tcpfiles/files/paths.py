@@ -6,7 +6,9 @@ descriptors one part at a time, resolving symlinks itself, so that nothing outsi
 ever opened, a FIFO or device is never opened at all, and a file swapped for a symlink between
 two steps is caught by ``O_NOFOLLOW``.  An escaping symlink, a missing file and a path through a
 non-directory all raise the same :class:`NotFound`, so a client learns nothing about what lies
-outside the root.
+outside the root.  Running out of descriptors or memory (``EMFILE``, ``ENFILE``, ``ENOMEM``,
+``ENOBUFS``) is never "missing": :func:`os_error` maps it to :class:`Exhausted` (``busy``), the one
+place where that mapping is made.
 """
 
 from __future__ import annotations
@@ -66,6 +68,33 @@ class FileChanging(PathError):
     code = "busy"
 
 
+class Exhausted(PathError):
+    """The server ran out of file descriptors or memory: retryable, says nothing about the path."""
+
+    code = "busy"
+
+
+#: errno values that mean "out of descriptors or memory", not anything about the file.
+EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def exhausted(exc: BaseException) -> Exhausted | None:
+    """:class:`Exhausted` if ``exc`` is an ``OSError`` of resource exhaustion, else None."""
+    if isinstance(exc, OSError) and exc.errno in EXHAUSTION_ERRNOS:
+        return Exhausted(f"the server is out of resources ({os.strerror(exc.errno)}); try again")
+    return None
+
+
+def os_error(exc: OSError) -> PathError:
+    """The refusal an ``OSError`` from opening or inspecting a path stands for."""
+    busy = exhausted(exc)
+    if busy is not None:
+        return busy
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Forbidden("permission denied")
+    return NotFound("no such file or directory")
+
+
 def _is_forbidden_char(ch: str) -> bool:
     code = ord(ch)
     return code < 0x20 or 0x7F <= code <= 0x9F or ch == "\\"
@@ -115,7 +144,10 @@ class Root:
         replaced while the server runs, the server keeps serving the one it opened.
         """
         if not self._fd:
-            self._fd.append(os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW))
+            try:
+                self._fd.append(os.open(self.real, _DIR_FLAGS & ~os.O_NOFOLLOW))
+            except OSError as exc:
+                raise os_error(exc) from None
         return self._fd[0]
 
     def relative_parts(self, target: str) -> list[str] | None:
@@ -126,12 +158,6 @@ class Root:
             if target.startswith(base.rstrip("/") + "/"):
                 return target[len(base.rstrip("/")) + 1 :].split("/")
         return None
-
-
-def _os_error(exc: OSError) -> PathError:
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return Forbidden("permission denied")
-    return NotFound("no such file or directory")
 
 
 def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> int:
@@ -172,7 +198,7 @@ def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_r
             try:
                 st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             except OSError as exc:
-                raise _os_error(exc) from None
+                raise os_error(exc) from None
             if stat.S_ISLNK(st.st_mode):
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
@@ -180,7 +206,7 @@ def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_r
                 try:
                     target = os.readlink(name, dir_fd=parent)
                 except OSError as exc:
-                    raise _os_error(exc) from None
+                    raise os_error(exc) from None
                 if target.startswith("/"):
                     inside = root.relative_parts(target)
                     if inside is None:
@@ -195,7 +221,7 @@ def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_r
                 try:
                     stack.append(os.open(name, _DIR_FLAGS, dir_fd=parent))
                 except OSError as exc:
-                    raise _os_error(exc) from None
+                    raise os_error(exc) from None
                 continue
             # Not a directory: it must be the last part, and a file is what we came for.
             if any(part not in ("", ".") for part in pending):
@@ -207,7 +233,12 @@ def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_r
             return _open_regular(parent, name)
         if want == "file":
             raise NotAFile("is a directory")
-        return (stack.pop() if stack else os.dup(root_fd)), None
+        if stack:
+            return stack.pop(), None
+        try:
+            return os.dup(root_fd), None
+        except OSError as exc:
+            raise os_error(exc) from None
     finally:
         for fd in stack:
             os.close(fd)
@@ -219,7 +250,7 @@ def _open_regular(dir_fd: int, name: str) -> tuple[int, os.stat_result]:
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # swapped for a symlink since lstat
             raise NotFound("no such file or directory") from None
-        raise _os_error(exc) from None
+        raise os_error(exc) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):  # swapped for something else since lstat
         os.close(fd)

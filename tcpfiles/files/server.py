@@ -32,7 +32,7 @@ from tcpfiles.files.accounts import (
     LoginLimiter,
     password_credentials,
 )
-from tcpfiles.files.paths import PathError
+from tcpfiles.files.paths import PathError, exhausted
 from tcpfiles.files.producer import (
     CHUNK_SIZE,
     FileBodyProducer,
@@ -239,6 +239,9 @@ class FileServerProtocol(Protocol):
         except PathError as exc:
             self._error(exc.code, f"{exc}: {request_path(request)}")
         except OSError as exc:
+            if (busy := exhausted(exc)) is not None:  # out of descriptors: retryable, no trace
+                self._error(busy.code, str(busy))
+                return
             log.failure(
                 "{peer} {request}: file system error", peer=self.peer, request=self._request
             )
@@ -378,8 +381,9 @@ class FileServerProtocol(Protocol):
     def _not_stored(self, failure: Failure) -> None:
         if self.state is State.CLOSING:
             return
-        if isinstance(failure.value, PathError):
-            self._error(failure.value.code, str(failure.value))
+        error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
+        if error is not None:
+            self._error(error.code, str(error))
         else:
             log.failure(
                 "{peer} {request}: upload failed", failure, peer=self.peer, request=self._request
@@ -455,8 +459,9 @@ class FileServerProtocol(Protocol):
     def _stat_failed(self, failure: Failure, request: codec.Stat) -> None:
         if self.state is State.CLOSING:
             return
-        if isinstance(failure.value, PathError):
-            self._error(failure.value.code, f"{failure.value}: {request_path(request)}")
+        error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
+        if error is not None:
+            self._error(error.code, f"{error}: {request_path(request)}")
         else:
             log.failure(
                 "{peer} {request}: hashing failed", failure, peer=self.peer, request=self._request

@@ -20,12 +20,14 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from tcpfiles.files.paths import (
+    Exhausted,
     FileChanging,
     NotFound,
     PathError,
     Root,
     open_beneath,
     open_file_beneath,
+    os_error,
     parse_path,
 )
 from tcpfiles.interfaces import IFileStore
@@ -120,7 +122,7 @@ class FileStore:
         fd = open_beneath(self.root, parts, want="dir")
         entries = []
         try:
-            with os.scandir(fd) as scan:
+            with _scandir(fd) as scan:
                 for item in scan:
                     if item.name.startswith(TEMP_PREFIX):
                         continue
@@ -137,6 +139,8 @@ class FileStore:
             st = item.stat(follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 st = self._stat_beneath((*parts, item.name))
+        except Exhausted:
+            raise  # out of descriptors: the listing would silently miss linked entries
         except (OSError, PathError):
             return None  # vanished meanwhile, or a link that leaves the root: not listed
         name = os.fsencode(item.name)
@@ -205,6 +209,14 @@ class FileStore:
         self._hashes[key] = digest
         while len(self._hashes) > HASH_CACHE_SIZE:
             self._hashes.popitem(last=False)
+
+
+def _scandir(fd: int) -> Any:
+    """``os.scandir`` of a directory descriptor (it duplicates it: EMFILE is ``busy``)."""
+    try:
+        return os.scandir(fd)
+    except OSError as exc:
+        raise os_error(exc) from None
 
 
 def _inline(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:

@@ -227,7 +227,11 @@ class Session:
         if self._client is None or self._client.protocol.closed:
             client = yield self._connect()
             if self.credentials is not None:
-                yield client.login(*self.credentials)  # on every connection, also after a loss
+                try:  # on every connection, also after a loss
+                    yield client.login(*self.credentials)
+                except BaseException:
+                    client.close()  # a refused (or busy) login must not leave it open
+                    raise
             self._client = client
             self.connected_once = True
         return self._client
@@ -252,7 +256,7 @@ class Session:
                     raise
                 if not self.connected_once:
                     raise
-                self._client = None
+                self.close()  # busy or lost: start again on a new connection, this one closed
                 failures += 1
                 now = self.reactor.seconds()
                 deadline = deadline if deadline is not None else now + self.retry_for

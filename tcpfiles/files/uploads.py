@@ -26,6 +26,7 @@ from tcpfiles.files.paths import (
     NotAFile,
     PathError,
     Root,
+    exhausted,
     open_beneath,
     parse_path,
 )
@@ -202,12 +203,15 @@ class Upload:
         self.device = key[0]
         self.digest = hashlib.sha256()
         self.temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
-        self.fd: int | None = os.open(
-            self.temp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o644,
-            dir_fd=parent,
-        )
+        try:
+            self.fd: int | None = os.open(
+                self.temp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=parent,
+            )
+        except OSError as exc:
+            raise exhausted(exc) or exc from None
         self.finished = False
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -58,12 +59,17 @@ class Twistd:
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         listen: str = "tcp:0:interface=127.0.0.1",
+        nofile: tuple[int, int] | None = None,
     ) -> None:
         self.command = [*twistd_command(root, listen), *extra]
         self.proc = subprocess.Popen(
             self.command,
             cwd=cwd or root.parent,
             env=env,
+            # RLIMIT_NOFILE (soft, hard) for the server alone, e.g. to exhaust its descriptors
+            preexec_fn=None
+            if nofile is None
+            else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
+from tcpfiles.files import paths
 from tcpfiles.files.paths import (
     BadPath,
+    Exhausted,
+    Forbidden,
     NotADirectory,
     NotAFile,
     NotFound,
     PathError,
     Root,
     open_beneath,
+    open_file_beneath,
+    os_error,
     parse_path,
 )
+from tcpfiles.files.store import FileStore
 
 
 @pytest.mark.parametrize(
@@ -252,3 +262,108 @@ def test_nothing_outside_the_root_is_ever_opened(tree, parts, want):
     finally:
         os.close(fd)
     assert opened == tree.real or opened.startswith(tree.real + "/"), (parts, opened)
+
+
+# --- running out of descriptors is "busy", never "missing" -------------------------------------
+
+EXHAUSTION = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+
+
+def exhausting(code: int = errno.EMFILE):
+    """A stand-in for ``os.<name>`` that fails as a process out of descriptors does."""
+
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+class ExhaustionTests(SynchronousTestCase):
+    """EMFILE/ENFILE/ENOMEM anywhere a path opens a descriptor answer Exhausted (busy)."""
+
+    def setUp(self) -> None:
+        self.dir = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, self.dir)
+        (self.dir / "sub").mkdir()
+        (self.dir / "a.txt").write_bytes(b"alpha")
+        (self.dir / "sub" / "b.txt").write_bytes(b"beta")
+        os.symlink("a.txt", self.dir / "link")
+        self.root = Root.at(str(self.dir))
+
+    def test_os_error_is_the_one_mapping(self) -> None:
+        """Exhaustion is busy, permission forbidden, anything else about the path not-found."""
+        for code in (*EXHAUSTION, errno.ENOBUFS):
+            mapped = os_error(OSError(code, os.strerror(code)))
+            self.assertIsInstance(mapped, Exhausted)
+            self.assertEqual(mapped.code, "busy")
+        self.assertIsInstance(os_error(OSError(errno.EACCES, "x")), Forbidden)
+        self.assertIsInstance(os_error(OSError(errno.ENOENT, "x")), NotFound)
+        self.assertIsNone(paths.exhausted(OSError(errno.ENOENT, "x")))
+
+    def test_fresh_root_descriptor(self) -> None:
+        """The root's own descriptor failing to open is busy, and is opened once it can be."""
+        self.patch(os, "open", exhausting())
+        self.assertRaises(Exhausted, self.root.fd)
+        self.assertRaises(Exhausted, open_file_beneath, self.root, ("a.txt",))
+        self.assertEqual(self.root._fd, [])
+        self.patch(os, "open", OS_OPEN)
+        fd, _st = open_file_beneath(self.root, ("a.txt",))
+        os.close(fd)
+
+    def test_file_open(self) -> None:
+        """A regular file that cannot be opened for want of descriptors is busy, not missing."""
+        self.root.fd()
+        for code in EXHAUSTION:
+            self.patch(os, "open", exhausting(code))
+            with self.assertRaises(Exhausted):
+                open_file_beneath(self.root, ("a.txt",))
+            with self.assertRaises(Exhausted):  # through a symlink too
+                open_file_beneath(self.root, ("link",))
+
+    def test_directory_step(self) -> None:
+        """A directory on the way that cannot be opened is busy."""
+        self.root.fd()
+        self.patch(os, "open", exhausting())
+        self.assertRaises(Exhausted, open_file_beneath, self.root, ("sub", "b.txt"))
+        self.assertRaises(Exhausted, open_beneath, self.root, ("sub",), want="dir")
+
+    def test_root_duplicate(self) -> None:
+        """Opening the root itself duplicates its descriptor: EMFILE there is busy."""
+        self.root.fd()
+        self.patch(os, "dup", exhausting())
+        self.assertRaises(Exhausted, open_beneath, self.root, (), want="dir")
+
+    def test_still_missing_is_not_found(self) -> None:
+        """Without exhaustion, a missing file is still not-found (the mapping is not blanket)."""
+        self.assertRaises(NotFound, open_file_beneath, self.root, ("nope",))
+
+    def test_store_list_and_stat(self) -> None:
+        """LIST (scandir duplicates the descriptor; links are resolved) and STAT are busy."""
+        store = FileStore(self.root)
+        self.root.fd()
+        self.patch(os, "scandir", exhausting())
+        self.assertRaises(Exhausted, store.list_dir, "sub")
+        self.patch(os, "scandir", OS_SCANDIR)
+        self.patch(os, "open", exhausting())
+        self.assertRaises(Exhausted, store.list_dir, "sub")
+        self.failureResultOf(store.stat("a.txt"), Exhausted)
+        self.patch(os, "open", OS_OPEN)
+        # The root listing: dup is fine, but the symlink "link" cannot be resolved.  It must
+        # not be silently left out of the listing.
+        real_open = OS_OPEN
+        calls = []
+
+        def open_dirs_only(path, flags, *args, **kwargs):
+            calls.append(path)
+            if path == "a.txt":
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real_open(path, flags, *args, **kwargs)
+
+        self.patch(os, "open", open_dirs_only)
+        self.assertRaises(Exhausted, store.list_dir, "")
+        self.patch(os, "open", OS_OPEN)
+        self.assertEqual([e.name for e in store.list_dir("")], [b"a.txt", b"link", b"sub"])
+
+
+OS_OPEN = os.open
+OS_SCANDIR = os.scandir
