@@ -42,7 +42,7 @@ def tree(tmp_path):
 def test_parse_users(tree, tmp_path):
     """NAME ROOT ro|rw lines, relative to --root or absolute; mistakes name their line."""
     root, users = tree
-    grants = parse_users(str(users), Root.at(str(root)))
+    grants = parse_users(str(users), Root.at(str(root))).grants
     assert grants["alice"].root.real.endswith("/files/alice") and grants["alice"].writable
     assert not grants["bob"].writable
     bad = tmp_path / "bad"
@@ -55,7 +55,7 @@ def test_parse_users(tree, tmp_path):
         with pytest.raises(ValueError, match=message):
             parse_users(str(bad), Root.at(str(root)))
     bad.write_text(f"dave {root / 'bob'} rw\n")  # absolute
-    assert parse_users(str(bad), Root.at(str(root)))["dave"].root.real.endswith("/bob")
+    assert parse_users(str(bad), Root.at(str(root))).grants["dave"].root.real.endswith("/bob")
 
 
 @pytest.mark.parametrize("spec", ["memory:alice:pw", "file:{passwd}"])
@@ -76,14 +76,14 @@ def test_login_limiter():
     """Five failures in a minute block the address until the oldest one is a minute old."""
     now = [0.0]
     limiter = LoginLimiter(lambda: now[0], attempts=5, window=60)
-    for _ in range(5):
-        assert limiter.wait("a") == 0
-        limiter.failed("a")
+    for n in range(5):
+        assert limiter.wait("192.0.2.1", f"user{n}") == 0
+        limiter.failed("192.0.2.1", f"user{n}")  # five accounts: only the address is limited
         now[0] += 1
-    assert limiter.wait("a") == pytest.approx(55)
-    assert limiter.wait("b") == 0  # per address
+    assert limiter.wait("192.0.2.1", "alice") == pytest.approx(55)
+    assert limiter.wait("198.51.100.1", "alice") == 0  # per network
     now[0] = 60.5
-    assert limiter.wait("a") == 0
+    assert limiter.wait("192.0.2.1", "alice") == 0
 
 
 def make(tree, anonymous=False, clock=None):
@@ -139,7 +139,7 @@ def test_one_answer_for_unknown_user_and_wrong_password(tree):
 
 
 def test_accounts_are_confined_to_their_roots_with_their_rights(tree):
-    """alice sees only her root and may write; bob only his, read-only; carol gets --root."""
+    """alice sees only her root and may write; bob only his, read-only; carol, unlisted, nothing."""
     factory = make(tree)
     alice, alice_t = connect(factory, port=1)
     assert ask(alice, alice_t, b"LOGIN alice apw\n") == [b"OK welcome alice"]
@@ -153,9 +153,10 @@ def test_accounts_are_confined_to_their_roots_with_their_rights(tree):
     assert ask(bob, bob_t, b"MKDIR nope\n")[0].startswith(b"ERR read-only")
     assert ask(bob, bob_t, b"GET bob.txt\n") == [b"OK 3", b"bob"]
     carol, carol_t = connect(factory, port=3)
-    ask(carol, carol_t, b"LOGIN carol cpw\n")
-    assert ask(carol, carol_t, b"GET public.txt\n")[1] == b"for everyone"
-    assert ask(carol, carol_t, b"MKDIR x\n")[0].startswith(b"ERR read-only")  # not --writable
+    assert ask(carol, carol_t, b"LOGIN carol cpw\n") == [
+        b"ERR unauthorized bad user name or password"
+    ]
+    assert ask(carol, carol_t, b"GET public.txt\n")[0].startswith(b"ERR unauthorized log in")
 
 
 def test_anonymous_is_read_only_on_root(tree):
@@ -169,12 +170,12 @@ def test_failed_logins_are_limited_per_address(tree):
     """After five failures, LOGIN is refused unchecked until the window passes."""
     clock = task.Clock()
     protocol, transport = connect(make(tree, clock=clock))
-    for _ in range(5):
-        ask(protocol, transport, b"LOGIN alice bad\n")
+    for n in range(5):  # five accounts, so that only the address is being limited
+        ask(protocol, transport, b"LOGIN user%d bad\n" % n)
     assert ask(protocol, transport, b"LOGIN alice apw\n") == [
         b"ERR busy too many failed logins from your address; wait 60 s"
     ]
-    other, other_t = connect(protocol.factory, host="192.0.2.99")  # another address
+    other, other_t = connect(protocol.factory, host="198.51.100.99")  # another network
     assert ask(other, other_t, b"LOGIN alice apw\n") == [b"OK welcome alice"]
     clock.advance(61)
     assert ask(protocol, transport, b"LOGIN alice apw\n") == [b"OK welcome alice"]
