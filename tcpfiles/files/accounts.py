@@ -249,8 +249,9 @@ def network_of(peer: str) -> str:
         return peer
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    prefix = 24 if address.version == 4 else 64
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    if isinstance(address, ipaddress.IPv4Address):
+        return f"{ipaddress.IPv4Address(int(address) & ~0xFF)}/24"
+    return f"{ipaddress.IPv6Address(int(address) & ~(2**64 - 1))}/64"
 
 
 @dataclass(slots=True)
@@ -352,6 +353,7 @@ class LoginLimiter:
     def wait(self, peer: str, account: str) -> float:
         """Seconds until ``peer`` may try to log in as ``account``, rounded up (0: now)."""
         now = self.clock()
+        self._expire(now)
         wait = max(self._network_wait(network_of(peer), now), self._account_wait(account, now))
         return float(math.ceil(wait))
 
@@ -360,10 +362,13 @@ class LoginLimiter:
         now = self.clock()
         self._count(self._networks, network_of(peer), now, self.attempts)
         self._count(self._accounts, _account_key(account), now, self.account_attempts)
-        self._networks.expire(now)
-        self._accounts.expire(now)
+        self._expire(now)
         while len(self) > self.max_keys:
             self._evict()
+
+    def _expire(self, now: float) -> None:
+        self._networks.expire(now)
+        self._accounts.expire(now)
 
     def _network_wait(self, network: str, now: float) -> float:
         entry = self._networks.get(network, now)
