@@ -350,18 +350,24 @@ class LoginLimiter:
         """Networks and accounts tracked."""
         return len(self._networks) + len(self._accounts)
 
-    def wait(self, peer: str, account: str) -> float:
-        """Seconds until ``peer`` may try to log in as ``account``, rounded up (0: now)."""
+    def wait(self, peer: str, account: str | None = None) -> float:
+        """Seconds until ``peer`` may try to log in as ``account``, rounded up (0: now).
+
+        ``account`` None (callers written before per-account limits): the network only.
+        """
         now = self.clock()
         self._expire(now)
-        wait = max(self._network_wait(network_of(peer), now), self._account_wait(account, now))
+        wait = self._network_wait(network_of(peer), now)
+        if account is not None:
+            wait = max(wait, self._account_wait(account, now))
         return float(math.ceil(wait))
 
-    def failed(self, peer: str, account: str) -> None:
-        """Count a failed login as ``account`` from ``peer``."""
+    def failed(self, peer: str, account: str | None = None) -> None:
+        """Count a failed login as ``account`` (None: unknown, the network only) from ``peer``."""
         now = self.clock()
         self._count(self._networks, network_of(peer), now, self.attempts)
-        self._count(self._accounts, _account_key(account), now, self.account_attempts)
+        if account is not None:
+            self._count(self._accounts, _account_key(account), now, self.account_attempts)
         self._expire(now)
         while len(self) > self.max_keys:
             self._evict()

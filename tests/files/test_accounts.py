@@ -534,3 +534,16 @@ class LoginOnTheWireTests(SynchronousTestCase):
         other, other_t = connect(chat, host="198.51.100.1")
         other.dataReceived(b"/login alice apw\n")
         self.assertIn(b"*** welcome, alice", other_t.value())
+
+
+class LimiterCompatibilityTests(SynchronousTestCase):
+    """Third-party behaviours written against ``wait(peer)``/``failed(peer)`` keep working."""
+
+    def test_without_an_account_only_the_network_counts(self):
+        """No account name: the network limit still applies, no account is tracked."""
+        clock = task.Clock()
+        limiter = LoginLimiter(clock.seconds, attempts=2)
+        limiter.failed("192.0.2.1")
+        limiter.failed("192.0.2.2")
+        self.assertEqual(limiter.wait("192.0.2.3"), 60)
+        self.assertEqual(len(limiter), 1)
