@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -258,7 +258,7 @@ def network_of(peer: str) -> str:
 class _Failures:
     """Failed logins of one network or one account: how many in a row, and the latest ones."""
 
-    recent: deque[float]
+    recent: list[float]  # the last few failures' times, oldest first (a deque costs 600 bytes)
     count: int = 0
 
     @property
@@ -365,9 +365,10 @@ class LoginLimiter:
     def failed(self, peer: str, account: str | None = None) -> None:
         """Count a failed login as ``account`` (None: unknown, the network only) from ``peer``."""
         now = self.clock()
-        self._count(self._networks, network_of(peer), now, self.attempts)
+        self._count(self._networks, network_of(peer), now, self.attempts, self.attempts)
         if account is not None:
-            self._count(self._accounts, _account_key(account), now, self.account_attempts)
+            key = _account_key(account)
+            self._count(self._accounts, key, now, self.account_attempts, keep=1)
         self._expire(now)
         while len(self) > self.max_keys:
             self._evict()
@@ -389,9 +390,11 @@ class LoginLimiter:
         delay = self.base_delay * 2.0 ** min(entry.count - self.account_attempts, 64)
         return max(0.0, entry.last + min(delay, self.max_delay) - now)
 
-    def _count(self, table: _Table, key: str, now: float, limit: int) -> None:
-        entry = table.get(key, now) or _Failures(deque(maxlen=max(1, self.attempts)))
+    def _count(self, table: _Table, key: str, now: float, limit: int, keep: int) -> None:
+        """One more failure for ``key``, keeping the times of the last ``keep``."""
+        entry = table.get(key, now) or _Failures([])
         entry.recent.append(now)
+        del entry.recent[: -max(1, keep)]
         entry.count += 1
         table.put(key, entry, heavy=entry.count >= limit)
 
