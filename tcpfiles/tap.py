@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from tcpfiles.behaviours import Context, StartWarning, blind_warning, context_for, discover
 from tcpfiles.fdlimit import FdLimitCheck
-from tcpfiles.files.accounts import parse_users
+from tcpfiles.files.accounts import Users, parse_users
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
@@ -100,7 +100,12 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
     supportedInterfaces = [credentials.IUsernamePassword]
     optFlags = [
         ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
-        ["anonymous", None, "With --auth: allow read-only access to --root without a login."],
+        [
+            "anonymous",
+            None,
+            "With --auth: allow read-only access to --root (with --users: to its 'anonymous' "
+            "line's root) without a login.",
+        ],
         ["no-sendfile", None, "Copy file bodies through Python instead of os.sendfile."],
     ]
     optParameters += [
@@ -116,7 +121,9 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             None,
             None,
             "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
-            "(relative to --root) and rights; others get --root and --writable.",
+            "(relative to --root) and rights; accounts not listed are refused, unless a "
+            "'* ROOT ro|rw' line covers them ('anonymous ROOT ro' for --anonymous). Without "
+            "it, every account gets --root and --writable.",
         ],
     ]
 
@@ -161,7 +168,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
         self["serving"] = self._behaviours()
 
     def _check_accounts(self) -> None:
-        self["grants"] = {}
+        self["grants"] = None  # no users file: every account gets --root (and --writable)
         if not self.get("credCheckers"):
             for option in ("users", "anonymous"):
                 if self[option]:
@@ -169,9 +176,22 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             return
         if self["users"]:
             try:
-                self["grants"] = parse_users(self["users"], self["root"])
+                self["grants"] = users = parse_users(self["users"], self["root"])
             except (OSError, ValueError) as exc:
                 raise usage.UsageError(f"--users: {exc}") from None
+            self._check_anonymous(users)
+
+    def _check_anonymous(self, users: Users) -> None:
+        """With a users file, anonymous access is listed there too, or not at all."""
+        if self["anonymous"] and users.anonymous is None:
+            raise usage.UsageError(
+                f"--anonymous: {self['users']} has no 'anonymous ROOT ro' line "
+                "(with --users, anonymous access reads only what that line names)"
+            )
+        if users.anonymous is not None and not self["anonymous"]:
+            raise usage.UsageError(
+                f"--users: {self['users']} has an anonymous line but --anonymous is not given"
+            )
 
     def _check_tls(self) -> None:
         if bool(self["tls-cert"]) != bool(self["tls-key"]):

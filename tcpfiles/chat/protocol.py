@@ -158,7 +158,7 @@ class ChatProtocol(Protocol):
 
     def _login(self, name: str, password: str) -> None:
         host = peer_key(self.transport.getPeer())
-        wait = self.factory.limiter.wait(host)
+        wait = self.factory.limiter.wait(host, name)
         if wait:
             self.send(f"!!! too many failed logins from your address; wait {wait:.0f} s")
             return
@@ -170,7 +170,7 @@ class ChatProtocol(Protocol):
 
         def refused(failure: Failure) -> None:
             failure.trap(*UNAUTHORIZED)
-            self.factory.limiter.failed(host)
+            self.factory.limiter.failed(host, name)
             self.send("!!! bad user name or password")
 
         d.addCallbacks(joined, refused)

@@ -4,15 +4,18 @@ Checkers come from ``--auth`` in twisted.cred's standard ``strcred`` form (``mem
 ``file:/etc/tcpfiles.passwd``, ``unix``...).  The realm turns an authenticated name into an
 :class:`Account`: its own root and whether it may write, from the users file (see
 :func:`parse_users`), else the server's ``--root`` and ``--writable``.  Anonymous access (only
-with ``--anonymous``) is read-only on ``--root``.  :class:`LoginLimiter` slows down password
-guessing per peer address.
+with ``--anonymous``) is read-only.  With a users file, accounts are denied by default: a name it
+does not list (nor covers with ``*``) is refused like a wrong password.  :class:`LoginLimiter`
+slows down password guessing per network and per account, in bounded memory.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,45 +50,86 @@ class Grant:
     writable: bool
 
 
-def parse_users(path: str, base: Root) -> dict[str, Grant]:
+#: The users file's name for "every account not listed by name".
+EVERYONE_ELSE = "*"
+
+
+@dataclass(frozen=True)
+class Users:
+    """What a users file says.  Deny by default: a name it does not list gets nothing.
+
+    ``grants`` by account name; ``default`` (a ``*`` line) for every other account, None to
+    refuse them; ``anonymous`` (an ``anonymous`` line, never writable) for anonymous access.
+    """
+
+    grants: Mapping[str, Grant]
+    default: Grant | None = None
+    anonymous: Grant | None = None
+
+    def grant(self, name: str) -> Grant | None:
+        """What an authenticated ``name`` may reach, or None: refused."""
+        if name == ANONYMOUS:
+            return self.anonymous
+        return self.grants.get(name, self.default)
+
+
+def parse_users(path: str, base: Root) -> Users:
     """Read a users file: ``NAME ROOT RIGHTS`` per line, ``#`` comments.
 
     ROOT is a directory, relative to ``--root`` (``base``) unless absolute; RIGHTS is ``ro`` or
-    ``rw``.  ValueError (with the line number) for anything else.
+    ``rw``.  NAME ``*`` is every account not listed; NAME ``anonymous`` is anonymous access,
+    ``ro`` only.  ValueError (with the line number) for anything else.
     """
-    grants: dict[str, Grant] = {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
+    lines: dict[str, Grant] = {}
+    with open(path, encoding="utf-8") as text:
+        for number, line in enumerate(text, 1):
             words = line.split("#", 1)[0].split()
-            if not words:
-                continue
-            if len(words) != 3 or words[2] not in ("ro", "rw"):
-                raise ValueError(f"{path}:{number}: expected NAME ROOT ro|rw, got {line.strip()!r}")
-            name, root, rights = words
-            if name in grants:
-                raise ValueError(f"{path}:{number}: {name} is listed twice")
-            directory = root if os.path.isabs(root) else os.path.join(base.path, root)
-            try:
-                grants[name] = Grant(Root.at(directory), rights == "rw")
-            except NotADirectoryError:
-                raise ValueError(f"{path}:{number}: {directory} is not a directory") from None
-    return grants
+            if words:
+                _parse_line(f"{path}:{number}", words, line, base, lines)
+    default, anonymous = lines.pop(EVERYONE_ELSE, None), lines.pop(ANONYMOUS, None)
+    return Users(lines, default, anonymous)
+
+
+def _parse_line(
+    where: str, words: list[str], line: str, base: Root, lines: dict[str, Grant]
+) -> None:
+    """Add one users-file line to ``lines``; ValueError naming ``where`` when it is wrong."""
+    if len(words) != 3 or words[2] not in ("ro", "rw"):
+        raise ValueError(f"{where}: expected NAME ROOT ro|rw, got {line.strip()!r}")
+    name, root, rights = words
+    if name in lines:
+        raise ValueError(f"{where}: {name} is listed twice")
+    if name == ANONYMOUS and rights == "rw":
+        raise ValueError(f"{where}: anonymous access is read-only: {ANONYMOUS} ROOT ro")
+    directory = root if os.path.isabs(root) else os.path.join(base.path, root)
+    try:
+        lines[name] = Grant(Root.at(directory), rights == "rw")
+    except NotADirectoryError:
+        raise ValueError(f"{where}: {directory} is not a directory") from None
 
 
 @implementer(portal.IRealm)
 class FilesRealm:
-    """Accounts for files (and any behaviour that only needs the account's name)."""
+    """Accounts for files (and any behaviour that only needs the account's name).
+
+    Without a users file (``users`` None, or an empty mapping), every account gets ``root``,
+    writable when ``writable``, and anonymous access reads ``root``.  With one (:class:`Users`,
+    or a mapping of grants: a users file without ``*`` and ``anonymous`` lines), only what it
+    lists: any other name is refused with UnauthorizedLogin, like a wrong password.
+    """
 
     def __init__(
         self,
         root: Root,
         writable: bool,
-        grants: dict[str, Grant],
+        users: Users | Mapping[str, Grant] | None,
         max_upload: int,
         defer_to_thread: Callable[..., Any],
     ) -> None:
         self.default = Grant(root, writable)
-        self.grants = grants
+        if isinstance(users, Mapping):
+            users = Users(dict(users)) if users else None
+        self.users = users
         self.max_upload = max_upload
         self._defer_to_thread = defer_to_thread
         self._stores: dict[str, tuple[FileStore, Uploads]] = {}
@@ -100,17 +144,23 @@ class FilesRealm:
             )
         return self._stores[root.real]
 
+    def grant(self, name: str) -> Grant | None:
+        """What an authenticated ``name`` may reach (anonymous: never writable); None: nothing."""
+        if self.users is None:
+            return Grant(self.default.root, False) if name == ANONYMOUS else self.default
+        return self.users.grant(name)
+
     def account(self, name: str) -> Account:
-        """The account for an authenticated name."""
-        if name == ANONYMOUS:
-            store, _ = self.store_for(self.default.root)
-            return Account(ANONYMOUS, store, None)
-        grant = self.grants.get(name, self.default)
+        """The account for an authenticated name; UnauthorizedLogin when it may reach nothing."""
+        grant = self.grant(name)
+        if grant is None:
+            raise error.UnauthorizedLogin()
         store, uploads = self.store_for(grant.root)
-        return Account(name, store, uploads if grant.writable else None)
+        writable = grant.writable and name != ANONYMOUS
+        return Account(name, store, uploads if writable else None)
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
-        """twisted.cred: the avatar for an authenticated id."""
+        """twisted.cred: the avatar for an authenticated id (UnauthorizedLogin: not allowed)."""
         name = ANONYMOUS if avatarId is checkers.ANONYMOUS else _text(avatarId)
         for interface in interfaces:
             if interface in (IFilesAccount, IAccount):
@@ -188,33 +238,180 @@ def make_portal(realm: portal.IRealm, checker_list: list[Any], anonymous: bool) 
     return portal.Portal(realm, all_checkers)
 
 
-class LoginLimiter:
-    """At most ``attempts`` failed logins per peer address in ``window`` seconds."""
+def network_of(peer: str) -> str:
+    """The network a peer address counts in: its /24 for IPv4, /64 for IPv6.
 
-    def __init__(self, clock: Callable[[], float], attempts: int = 5, window: float = 60.0) -> None:
+    An IPv4-mapped IPv6 address counts as IPv4; anything that is not an IP address (a UNIX
+    socket's key) is its own network.
+    """
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address):
+        return f"{ipaddress.IPv4Address(int(address) & ~0xFF)}/24"
+    return f"{ipaddress.IPv6Address(int(address) & ~(2**64 - 1))}/64"
+
+
+@dataclass(slots=True)
+class _Failures:
+    """Failed logins of one network or one account: how many in a row, and the latest ones."""
+
+    recent: list[float]  # the last few failures' times, oldest first (a deque costs 600 bytes)
+    count: int = 0
+
+    @property
+    def last(self) -> float:
+        return self.recent[-1]
+
+
+class _Table:
+    """The entries of one kind, each kept in order of its last failure.
+
+    "Heavy" entries (being limited) are kept apart from light ones so that a full limiter
+    forgets light ones first.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.light: OrderedDict[str, _Failures] = OrderedDict()
+        self.heavy: OrderedDict[str, _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.light) + len(self.heavy)
+
+    def get(self, key: str, now: float) -> _Failures | None:
+        """The live entry for ``key`` (an expired one is dropped)."""
+        entry = self.light.get(key) or self.heavy.get(key)
+        if entry is not None and entry.last + self.ttl <= now:
+            self.light.pop(key, None)
+            self.heavy.pop(key, None)
+            return None
+        return entry
+
+    def put(self, key: str, entry: _Failures, heavy: bool) -> None:
+        """Store ``entry`` (just updated) as the newest of its weight."""
+        self.light.pop(key, None)
+        self.heavy.pop(key, None)
+        (self.heavy if heavy else self.light)[key] = entry
+
+    def expire(self, now: float) -> None:
+        """Drop the entries whose last failure is ``ttl`` old (they are oldest first)."""
+        for entries in (self.light, self.heavy):
+            while entries and next(iter(entries.values())).last + self.ttl <= now:
+                entries.popitem(last=False)
+
+
+class LoginLimiter:
+    """Slows password guessing, per network and per account, in bounded memory.
+
+    - A network (IPv4 /24, IPv6 /64) may fail ``attempts`` logins in ``window`` seconds; then
+      it waits until the oldest of those is ``window`` old.
+    - An account (whatever name is tried, from any address) may fail ``account_attempts``
+      logins in a row; after that each try waits ``base_delay`` seconds after the last
+      failure, doubling with each further failure up to ``max_delay``.  An account forgets its
+      failures ``forget`` seconds after the last one; a network, ``window`` seconds after.
+    - At most ``max_keys`` networks and accounts are tracked.  When full, the limiter forgets
+      the entry whose last failure is oldest among those not being limited (else the oldest
+      of all): it never refuses a login for want of room, so filling it cannot lock anyone out;
+      an attacker able to fail logins from more than ``max_keys`` networks can make it forget.
+
+    A successful login resets nothing (else an attacker who knows one password could reset
+    the limits).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        attempts: int = 5,
+        window: float = 60.0,
+        account_attempts: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        forget: float = 3600.0,
+        max_keys: int = 10_000,
+    ) -> None:
         self.clock = clock
         self.attempts = attempts
-        self.window = window
-        self._failures: dict[str, deque[float]] = {}
+        self.account_attempts = account_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_keys = max_keys
+        self._networks = _Table(window)
+        self._accounts = _Table(max(forget, max_delay))
 
-    def wait(self, peer: str) -> float:
-        """Seconds until ``peer`` may try again (0: now)."""
-        failures = self._failures.get(peer)
-        if not failures:
-            return 0.0
+    @property
+    def window(self) -> float:
+        """Seconds a network's failures count."""
+        return self._networks.ttl
+
+    def __len__(self) -> int:
+        """Networks and accounts tracked."""
+        return len(self._networks) + len(self._accounts)
+
+    def wait(self, peer: str, account: str | None = None) -> float:
+        """Seconds until ``peer`` may try to log in as ``account``, rounded up (0: now).
+
+        ``account`` None (callers written before per-account limits): the network only.
+        """
         now = self.clock()
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[peer]
-            return 0.0
-        if len(failures) < self.attempts:
-            return 0.0
-        return failures[0] + self.window - now
+        self._expire(now)
+        wait = self._network_wait(network_of(peer), now)
+        if account is not None:
+            wait = max(wait, self._account_wait(account, now))
+        return float(math.ceil(wait))
 
-    def failed(self, peer: str) -> None:
-        """Count a failed login."""
-        self._failures.setdefault(peer, deque()).append(self.clock())
+    def failed(self, peer: str, account: str | None = None) -> None:
+        """Count a failed login as ``account`` (None: unknown, the network only) from ``peer``."""
+        now = self.clock()
+        self._count(self._networks, network_of(peer), now, self.attempts, self.attempts)
+        if account is not None:
+            key = _account_key(account)
+            self._count(self._accounts, key, now, self.account_attempts, keep=1)
+        self._expire(now)
+        while len(self) > self.max_keys:
+            self._evict()
+
+    def _expire(self, now: float) -> None:
+        self._networks.expire(now)
+        self._accounts.expire(now)
+
+    def _network_wait(self, network: str, now: float) -> float:
+        entry = self._networks.get(network, now)
+        if entry is None or len(entry.recent) < self.attempts:
+            return 0.0
+        return max(0.0, entry.recent[0] + self.window - now)
+
+    def _account_wait(self, account: str, now: float) -> float:
+        entry = self._accounts.get(_account_key(account), now)
+        if entry is None or entry.count < self.account_attempts:
+            return 0.0
+        delay = self.base_delay * 2.0 ** min(entry.count - self.account_attempts, 64)
+        return max(0.0, entry.last + min(delay, self.max_delay) - now)
+
+    def _count(self, table: _Table, key: str, now: float, limit: int, keep: int) -> None:
+        """One more failure for ``key``, keeping the times of the last ``keep``."""
+        entry = table.get(key, now) or _Failures([])
+        entry.recent.append(now)
+        del entry.recent[: -max(1, keep)]
+        entry.count += 1
+        table.put(key, entry, heavy=entry.count >= limit)
+
+    def _evict(self) -> None:
+        """Forget one entry: the oldest light one, else the oldest heavy one."""
+        for weight in ("light", "heavy"):
+            tables = [t for t in (self._networks, self._accounts) if getattr(t, weight)]
+            if tables:
+                oldest = min(tables, key=lambda t: next(iter(getattr(t, weight).values())).last)
+                getattr(oldest, weight).popitem(last=False)
+                return
+
+
+def _account_key(name: str) -> str:
+    """The key an account name counts under (bounded: a long name costs no more memory)."""
+    return name[:128]
 
 
 def password_credentials(name: str, password: str) -> credentials.UsernamePassword:

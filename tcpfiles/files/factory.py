@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from tcpfiles.files.accounts import FilesRealm, Grant, make_portal
+from tcpfiles.files.accounts import ANONYMOUS, FilesRealm, Grant, Users, make_portal
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.uploads import remove_stale_temporaries
@@ -27,14 +28,16 @@ def make_files_factory(
     writable: bool = False,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     checkers: list[Any] | None = None,
-    grants: dict[str, Grant] | None = None,
+    grants: Users | Mapping[str, Grant] | None = None,
     anonymous: bool = False,
 ) -> FileServerFactory:
     """A :class:`FileServerFactory` serving ``root``; hashing and fsync run in a threadpool.
 
     Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.  With ``checkers``
-    (twisted.cred), connections must LOGIN; ``grants`` gives accounts their own roots and rights,
-    ``anonymous`` allows read-only access to ``root`` without logging in.
+    (twisted.cred), connections must LOGIN; ``grants`` (a users file, see
+    :func:`~tcpfiles.files.accounts.parse_users`) gives accounts their own roots and rights and
+    refuses the others; ``anonymous`` allows read-only access without logging in (to ``root``,
+    or to the users file's ``anonymous`` root).
     """
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -42,11 +45,22 @@ def make_files_factory(
     def defer_to_thread(f: Any, *args: Any) -> Any:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    realm = FilesRealm(root, writable, grants or {}, max_upload, defer_to_thread)
+    realm = FilesRealm(root, writable, grants, max_upload, defer_to_thread)
     store, uploads = realm.store_for(root)
     portal = make_portal(realm, checkers, anonymous) if checkers else None
+    anonymous_store = None
+    if portal and anonymous:
+        if realm.grant(ANONYMOUS) is None:
+            raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
+        anonymous_store = realm.account(ANONYMOUS).store
     return FileServerFactory(
-        store, reactor, limits, uploads if writable else None, portal, anonymous
+        store,
+        reactor,
+        limits,
+        uploads if writable else None,
+        portal,
+        anonymous,
+        anonymous_store=anonymous_store,
     )
 
 

@@ -406,8 +406,9 @@ class FileServerProtocol(Protocol):
             self._error("bad-request", "this server has no accounts: no need to log in")
             return
         host = peer_key(self.transport.getPeer())
-        wait = self.factory.limiter.wait(host)
+        wait = self.factory.limiter.wait(host, request.user)
         if wait:
+            # One answer whether the network or the account must wait (docs/protocol.md).
             self._error("busy", f"too many failed logins from your address; wait {wait:.0f} s")
             return
         self.state = State.RESPONDING
@@ -425,7 +426,7 @@ class FileServerProtocol(Protocol):
     def _login_failed(self, failure: Failure, user: str, host: str) -> None:
         if not failure.check(*UNAUTHORIZED):
             log.failure("{peer} login: checker failed", failure, peer=self.peer)
-        self.factory.limiter.failed(host)
+        self.factory.limiter.failed(host, user)
         log.warn(
             "{peer} failed to log in as {user}", peer=self.peer, user=codec.escape_text(user[:64])
         )
@@ -591,6 +592,7 @@ class FileServerFactory(LimitedFactory):
         portal: Portal | None = None,
         anonymous: bool = False,
         limiter: LoginLimiter | None = None,
+        anonymous_store: IFileStore | None = None,
     ) -> None:
         self.limits = limits or Limits()
         super().__init__(clock, self.limits.max_per_peer, self.limits.max_connections)
@@ -600,8 +602,9 @@ class FileServerFactory(LimitedFactory):
         self.limiter = limiter or LoginLimiter(clock.seconds)
         if portal is None:
             self.default_account: Any = Account("-", store, uploads)  # type: ignore[arg-type]
-        elif anonymous:
-            self.default_account = Account(ANONYMOUS, store, None)  # type: ignore[arg-type]
+        elif anonymous:  # what the users file lets anonymous read (anonymous_store), else store
+            anonymous_view = anonymous_store or store
+            self.default_account = Account(ANONYMOUS, anonymous_view, None)  # type: ignore[arg-type]
         else:
             self.default_account = None
 

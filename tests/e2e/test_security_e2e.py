@@ -114,13 +114,13 @@ def test_old_tls_versions_are_refused(tls_server):
 
 @pytest.fixture
 def accounts(root, tmp_path, start_server):
-    """A server with accounts: alice (rw, own root), bob (ro, own root), carol (--root)."""
+    """A server with accounts: alice (rw, own root), bob (ro, own root), carol (`*`: --root ro)."""
     for name in ("alice", "bob"):
         (root / name).mkdir()
         (root / name / f"{name}.txt").write_bytes(name.encode())
     (root / "shared.txt").write_bytes(b"shared")
     users = tmp_path / "users"
-    users.write_text("alice alice rw\nbob bob ro\n")
+    users.write_text("alice alice rw\nbob bob ro\n* . ro\n")
     passwd = tmp_path / "passwd"
     passwd.write_text("carol:carols-password\n")
     return start_server(
@@ -162,9 +162,11 @@ def test_accounts_through_the_cli(accounts, tmp_path):
     assert done.returncode == 1 and "(read-only)" in done.stderr
     done = tcpfiles("get", *base, "bob", "--netrc", str(netrc), "alice.txt", "-o", str(tmp_path))
     assert done.returncode == 1 and "(not-found)" in done.stderr  # alice's file: not in bob's root
-    carol = {"TCPFILES_PASSWORD": "carols-password"}  # from the file: checker, on --root
+    carol = {"TCPFILES_PASSWORD": "carols-password"}  # from the file: checker, on --root (*)
     done = tcpfiles("get", *base, "carol", "shared.txt", "-o", str(tmp_path / "s.txt"), env=carol)
     assert done.returncode == 0 and (tmp_path / "s.txt").read_bytes() == b"shared"
+    done = tcpfiles("put", *base, "carol", str(local), env=carol)
+    assert done.returncode == 1 and "(read-only)" in done.stderr  # * . ro, though --writable
     done = tcpfiles("ls", *base, "alice", env={"TCPFILES_PASSWORD": "wrong"})
     assert done.returncode == 1 and "login refused" in done.stderr
     accounts.wait_for(r"failed to log in as alice")

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
+import tempfile
 
 import pytest
-from twisted.cred import strcred
+from twisted.cred import error, strcred
 from twisted.internet import defer, task
 from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.accounts import (
     ANONYMOUS,
     EitherEncoding,
     FilesRealm,
     LoginLimiter,
+    Users,
     make_portal,
+    network_of,
     parse_users,
     password_credentials,
 )
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.interfaces import IFilesAccount
 from tests.helpers import connect, pump
 
 
@@ -42,7 +49,7 @@ def tree(tmp_path):
 def test_parse_users(tree, tmp_path):
     """NAME ROOT ro|rw lines, relative to --root or absolute; mistakes name their line."""
     root, users = tree
-    grants = parse_users(str(users), Root.at(str(root)))
+    grants = parse_users(str(users), Root.at(str(root))).grants
     assert grants["alice"].root.real.endswith("/files/alice") and grants["alice"].writable
     assert not grants["bob"].writable
     bad = tmp_path / "bad"
@@ -55,7 +62,7 @@ def test_parse_users(tree, tmp_path):
         with pytest.raises(ValueError, match=message):
             parse_users(str(bad), Root.at(str(root)))
     bad.write_text(f"dave {root / 'bob'} rw\n")  # absolute
-    assert parse_users(str(bad), Root.at(str(root)))["dave"].root.real.endswith("/bob")
+    assert parse_users(str(bad), Root.at(str(root))).grants["dave"].root.real.endswith("/bob")
 
 
 @pytest.mark.parametrize("spec", ["memory:alice:pw", "file:{passwd}"])
@@ -76,14 +83,14 @@ def test_login_limiter():
     """Five failures in a minute block the address until the oldest one is a minute old."""
     now = [0.0]
     limiter = LoginLimiter(lambda: now[0], attempts=5, window=60)
-    for _ in range(5):
-        assert limiter.wait("a") == 0
-        limiter.failed("a")
+    for n in range(5):
+        assert limiter.wait("192.0.2.1", f"user{n}") == 0
+        limiter.failed("192.0.2.1", f"user{n}")  # five accounts: only the address is limited
         now[0] += 1
-    assert limiter.wait("a") == pytest.approx(55)
-    assert limiter.wait("b") == 0  # per address
+    assert limiter.wait("192.0.2.1", "alice") == pytest.approx(55)
+    assert limiter.wait("198.51.100.1", "alice") == 0  # per network
     now[0] = 60.5
-    assert limiter.wait("a") == 0
+    assert limiter.wait("192.0.2.1", "alice") == 0
 
 
 def make(tree, anonymous=False, clock=None):
@@ -139,7 +146,7 @@ def test_one_answer_for_unknown_user_and_wrong_password(tree):
 
 
 def test_accounts_are_confined_to_their_roots_with_their_rights(tree):
-    """alice sees only her root and may write; bob only his, read-only; carol gets --root."""
+    """alice sees only her root and may write; bob only his, read-only; carol, unlisted, nothing."""
     factory = make(tree)
     alice, alice_t = connect(factory, port=1)
     assert ask(alice, alice_t, b"LOGIN alice apw\n") == [b"OK welcome alice"]
@@ -153,9 +160,10 @@ def test_accounts_are_confined_to_their_roots_with_their_rights(tree):
     assert ask(bob, bob_t, b"MKDIR nope\n")[0].startswith(b"ERR read-only")
     assert ask(bob, bob_t, b"GET bob.txt\n") == [b"OK 3", b"bob"]
     carol, carol_t = connect(factory, port=3)
-    ask(carol, carol_t, b"LOGIN carol cpw\n")
-    assert ask(carol, carol_t, b"GET public.txt\n")[1] == b"for everyone"
-    assert ask(carol, carol_t, b"MKDIR x\n")[0].startswith(b"ERR read-only")  # not --writable
+    assert ask(carol, carol_t, b"LOGIN carol cpw\n") == [
+        b"ERR unauthorized bad user name or password"
+    ]
+    assert ask(carol, carol_t, b"GET public.txt\n")[0].startswith(b"ERR unauthorized log in")
 
 
 def test_anonymous_is_read_only_on_root(tree):
@@ -169,12 +177,12 @@ def test_failed_logins_are_limited_per_address(tree):
     """After five failures, LOGIN is refused unchecked until the window passes."""
     clock = task.Clock()
     protocol, transport = connect(make(tree, clock=clock))
-    for _ in range(5):
-        ask(protocol, transport, b"LOGIN alice bad\n")
+    for n in range(5):  # five accounts, so that only the address is being limited
+        ask(protocol, transport, b"LOGIN user%d bad\n" % n)
     assert ask(protocol, transport, b"LOGIN alice apw\n") == [
         b"ERR busy too many failed logins from your address; wait 60 s"
     ]
-    other, other_t = connect(protocol.factory, host="192.0.2.99")  # another address
+    other, other_t = connect(protocol.factory, host="198.51.100.99")  # another network
     assert ask(other, other_t, b"LOGIN alice apw\n") == [b"OK welcome alice"]
     clock.advance(61)
     assert ask(protocol, transport, b"LOGIN alice apw\n") == [b"OK welcome alice"]
@@ -199,3 +207,343 @@ def test_realm_shares_stores_per_root(tree):
     assert one.store is two.store and one.uploads is two.uploads
     assert realm.account(ANONYMOUS).uploads is None
     assert os.path.samefile(one.store.root.real, root)
+
+
+# Issue 10, items 7 (deny by default) and 9 (login limits per network and account, bounded).
+
+
+class NetworkTests(SynchronousTestCase):
+    """Which addresses count together."""
+
+    def test_ipv4_by_24_ipv6_by_64_mapped_as_ipv4(self):
+        """IPv4 groups by /24, IPv6 by /64, an IPv4-mapped IPv6 address as its IPv4 /24."""
+        self.assertEqual(network_of("192.0.2.7"), "192.0.2.0/24")
+        self.assertEqual(network_of("192.0.2.250"), network_of("192.0.2.1"))
+        self.assertNotEqual(network_of("192.0.3.1"), network_of("192.0.2.1"))
+        self.assertEqual(network_of("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64")
+        self.assertEqual(network_of("2001:db8:1:2::ffff"), network_of("2001:db8:1:2:1::1"))
+        self.assertNotEqual(network_of("2001:db8:1:3::1"), network_of("2001:db8:1:2::1"))
+        self.assertEqual(network_of("::ffff:192.0.2.99"), "192.0.2.0/24")
+        self.assertEqual(network_of("fe80::1%eth0"), "fe80::/64")
+
+    def test_not_an_ip_address_is_its_own_key(self):
+        """A UNIX socket's key (no host) is kept as it is."""
+        self.assertEqual(network_of("UNIXAddress"), "UNIXAddress")
+
+
+class LimiterTests(SynchronousTestCase):
+    """LoginLimiter: per network, per account across addresses, expiry, bounded memory."""
+
+    def make(self, **settings) -> tuple[task.Clock, LoginLimiter]:
+        clock = task.Clock()
+        return clock, LoginLimiter(clock.seconds, **settings)
+
+    def test_addresses_of_one_network_share_a_limit(self):
+        """Five failures from five addresses of one /24 stop a sixth; another /24 goes on."""
+        clock, limiter = self.make(attempts=5, window=60)
+        for n in range(5):
+            limiter.failed(f"192.0.2.{n + 1}", f"user{n}")
+            clock.advance(1)
+        self.assertEqual(limiter.wait("192.0.2.200", "someone"), 55)
+        self.assertEqual(limiter.wait("::ffff:192.0.2.201", "someone"), 55)
+        self.assertEqual(limiter.wait("192.0.3.1", "someone"), 0)
+
+    def test_one_ipv6_64_shares_a_limit(self):
+        """An IPv6 client cannot escape the limit by changing the low 64 bits."""
+        clock, limiter = self.make(attempts=3)
+        for n in range(3):
+            limiter.failed(f"2001:db8:0:1::{n + 1:x}", f"user{n}")
+        self.assertGreater(limiter.wait("2001:db8:0:1:ffff::9", "x"), 0)
+        self.assertEqual(limiter.wait("2001:db8:0:2::1", "x"), 0)
+
+    def test_account_backs_off_across_addresses(self):
+        """After K failures for one account from anywhere, each try waits 1, 2, 4... s, capped."""
+        clock, limiter = self.make(account_attempts=3, base_delay=1, max_delay=8)
+        networks = (f"10.{n}.0.1" for n in range(100))  # a new network for every try
+        for _ in range(3):
+            self.assertEqual(limiter.wait(next(networks), "alice"), 0)
+            limiter.failed(next(networks), "alice")
+        waits = []
+        for _ in range(6):
+            waits.append(limiter.wait(next(networks), "alice"))
+            self.assertEqual(limiter.wait(next(networks), "bob"), 0)  # only alice waits
+            clock.advance(waits[-1])
+            self.assertEqual(limiter.wait(next(networks), "alice"), 0)
+            limiter.failed(next(networks), "alice")
+        self.assertEqual(waits, [1, 2, 4, 8, 8, 8])
+
+    def test_wait_is_rounded_up(self):
+        """A wait under a second says 1 s, not 0 s."""
+        clock, limiter = self.make(account_attempts=1, base_delay=1)
+        limiter.failed("192.0.2.1", "alice")
+        clock.advance(0.7)
+        self.assertEqual(limiter.wait("198.51.100.1", "alice"), 1)
+
+    def test_entries_expire(self):
+        """A network is forgotten a window after its last failure, an account after ``forget``."""
+        clock, limiter = self.make(attempts=2, window=60, account_attempts=2, forget=600)
+        for _ in range(2):
+            limiter.failed("192.0.2.1", "alice")
+        self.assertEqual(len(limiter), 2)
+        clock.advance(60)
+        self.assertEqual(limiter.wait("192.0.2.1", "nobody"), 0)
+        self.assertEqual(len(limiter), 1)  # the account is still remembered
+        clock.advance(540)
+        self.assertEqual(limiter.wait("198.51.100.1", "alice"), 0)
+        self.assertEqual(len(limiter), 0)
+
+    def test_memory_is_capped(self):
+        """100,000 failures from distinct networks for distinct names: never over max_keys."""
+        clock, limiter = self.make(max_keys=1000)
+        largest = 0
+        for n in range(100_000):
+            limiter.failed(f"{10 + n // 65536}.{n // 256 % 256}.{n % 256}.1", f"name{n}")
+            largest = max(largest, len(limiter))
+            clock.advance(0.0001)
+        self.assertLessEqual(largest, 1000)
+        self.assertEqual(len(limiter), 1000)
+        self.assertEqual(limiter.wait("203.0.113.9", "newcomer"), 0)  # full: nobody locked out
+
+    def test_full_limiter_forgets_light_entries_first(self):
+        """A flood of new keys does not make the limiter forget an account being limited."""
+        clock, limiter = self.make(max_keys=100, account_attempts=3, forget=3600)
+        for n in range(3):
+            limiter.failed(f"192.0.2.{n}", "alice")
+        for n in range(10_000):
+            clock.advance(0.01)
+            limiter.failed(f"{10 + n // 65536}.{n // 256 % 256}.{n % 256}.1", f"junk{n}")
+        self.assertLessEqual(len(limiter), 100)
+        limiter.failed("203.0.113.1", "alice")  # the fourth in a row, if alice was remembered
+        self.assertEqual(limiter.wait("198.51.100.1", "alice"), 2)
+
+    def test_long_names_cost_no_more(self):
+        """Names are tracked by a bounded key."""
+        _, limiter = self.make()
+        limiter.failed("192.0.2.1", "x" * 100_000)
+        self.assertTrue(all(len(key) <= 128 for key in limiter._accounts.light))
+
+
+def temporary_directory(case: SynchronousTestCase) -> pathlib.Path:
+    """A directory removed after the test."""
+    path = pathlib.Path(tempfile.mkdtemp())
+    case.addCleanup(shutil.rmtree, path)
+    return path
+
+
+def users_file(tmp_path, text: str) -> Users:
+    root = tmp_path / "files"
+    for name in ("alice", "bob", "sub"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    (root / "sub" / "s.txt").write_bytes(b"sub")
+    users = tmp_path / "users"
+    users.write_text(text)
+    return parse_users(str(users), Root.at(str(root)))
+
+
+class UsersFileTests(SynchronousTestCase):
+    """The ``*`` and ``anonymous`` lines of a users file, and its mistakes."""
+
+    def setUp(self):
+        self.tmp = temporary_directory(self)
+
+    def test_star_and_anonymous_lines(self):
+        """``*`` is every other account, ``anonymous`` anonymous access; neither is a name."""
+        users = users_file(self.tmp, "alice alice rw\n* sub ro\nanonymous bob ro\n")
+        self.assertEqual(list(users.grants), ["alice"])
+        self.assertTrue(users.default.root.real.endswith("/sub") and not users.default.writable)
+        self.assertTrue(users.anonymous.root.real.endswith("/bob"))
+        self.assertEqual(users.grant("carol"), users.default)
+        self.assertEqual(users.grant(ANONYMOUS), users.anonymous)
+
+    def test_mistakes(self):
+        """Anonymous may not write; ``*`` and ``anonymous`` may appear once; lines are counted."""
+        for text, message in [
+            ("anonymous sub rw\n", ":1: anonymous access is read-only"),
+            ("* sub ro\n* alice rw\n", r":2: \* is listed twice"),
+            ("anonymous sub ro\nanonymous bob ro\n", ":2: anonymous is listed twice"),
+            ("* sub\n", ":1: expected NAME ROOT ro|rw"),
+        ]:
+            with self.assertRaisesRegex(ValueError, message):
+                users_file(self.tmp, text)
+
+
+class DenyByDefaultTests(SynchronousTestCase):
+    """The realm behind the portal: both files LOGIN and chat /login go through it."""
+
+    def setUp(self):
+        self.tmp = temporary_directory(self)
+
+    def portal(self, users, anonymous=False, writable=True):
+        base = Root.at(str(self.tmp / "files")) if users else Root.at(str(self.tmp))
+        realm = FilesRealm(base, writable, users, 1 << 20, inline)
+        checker = strcred.makeChecker("memory:alice:apw:carol:cpw:anonymous:npw")
+        return make_portal(realm, [checker], anonymous)
+
+    def login(self, portal, name, password):
+        creds = password_credentials(name, password)
+        return portal.login(creds, None, IFilesAccount)
+
+    def test_unlisted_account_is_refused_like_a_bad_password(self):
+        """carol's right password, not in the users file: UnauthorizedLogin, as a wrong one."""
+        portal = self.portal(users_file(self.tmp, "alice alice rw\n"))
+        self.successResultOf(self.login(portal, "alice", "apw"))
+        self.failureResultOf(self.login(portal, "carol", "cpw"), error.UnauthorizedLogin)
+        self.failureResultOf(self.login(portal, "carol", "wrong"), error.UnauthorizedLogin)
+        self.failureResultOf(self.login(portal, "anonymous", "npw"), error.UnauthorizedLogin)
+
+    def test_star_covers_every_other_account(self):
+        """``* sub ro``: carol reads sub and may not write; alice keeps her own line."""
+        portal = self.portal(users_file(self.tmp, "alice alice rw\n* sub ro\n"))
+        _, carol, _ = self.successResultOf(self.login(portal, "carol", "cpw"))
+        self.assertTrue(carol.store.root.real.endswith("/sub"))
+        self.assertIsNone(carol.uploads)
+        _, alice, _ = self.successResultOf(self.login(portal, "alice", "apw"))
+        self.assertTrue(alice.store.root.real.endswith("/alice"))
+        self.assertIsNotNone(alice.uploads)
+
+    def test_anonymous_reads_its_line_only(self):
+        """Anonymous access gets the ``anonymous`` line's root, read-only; none without one."""
+        from twisted.cred.credentials import Anonymous
+
+        users = users_file(self.tmp, "alice alice rw\n* sub rw\nanonymous bob ro\n")
+        portal = self.portal(users, anonymous=True)
+        _, anon, _ = self.successResultOf(portal.login(Anonymous(), None, IFilesAccount))
+        self.assertEqual((anon.name, anon.uploads), (ANONYMOUS, None))
+        self.assertTrue(anon.store.root.real.endswith("/bob"))
+        _, named, _ = self.successResultOf(self.login(portal, "anonymous", "npw"))
+        self.assertTrue(named.store.root.real.endswith("/bob"))  # not the writable * line
+        portal = self.portal(users_file(self.tmp, "* sub rw\n"), anonymous=True)
+        self.failureResultOf(
+            portal.login(Anonymous(), None, IFilesAccount), error.UnauthorizedLogin
+        )
+
+    def test_without_users_file_every_account_gets_root(self):
+        """No --users: as before, any account reaches --root with --writable's rights."""
+        portal = self.portal(None, writable=True)
+        _, carol, _ = self.successResultOf(self.login(portal, "carol", "cpw"))
+        self.assertEqual(os.path.realpath(carol.store.root.real), os.path.realpath(self.tmp))
+        self.assertIsNotNone(carol.uploads)
+
+    def test_factory_refuses_anonymous_without_its_line(self):
+        """Embedding: anonymous access with a users file lacking ``anonymous`` is an error."""
+        from tcpfiles.files.factory import make_files_factory
+
+        users = users_file(self.tmp, "alice alice rw\n")
+        checkers_ = [strcred.makeChecker("memory:alice:apw")]
+        with self.assertRaisesRegex(ValueError, "anonymous ROOT ro"):
+            make_files_factory(
+                self.tmp / "files", task.Clock(), checkers=checkers_, grants=users, anonymous=True
+            )
+
+    def test_options_check_anonymous_against_the_users_file(self):
+        """--anonymous and an ``anonymous`` line go together, at start."""
+        from twisted.python import usage
+
+        from tcpfiles import tap
+
+        root = self.tmp / "files"
+        users_file(self.tmp, "alice alice rw\n")
+        base = [
+            "--root",
+            str(root),
+            "--auth",
+            "memory:alice:apw",
+            "--users",
+            str(self.tmp / "users"),
+        ]
+        with self.assertRaisesRegex(usage.UsageError, "no 'anonymous ROOT ro' line"):
+            tap.Options().parseOptions([*base, "--anonymous"])
+        users_file(self.tmp, "anonymous sub ro\n")
+        with self.assertRaisesRegex(usage.UsageError, "--anonymous is not given"):
+            tap.Options().parseOptions(base)
+        options = tap.Options()
+        options.parseOptions([*base, "--anonymous"])
+        self.assertTrue(options["grants"].anonymous.root.real.endswith("/sub"))
+
+
+class LoginOnTheWireTests(SynchronousTestCase):
+    """Files LOGIN and chat /login: the refusal and the limits, whole and byte by byte."""
+
+    def setUp(self):
+        self.tmp = temporary_directory(self)
+        self.clock = task.Clock()
+        users = users_file(self.tmp, "alice alice rw\n")
+        base = Root.at(str(self.tmp / "files"))
+        realm = FilesRealm(base, True, users, 1 << 20, inline)
+        self.portal = make_portal(realm, [strcred.makeChecker("memory:alice:apw:carol:cpw")], False)
+        store, _ = realm.store_for(base)
+        self.files = FileServerFactory(store, self.clock, Limits(), None, self.portal)
+
+    def feed(self, protocol, transport, data: bytes, byte_by_byte: bool) -> list[bytes]:
+        transport.clear()
+        for piece in [data[i : i + 1] for i in range(len(data))] if byte_by_byte else [data]:
+            protocol.dataReceived(piece)
+        pump(transport)
+        return transport.value().splitlines()
+
+    def test_unlisted_account_gets_the_bad_password_answer_and_counts(self):
+        """carol (right password, unlisted) is answered as a bad password and counted as one."""
+        for byte_by_byte in (False, True):
+            self.setUp()
+            protocol, transport = connect(self.files)
+            bad = self.feed(protocol, transport, b"LOGIN alice nope\n", byte_by_byte)
+            for _ in range(4):
+                carol = self.feed(protocol, transport, b"LOGIN carol cpw\n", byte_by_byte)
+                self.assertEqual(carol, bad)
+            self.assertEqual(bad, [b"ERR unauthorized bad user name or password"])
+            self.assertEqual(
+                self.feed(protocol, transport, b"LOGIN alice apw\n", byte_by_byte),
+                [b"ERR busy too many failed logins from your address; wait 60 s"],
+            )
+
+    def test_account_back_off_on_the_wire_from_another_network(self):
+        """Failures for alice from one network make alice wait from another, same wire text."""
+        for n in range(5):
+            protocol, transport = connect(self.files, host=f"10.{n}.0.1")
+            self.feed(protocol, transport, b"LOGIN alice nope\n", False)
+        protocol, transport = connect(self.files, host="198.51.100.1")
+        self.assertEqual(
+            self.feed(protocol, transport, b"LOGIN alice apw\n", True),
+            [b"ERR busy too many failed logins from your address; wait 1 s"],
+        )
+        self.assertEqual(
+            self.feed(protocol, transport, b"LOGIN carol x\n", False)[0][:16], b"ERR unauthorized"
+        )
+        self.clock.advance(1)
+        self.assertEqual(
+            self.feed(protocol, transport, b"LOGIN alice apw\n", False), [b"OK welcome alice"]
+        )
+
+    def test_chat_login_refuses_unlisted_and_is_limited(self):
+        """chat /login: carol unlisted gets the bad-password line; the limiter takes the name."""
+        from tcpfiles.chat.protocol import ChatFactory, ChatOptions
+
+        options = ChatOptions()
+        options.parseOptions([])
+        chat = ChatFactory(self.clock, options, self.portal)
+        protocol, transport = connect(chat)
+        transport.clear()
+        for piece in [b"/login carol cpw\n"[i : i + 1] for i in range(17)]:
+            protocol.dataReceived(piece)
+        self.assertEqual(transport.value(), b"!!! bad user name or password\n")
+        for _ in range(4):
+            protocol.dataReceived(b"/login carol cpw\n")
+        transport.clear()
+        protocol.dataReceived(b"/login alice apw\n")
+        self.assertIn(b"!!! too many failed logins from your address; wait 60 s", transport.value())
+        other, other_t = connect(chat, host="198.51.100.1")
+        other.dataReceived(b"/login alice apw\n")
+        self.assertIn(b"*** welcome, alice", other_t.value())
+
+
+class LimiterCompatibilityTests(SynchronousTestCase):
+    """Third-party behaviours written against ``wait(peer)``/``failed(peer)`` keep working."""
+
+    def test_without_an_account_only_the_network_counts(self):
+        """No account name: the network limit still applies, no account is tracked."""
+        clock = task.Clock()
+        limiter = LoginLimiter(clock.seconds, attempts=2)
+        limiter.failed("192.0.2.1")
+        limiter.failed("192.0.2.2")
+        self.assertEqual(limiter.wait("192.0.2.3"), 60)
+        self.assertEqual(len(limiter), 1)
