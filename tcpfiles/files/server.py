@@ -123,9 +123,9 @@ class FileServerProtocol(Protocol):
         """Stop every timer and forget the connection."""
         self.state = State.CLOSING
         self._cancel_timer()
-        if self._upload is not None:  # cut off mid-body: the temporary goes
-            self._log("aborted: connection lost", self._upload.received)
+        if self._upload is not None:  # cut off mid-body: the temporary goes (then the log says so)
             self._upload.abort()
+            self._log("aborted: connection lost", self._upload.received)
             self._upload = None
         self.factory.tracker.closed(self)
 
@@ -143,8 +143,8 @@ class FileServerProtocol(Protocol):
         elif self.state is State.RECEIVING:  # the body can never be completed now
             self._close()
             if self._upload is not None:
-                self._log("aborted: input ended mid-body", self._upload.received)
                 self._upload.abort()
+                self._log("aborted: input ended mid-body", self._upload.received)
                 self._upload = None
 
     def writeConnectionLost(self) -> None:
