@@ -368,12 +368,14 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         built = behaviour.build(own_options, context)
         if getattr(built, "tracker", None) is not None:
             trackers.append(built.tracker)
-        for description in where:
-            listener: service.Service = (
-                UDPListenerService(description, built, reactor, name)
-                if description.lower().startswith("udp:")
-                else ListenerService(description, built, reactor, name)
-            )
+        for index, description in enumerate(where):
+            listener: service.Service
+            if description.lower().startswith("udp:"):
+                # A DatagramProtocol serves one port: each further UDP endpoint gets its own.
+                protocol = built if index == 0 else behaviour.build(own_options, context)
+                listener = UDPListenerService(description, protocol, reactor, name)
+            else:
+                listener = ListenerService(description, built, reactor, name)
             listener.setServiceParent(top)
     _warn_plain_listeners(options, top)
     if _under_twistd(options):
