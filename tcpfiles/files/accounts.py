@@ -20,6 +20,7 @@ from twisted.cred import checkers, credentials, error, portal
 from twisted.internet import defer
 from zope.interface import implementer
 
+from tcpfiles.files.hashing import Hasher
 from tcpfiles.files.paths import Root
 from tcpfiles.files.store import FileStore
 from tcpfiles.files.uploads import Uploads
@@ -83,18 +84,20 @@ class FilesRealm:
         grants: dict[str, Grant],
         max_upload: int,
         defer_to_thread: Callable[..., Any],
+        hasher: Hasher | None = None,
     ) -> None:
         self.default = Grant(root, writable)
         self.grants = grants
         self.max_upload = max_upload
         self._defer_to_thread = defer_to_thread
+        self.hasher = hasher or Hasher(defer_to_thread)  # shared by every root's store
         self._stores: dict[str, tuple[FileStore, Uploads]] = {}
 
     def store_for(self, root: Root) -> tuple[FileStore, Uploads]:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
             self._stores[root.real] = (
-                FileStore(root, self._defer_to_thread),
+                FileStore(root, hasher=self.hasher),
                 Uploads(root, self.max_upload, self._defer_to_thread),
             )
         return self._stores[root.real]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from tcpfiles.files.accounts import FilesRealm, Grant, make_portal
+from tcpfiles.files.hashing import Hasher, HashLimits
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.uploads import remove_stale_temporaries
@@ -29,12 +31,17 @@ def make_files_factory(
     checkers: list[Any] | None = None,
     grants: dict[str, Grant] | None = None,
     anonymous: bool = False,
+    hashing: HashLimits | None = None,
 ) -> FileServerFactory:
-    """A :class:`FileServerFactory` serving ``root``; hashing and fsync run in a threadpool.
+    """A :class:`FileServerFactory` serving ``root``.
 
     Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.  With ``checkers``
     (twisted.cred), connections must LOGIN; ``grants`` gives accounts their own roots and rights,
-    ``anonymous`` allows read-only access to ``root`` without logging in.
+    ``anonymous`` allows read-only access to ``root`` without logging in.  ``hashing`` bounds
+    STAT's hashing (see :class:`~tcpfiles.files.hashing.HashLimits`).
+
+    Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
+    (:func:`make_hasher`), so an fsync never waits behind a hash.
     """
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -42,12 +49,40 @@ def make_files_factory(
     def defer_to_thread(f: Any, *args: Any) -> Any:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    realm = FilesRealm(root, writable, grants or {}, max_upload, defer_to_thread)
+    hasher = make_hasher(reactor, hashing or HashLimits())
+    realm = FilesRealm(root, writable, grants or {}, max_upload, defer_to_thread, hasher)
     store, uploads = realm.store_for(root)
     portal = make_portal(realm, checkers, anonymous) if checkers else None
     return FileServerFactory(
         store, reactor, limits, uploads if writable else None, portal, anonymous
     )
+
+
+def make_hasher(reactor: Any, limits: HashLimits, pool: ThreadPool | None = None) -> Hasher:
+    """A :class:`Hasher` whose jobs run on a thread pool of its own, stopped with the reactor.
+
+    Its own pool: nothing else (upload fsyncs, on the reactor's pool) ever queues behind a hash.
+    The pool starts when the reactor runs.  At reactor shutdown ("during": after the services'
+    grace period, which runs "before") the hashes still queued are abandoned, then the pool is
+    stopped.  That order matters: Twisted's ``ThreadPool.stop`` runs every job still queued
+    before joining its threads; here at most ``limits.threads`` jobs are queued, and each stops
+    within one read, as a job checks its cancelled flag between reads.  ``pool``: for tests.
+    """
+    pool = pool or ThreadPool(0, limits.threads, "tcpfiles-hashing")
+
+    def run(f: Any, *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    hasher = Hasher(run, limits)
+
+    def stop() -> None:
+        if count := hasher.abandon():
+            log.info("shutting down: abandoned {count} hash(es) in progress", count=count)
+        pool.stop()
+
+    reactor.callWhenRunning(pool.start)
+    reactor.addSystemEventTrigger("during", "shutdown", stop)
+    return hasher
 
 
 class StaleTemporaries(service.Service):
