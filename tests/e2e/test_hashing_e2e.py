@@ -75,7 +75,7 @@ def test_twenty_spellings_of_one_file_hash_it_once(root, start_server):
     wires = [Wire(server.port, timeout=120) for _ in range(SPELLINGS)]
     for levels, wire in enumerate(wires, 1):
         wire.send(f"STAT {spelling(levels)}\n".encode())
-    probe = Wire(server.port)
+    probe = Wire(server.port, timeout=120)
     small, stat_seconds = timed(probe, b"STAT small\n")
     body = b"hello, world\n"
     put = f"PUT {len(body)} {hashlib.sha256(body).hexdigest()} new.txt\n".encode()
