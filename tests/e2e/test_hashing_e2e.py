@@ -6,6 +6,7 @@ printed (``pytest -s``) for the record.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import signal
@@ -75,11 +76,13 @@ def test_twenty_spellings_of_one_file_hash_it_once(root, start_server):
     wires = [Wire(server.port, timeout=120) for _ in range(SPELLINGS)]
     for levels, wire in enumerate(wires, 1):
         wire.send(f"STAT {spelling(levels)}\n".encode())
-    probe = Wire(server.port, timeout=120)
-    small, stat_seconds = timed(probe, b"STAT small\n")
     body = b"hello, world\n"
     put = f"PUT {len(body)} {hashlib.sha256(body).hexdigest()} new.txt\n".encode()
-    stored, put_seconds = timed(probe, put + body)
+    probes = [Wire(server.port, timeout=120) for _ in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both at once, while hashing
+        stat_probe = pool.submit(timed, probes[0], b"STAT small\n")
+        put_probe = pool.submit(timed, probes[1], put + body)
+        (small, stat_seconds), (stored, put_seconds) = stat_probe.result(), put_probe.result()
     answers = {wire.line() for wire in wires}
     elapsed = time.monotonic() - started
     used = cpu_seconds(server.proc.pid) - before
@@ -95,10 +98,10 @@ def test_twenty_spellings_of_one_file_hash_it_once(root, start_server):
 
 
 def start_hashing(root: Path, server, files: int = 8, sources: int = 4) -> list[Wire]:
-    """STAT ``files`` distinct 1 GiB files from ``sources`` loopback addresses; hashing underway."""
+    """STAT ``files`` distinct 2 GiB files from ``sources`` loopback addresses; hashing underway."""
     wires = []
     for i in range(files):
-        sparse(root / f"big{i}")
+        sparse(root / f"big{i}", 2 * BIG)  # far more work than --grace 3 leaves time for
         wire = wire_from(server.port, f"127.0.0.{1 + i % sources}")
         wire.send(f"STAT big{i}\n".encode())
         wires.append(wire)
@@ -126,7 +129,7 @@ def test_grace_period_abandons_queued_hashes(root, start_server):
     server.stop(timeout=60)
     took = time.monotonic() - started
     dropped = unanswered(wires)
-    print(f"\n--grace 3 with 8 hashes of 1 GiB queued: exited in {took:.2f} s, {dropped} dropped")
+    print(f"\n--grace 3 with 8 hashes of 2 GiB queued: exited in {took:.2f} s, {dropped} dropped")
     assert took < 5.0
     assert dropped > 0, "every hash finished: the test did not queue enough work"
 
@@ -141,6 +144,6 @@ def test_second_signal_abandons_hashes_at_once(root, start_server):
     server.stop(timeout=60)
     took = time.monotonic() - started
     dropped = unanswered(wires)
-    print(f"\nsecond SIGTERM with 8 hashes of 1 GiB queued: exited in {took:.2f} s")
+    print(f"\nsecond SIGTERM with 8 hashes of 2 GiB queued: exited in {took:.2f} s")
     assert took < 2.0
     assert dropped > 0, "every hash finished: the test did not queue enough work"
