@@ -12,8 +12,12 @@ class IFileStore(Interface):
     def list_dir(path):  # type: ignore[no-untyped-def]
         """A directory's entries as a sorted list of ``Entry``; raises ``PathError``."""
 
-    def stat(path):  # type: ignore[no-untyped-def]
-        """A Deferred firing with a ``FileInfo`` (with sha256 for a file), or a ``PathError``."""
+    def stat(path, owner=None):  # type: ignore[no-untyped-def]
+        """A Deferred firing with a ``FileInfo`` (with sha256 for a file), or a ``PathError``.
+
+        ``owner`` (hashable: the client's address) is who asks, for per-client bounds.
+        Cancelling the Deferred means nobody waits for the answer any more.
+        """
 
 
 class IBehaviour(Interface):

@@ -23,6 +23,7 @@ from twisted.cred import checkers, credentials, error, portal
 from twisted.internet import defer
 from zope.interface import implementer
 
+from tcpfiles.files.hashing import Hasher
 from tcpfiles.files.paths import Root
 from tcpfiles.files.store import FileStore
 from tcpfiles.files.uploads import SpaceLedger, Uploads
@@ -125,6 +126,7 @@ class FilesRealm:
         users: Users | Mapping[str, Grant] | None,
         max_upload: int,
         defer_to_thread: Callable[..., Any],
+        hasher: Hasher | None = None,
     ) -> None:
         self.default = Grant(root, writable)
         if isinstance(users, Mapping):
@@ -132,6 +134,7 @@ class FilesRealm:
         self.users = users
         self.max_upload = max_upload
         self._defer_to_thread = defer_to_thread
+        self.hasher = hasher or Hasher(defer_to_thread)  # shared by every root's store
         self._stores: dict[str, tuple[FileStore, Uploads]] = {}
         self._ledger = SpaceLedger()  # one for all roots: they may share a file system
 
@@ -139,7 +142,7 @@ class FilesRealm:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
             self._stores[root.real] = (
-                FileStore(root, self._defer_to_thread),
+                FileStore(root, hasher=self.hasher),
                 Uploads(root, self.max_upload, self._defer_to_thread, ledger=self._ledger),
             )
         return self._stores[root.real]

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from tcpfiles.files.accounts import ANONYMOUS, FilesRealm, Grant, Users, make_portal
+from tcpfiles.files.hashing import Hasher, HashLimits
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.uploads import remove_stale_temporaries
@@ -30,14 +32,19 @@ def make_files_factory(
     checkers: list[Any] | None = None,
     grants: Users | Mapping[str, Grant] | None = None,
     anonymous: bool = False,
+    hashing: HashLimits | None = None,
 ) -> FileServerFactory:
-    """A :class:`FileServerFactory` serving ``root``; hashing and fsync run in a threadpool.
+    """A :class:`FileServerFactory` serving ``root``.
 
     Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.  With ``checkers``
     (twisted.cred), connections must LOGIN; ``grants`` (a users file, see
     :func:`~tcpfiles.files.accounts.parse_users`) gives accounts their own roots and rights and
     refuses the others; ``anonymous`` allows read-only access without logging in (to ``root``,
-    or to the users file's ``anonymous`` root).
+    or to the users file's ``anonymous`` root).  ``hashing`` bounds STAT's hashing (see
+    :class:`~tcpfiles.files.hashing.HashLimits`).
+
+    Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
+    (:func:`make_hasher`), so an fsync never waits behind a hash.
     """
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -46,13 +53,12 @@ def make_files_factory(
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     realm = FilesRealm(root, writable, grants, max_upload, defer_to_thread)
+    if checkers and anonymous and realm.grant(ANONYMOUS) is None:  # before any pool or trigger
+        raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
+    realm.hasher = make_hasher(reactor, hashing or HashLimits())  # before any store is made
     store, uploads = realm.store_for(root)
     portal = make_portal(realm, checkers, anonymous) if checkers else None
-    anonymous_store = None
-    if portal and anonymous:
-        if realm.grant(ANONYMOUS) is None:
-            raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
-        anonymous_store = realm.account(ANONYMOUS).store
+    anonymous_store = realm.account(ANONYMOUS).store if portal and anonymous else None
     return FileServerFactory(
         store,
         reactor,
@@ -62,6 +68,33 @@ def make_files_factory(
         anonymous,
         anonymous_store=anonymous_store,
     )
+
+
+def make_hasher(reactor: Any, limits: HashLimits, pool: ThreadPool | None = None) -> Hasher:
+    """A :class:`Hasher` whose jobs run on a thread pool of its own, stopped with the reactor.
+
+    Its own pool: nothing else (upload fsyncs, on the reactor's pool) ever queues behind a hash.
+    The pool starts when the reactor runs.  At reactor shutdown ("during": after the services'
+    grace period, which runs "before") the hashes still queued are abandoned, then the pool is
+    stopped.  That order matters: Twisted's ``ThreadPool.stop`` runs every job still queued
+    before joining its threads; here at most ``limits.threads`` jobs are queued, and each stops
+    within one read, as a job checks its cancelled flag between reads.  ``pool``: for tests.
+    """
+    pool = pool or ThreadPool(0, limits.threads, "tcpfiles-hashing")
+
+    def run(f: Any, *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    hasher = Hasher(run, limits)
+
+    def stop() -> None:
+        if count := hasher.abandon():
+            log.info("shutting down: abandoned {count} hash(es) in progress", count=count)
+        pool.stop()
+
+    reactor.callWhenRunning(pool.start)
+    reactor.addSystemEventTrigger("during", "shutdown", stop)
+    return hasher
 
 
 class StaleTemporaries(service.Service):

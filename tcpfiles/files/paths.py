@@ -78,7 +78,7 @@ class Exhausted(PathError):
 EXHAUSTION_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
-def exhausted(exc: BaseException) -> Exhausted | None:
+def exhausted(exc: BaseException | None) -> Exhausted | None:
     """:class:`Exhausted` if ``exc`` is an ``OSError`` of resource exhaustion, else None."""
     if isinstance(exc, OSError) and exc.errno in EXHAUSTION_ERRNOS:
         return Exhausted(f"the server is out of resources ({os.strerror(exc.errno)}); try again")

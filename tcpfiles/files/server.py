@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.portal import Portal
-from twisted.internet import interfaces
+from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -106,6 +106,7 @@ class FileServerProtocol(Protocol):
         self._upload: Upload | None = None
         self._discard = 0  # body bytes still to skip after a failed upload
         self._upload_error: PathError | None = None
+        self._hashing: defer.Deferred[FileInfo] | None = None  # a STAT waiting for its hash
         #: What this connection may reach: the server's own account without --auth; with it,
         #: none (or anonymous) until LOGIN succeeds.
         self.account: Any = factory.default_account
@@ -127,6 +128,8 @@ class FileServerProtocol(Protocol):
             self._upload.abort()
             self._log("aborted: connection lost", self._upload.received)
             self._upload = None
+        if self._hashing is not None:  # nobody will read the answer: stop waiting for it
+            self._hashing.cancel()
         self.factory.tracker.closed(self)
 
     def drain(self) -> None:
@@ -442,11 +445,17 @@ class FileServerProtocol(Protocol):
         self._respond(codec.ok_line(len(lines)) + "".join(lines).encode("utf-8"), "OK")
 
     def _stat(self, request: codec.Stat) -> None:
+        """Hashes are bounded per client address; a closed connection stops waiting (its
+        Deferred is cancelled in connectionLost), which abandons a hash nobody else awaits."""
         self.state = State.RESPONDING
-        d = self.account.store.stat(request.path)
+        owner = peer_key(self.transport.getPeer())
+        d = self.account.store.stat(request.path, owner)
+        if not d.called:
+            self._hashing = d
         d.addCallbacks(self._stat_done, self._stat_failed, errbackArgs=(request,))
 
     def _stat_done(self, info: FileInfo) -> None:
+        self._hashing = None
         if self.state is State.CLOSING:
             return
         fields = [f"type={info.kind}"]
@@ -458,6 +467,7 @@ class FileServerProtocol(Protocol):
         self._respond(codec.ok_line(*fields), "OK")
 
     def _stat_failed(self, failure: Failure, request: codec.Stat) -> None:
+        self._hashing = None
         if self.state is State.CLOSING:
             return
         error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
