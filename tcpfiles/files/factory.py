@@ -33,6 +33,7 @@ def make_files_factory(
     grants: Users | Mapping[str, Grant] | None = None,
     anonymous: bool = False,
     hashing: HashLimits | None = None,
+    hasher: Hasher | None = None,
 ) -> FileServerFactory:
     """A :class:`FileServerFactory` serving ``root``.
 
@@ -41,7 +42,9 @@ def make_files_factory(
     :func:`~tcpfiles.files.accounts.parse_users`) gives accounts their own roots and rights and
     refuses the others; ``anonymous`` allows read-only access without logging in (to ``root``,
     or to the users file's ``anonymous`` root).  ``hashing`` bounds STAT's hashing (see
-    :class:`~tcpfiles.files.hashing.HashLimits`).
+    :class:`~tcpfiles.files.hashing.HashLimits`); ``hasher`` is one to use instead of a new one
+    (shared by several factories, their hashing bounds are shared too; or one that hashes
+    inline, for tests and tools: ``Hasher(tcpfiles.files.hashing.inline)``).
 
     Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
     (:func:`make_hasher`), so an fsync never waits behind a hash.
@@ -55,7 +58,7 @@ def make_files_factory(
     realm = FilesRealm(root, writable, grants, max_upload, defer_to_thread)
     if checkers and anonymous and realm.grant(ANONYMOUS) is None:  # before any pool or trigger
         raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
-    realm.hasher = make_hasher(reactor, hashing or HashLimits())  # before any store is made
+    realm.hasher = hasher or make_hasher(reactor, hashing or HashLimits())  # before any store
     store, uploads = realm.store_for(root)
     portal = make_portal(realm, checkers, anonymous) if checkers else None
     anonymous_store = realm.account(ANONYMOUS).store if portal and anonymous else None

@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from tcpfiles import tap
 from tcpfiles.behaviours import Context
 from tcpfiles.files.factory import make_files_factory
+from tcpfiles.files.hashing import Hasher, inline
 from tcpfiles.files.paths import Root
 
 BEHAVIOURS = (
@@ -390,12 +391,15 @@ def build_factories(root: Path, reactor: FuzzReactor) -> dict[str, Any]:
     """Every behaviour's factory, the way the tap builds them."""
     served = Root.at(str(root))
     checker = InMemoryUsernamePasswordDatabaseDontUse(**USERS)
+    hasher = Hasher(inline)  # STAT hashes at once, in this thread, like the reactor's pool here
     factories: dict[str, Any] = {
-        "files": make_files_factory(served, reactor),
-        "files-rw": make_files_factory(served, reactor, writable=True),
-        "files-auth": make_files_factory(served, reactor, writable=True, checkers=[checker]),
+        "files": make_files_factory(served, reactor, hasher=hasher),
+        "files-rw": make_files_factory(served, reactor, writable=True, hasher=hasher),
+        "files-auth": make_files_factory(
+            served, reactor, writable=True, checkers=[checker], hasher=hasher
+        ),
         "files-auth-anon": make_files_factory(
-            served, reactor, writable=True, checkers=[checker], anonymous=True
+            served, reactor, writable=True, checkers=[checker], anonymous=True, hasher=hasher
         ),
     }
     context = Context(
