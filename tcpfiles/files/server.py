@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.portal import Portal
-from twisted.internet import interfaces
+from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -76,6 +76,9 @@ class Limits:
     max_list: int = 100_000
     #: Entries read (in the thread pool) and sent at a time by LIST: what a connection holds.
     list_batch: int = 500
+    #: LIST batches being read in the thread pool at once, all connections together: the pool
+    #: stays free for hashing and fsync, and the reactor shares the GIL with few threads.
+    max_list_reads: int = 1
 
 
 class State(enum.Enum):
@@ -471,10 +474,10 @@ class FileServerProtocol(Protocol):
             while self._list_again and self._listing is not None and self.state is State.RESPONDING:
                 self._list_again = False
                 self._progress(0)
-                want = min(self.limits.list_batch, self.limits.max_list - self._listed)
-                self._listing.read(max(want, 1), _list_row).addCallbacks(  # 0: is there more?
-                    self._list_batch, self._list_failed
-                )
+                # At the cap, want one more all the same: is there more than the cap?
+                want = max(1, min(self.limits.list_batch, self.limits.max_list - self._listed))
+                d = self.factory.list_reads.run(self._listing.read, want, _list_row)
+                d.addCallbacks(self._list_batch, self._list_failed)
         finally:
             self._list_looping = False
 
@@ -682,6 +685,8 @@ class FileServerFactory(LimitedFactory):
         self.uploads = uploads  # None: a read-only server
         self.portal = portal  # with accounts (--auth): connections must LOGIN
         self.limiter = limiter or LoginLimiter(clock.seconds)
+        #: Shared by every connection's LIST: batches read in the thread pool at once.
+        self.list_reads = defer.DeferredSemaphore(self.limits.max_list_reads)
         if portal is None:
             self.default_account: Any = Account("-", store, uploads)  # type: ignore[arg-type]
         elif anonymous:
