@@ -12,6 +12,7 @@ like every other path; a symlink entry shows its target only if that resolves in
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -28,6 +29,10 @@ TEMP_PREFIX = ".tcpfiles-"
 #: Directory entries one :meth:`DirListing.read` may scan, per entry asked for: hidden entries
 #: (temporaries, FIFOs, escaping links) are skipped, but never more than this many in one call.
 SCAN_FACTOR = 4
+
+#: Errors that say the server is short of resources: they end a listing (``END <n> failed``)
+#: rather than quietly leave an entry out.
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 DeferToThread = Callable[..., defer.Deferred[Any]]
 
@@ -146,8 +151,14 @@ class DirListing:
             st = item.stat(follow_symlinks=False)  # fstatat relative to the directory's fd
             if stat.S_ISLNK(st.st_mode):
                 st = self._stat_beneath((*self.parts, item.name))
-        except (OSError, PathError):
-            return None  # vanished meanwhile, or a link that leaves the root: not listed
+        except PathError as exc:
+            if exc.code == "busy":  # the server is short of something: not the entry's fault
+                raise
+            return None  # a link that leaves the root, dangles or loops: not listed
+        except OSError as exc:
+            if exc.errno in EXHAUSTED:  # out of descriptors or memory: never "not there"
+                raise
+            return None  # vanished meanwhile: not listed
         name = os.fsencode(item.name)
         if stat.S_ISDIR(st.st_mode):
             return Entry("d", None, st.st_mtime, name)

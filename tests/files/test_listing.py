@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.files import codec
 from tcpfiles.files.client import FilesClient, FilesClientProtocol, Listing
 from tcpfiles.files.listing import SCAN_FACTOR, TEMP_PREFIX, ListingBusy
-from tcpfiles.files.paths import NotFound, Root
+from tcpfiles.files.paths import FileChanging, NotFound, Root
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.store import FileStore
 from tcpfiles.tap import Options
@@ -144,6 +145,21 @@ class ListerTests(SynchronousTestCase):
         self.assertEqual(len(self.successResultOf(d).rows), 2)
         self.assertEqual(open_fds(), before)
         self.assertTrue(self.successResultOf(listing.read(2)).end)  # closed: nothing more
+
+    def test_exhaustion_fails_the_batch_instead_of_hiding_entries(self) -> None:
+        """Out of descriptors (or a busy PathError) while an entry is looked at fails the read:
+        a listing never quietly leaves out an entry that exists."""
+        root = make_tree(self.mktemp(), 1)
+        os.symlink("f000", root / "big" / "link")
+        for error in (OSError(errno.EMFILE, "Too many open files"), FileChanging("busy")):
+            listing = self.store(root).open_listing("big")
+
+            def exhausted(parts: tuple[str, ...], error: Exception = error) -> os.stat_result:
+                raise error
+
+            listing._stat_beneath = exhausted  # type: ignore[method-assign]
+            self.failureResultOf(listing.read(10), type(error))
+            listing.close()
 
     def test_listing_is_confined(self) -> None:
         """A directory reached through a symlink leaving the root is not-found, like a read;
