@@ -36,7 +36,7 @@ from tcpfiles.files.accounts import (
     LoginLimiter,
     password_credentials,
 )
-from tcpfiles.files.listing import DirListing, Entry, ListBatch
+from tcpfiles.files.listing import EXHAUSTED, DirListing, Entry, ListBatch
 from tcpfiles.files.paths import PathError
 from tcpfiles.files.producer import (
     CHUNK_SIZE,
@@ -502,9 +502,18 @@ class FileServerProtocol(Protocol):
         """The directory could not be read on: end the listing, saying so."""
         if self.state is State.CLOSING or self._listing is None:
             return
-        log.failure(
-            "{peer} {request}: listing failed", failure, peer=self.peer, request=self._request
-        )
+        error = failure.value
+        if isinstance(error, PathError) or getattr(error, "errno", None) in EXHAUSTED:
+            log.warn(  # short of descriptors or memory: retryable, no traceback
+                "{peer} {request}: listing stopped: {error}",
+                peer=self.peer,
+                request=self._request,
+                error=codec.escape_text(str(error)),
+            )
+        else:
+            log.failure(
+                "{peer} {request}: listing failed", failure, peer=self.peer, request=self._request
+            )
         self._list_finish(b"", codec.LIST_FAILED)
 
     def _list_finish(self, rows: bytes, reason: str | None) -> None:

@@ -356,6 +356,22 @@ class ServerListTests(SynchronousTestCase):
         self.assertTrue(any(e.get("log_failure") for e in events))
         self.flushLoggedErrors(OSError)
 
+    def test_exhaustion_ends_the_listing_failed_without_a_traceback(self) -> None:
+        """Out of descriptors mid-listing: 'END <n> failed', one warning, no traceback."""
+        root = make_tree(self.mktemp(), 3)
+        protocol, transport = connect(self.factory(root, Threads()))
+
+        def exhausted(f: Any, *args: Any) -> defer.Deferred[Any]:
+            return defer.fail(OSError(errno.EMFILE, "Too many open files"))
+
+        protocol.factory.store._defer_to_thread = exhausted  # type: ignore[attr-defined]
+        with capturedLogs() as events:
+            protocol.dataReceived(b"LIST big\n")
+        self.assertEqual(transport.value(), b"OK list\nEND 0 failed\n")
+        self.assertFalse(any(e.get("log_failure") for e in events))
+        text = [formatEvent(e) for e in events]
+        self.assertTrue(any("listing stopped: [Errno 24]" in t for t in text), text)
+
 
 class CodecListTests(SynchronousTestCase):
     """LIST rows and the END line."""
