@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,15 @@ from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.store import FileStore
 from tcpfiles.tap import Options
 from tests.helpers import PausingTransport, connect
+
+
+class TempDirs:
+    """A fresh directory per call, removed after the test (trial's mktemp leaves them in cwd)."""
+
+    def tmpdir(self: Any) -> str:
+        path = tempfile.mkdtemp(prefix="tcpfiles-listing-")
+        self.addCleanup(shutil.rmtree, path, True)
+        return path
 
 
 class Threads:
@@ -70,7 +81,7 @@ def names_of(data: bytes) -> list[bytes]:
     return [line.split(b" ", 3)[3] for line in data.splitlines() if line[:2] in (b"f ", b"d ")]
 
 
-class ListerTests(SynchronousTestCase):
+class ListerTests(TempDirs, SynchronousTestCase):
     """The store's batched reader."""
 
     def setUp(self) -> None:
@@ -87,7 +98,7 @@ class ListerTests(SynchronousTestCase):
 
     def test_batches_are_bounded_and_the_last_says_end(self) -> None:
         """10 entries read 4 at a time: 4, 4, 2; only the last says end; each one thread call."""
-        root = make_tree(self.mktemp(), 10)
+        root = make_tree(self.tmpdir(), 10)
         listing = self.store(root).open_listing("big")
         batches = self.read_all(listing, 4)
         self.assertEqual([len(b.rows) for b in batches], [4, 4, 2])
@@ -99,14 +110,14 @@ class ListerTests(SynchronousTestCase):
 
     def test_exact_multiple_ends_without_an_empty_batch(self) -> None:
         """8 entries read 4 at a time: the look-ahead makes the second batch the last one."""
-        root = make_tree(self.mktemp(), 8)
+        root = make_tree(self.tmpdir(), 8)
         listing = self.store(root).open_listing("big")
         self.assertEqual([b.end for b in self.read_all(listing, 4)], [False, True])
         listing.close()
 
     def test_hidden_entries_never_make_a_batch_unbounded(self) -> None:
         """A directory of temporaries is scanned at most SCAN_FACTOR * limit entries per call."""
-        root = make_tree(self.mktemp(), 1, hidden=50)
+        root = make_tree(self.tmpdir(), 1, hidden=50)
         listing = self.store(root).open_listing("big")
         batches = self.read_all(listing, 2)
         self.assertGreaterEqual(len(batches), 50 // (SCAN_FACTOR * 2))
@@ -115,7 +126,7 @@ class ListerTests(SynchronousTestCase):
 
     def test_render_runs_with_the_read(self) -> None:
         """The render function is applied in the thread call, one row per entry."""
-        root = make_tree(self.mktemp(), 3)
+        root = make_tree(self.tmpdir(), 3)
         listing = self.store(root).open_listing("big")
         batch = self.successResultOf(listing.read(10, lambda e: e.name.upper()))
         self.assertEqual(sorted(batch.rows), [b"F000", b"F001", b"F002"])
@@ -124,7 +135,7 @@ class ListerTests(SynchronousTestCase):
     def test_one_read_at_a_time(self) -> None:
         """A second read while one is in the thread pool is a caller's bug, refused."""
         self.threads.hold = True
-        listing = self.store(make_tree(self.mktemp(), 3)).open_listing("big")
+        listing = self.store(make_tree(self.tmpdir(), 3)).open_listing("big")
         listing.read(2)
         self.assertRaises(ListingBusy, listing.read, 2)
         self.threads.step()
@@ -132,7 +143,7 @@ class ListerTests(SynchronousTestCase):
 
     def test_close_during_a_read_releases_after_it(self) -> None:
         """Closing while a batch is read keeps the directory open until that batch is done."""
-        root = make_tree(self.mktemp(), 3)
+        root = make_tree(self.tmpdir(), 3)
         store = self.store(root)
         store.root.fd()  # opened once and kept on purpose
         before = open_fds()
@@ -149,7 +160,7 @@ class ListerTests(SynchronousTestCase):
     def test_exhaustion_fails_the_batch_instead_of_hiding_entries(self) -> None:
         """Out of descriptors (or a busy PathError) while an entry is looked at fails the read:
         a listing never quietly leaves out an entry that exists."""
-        root = make_tree(self.mktemp(), 1)
+        root = make_tree(self.tmpdir(), 1)
         os.symlink("f000", root / "big" / "link")
         for error in (OSError(errno.EMFILE, "Too many open files"), FileChanging("busy")):
             listing = self.store(root).open_listing("big")
@@ -164,7 +175,7 @@ class ListerTests(SynchronousTestCase):
     def test_listing_is_confined(self) -> None:
         """A directory reached through a symlink leaving the root is not-found, like a read;
         a link inside the listed directory that leaves the root is not listed."""
-        base = Path(self.mktemp())
+        base = Path(self.tmpdir())
         root = make_tree(str(base), 1)
         outside = base / "outside"
         outside.mkdir()
@@ -180,7 +191,7 @@ class ListerTests(SynchronousTestCase):
         listing.close()
 
 
-class ServerListTests(SynchronousTestCase):
+class ServerListTests(TempDirs, SynchronousTestCase):
     """The files server streams LIST: paced, capped, one batch in flight."""
 
     def factory(self, root: Path, threads: Threads, **limits: Any) -> FileServerFactory:
@@ -190,7 +201,7 @@ class ServerListTests(SynchronousTestCase):
 
     def test_whole_or_byte_by_byte(self) -> None:
         """LIST then GET arriving whole or a byte at a time: the same answer, rows then END."""
-        root = make_tree(self.mktemp(), 7)
+        root = make_tree(self.tmpdir(), 7)
         answers = []
         for split in (False, True):
             protocol, transport = connect(self.factory(root, Threads(), list_batch=3))
@@ -206,7 +217,7 @@ class ServerListTests(SynchronousTestCase):
 
     def test_names_are_escaped_as_before(self) -> None:
         """Rows carry codec.escape_name of each name, plain names unchanged."""
-        root = Path(self.mktemp()) / "files"
+        root = Path(self.tmpdir()) / "files"
         root.mkdir(parents=True)
         odd = [b"plain name.txt", b"x\nOK 0", b"back\\slash", b"latin-\xe9", "\u202eevil".encode()]
         for name in odd:
@@ -222,7 +233,7 @@ class ServerListTests(SynchronousTestCase):
     def test_cap_reached_ends_truncated_and_goes_on(self) -> None:
         """Past max_list the listing ends 'END <n> truncated', is logged so, and the next
         request is answered."""
-        root = make_tree(self.mktemp(), 10)
+        root = make_tree(self.tmpdir(), 10)
         protocol, transport = connect(self.factory(root, Threads(), max_list=4, list_batch=3))
         with capturedLogs() as events:
             protocol.dataReceived(b"LIST big\nGET big/f001\n")
@@ -234,7 +245,7 @@ class ServerListTests(SynchronousTestCase):
 
     def test_exactly_the_cap_is_complete(self) -> None:
         """A directory of exactly max_list entries (plus hidden ones) is a whole listing."""
-        root = make_tree(self.mktemp(), 4, hidden=30)
+        root = make_tree(self.tmpdir(), 4, hidden=30)
         protocol, transport = connect(self.factory(root, Threads(), max_list=4, list_batch=4))
         protocol.dataReceived(b"LIST big\n")
         self.assertTrue(transport.value().endswith(b"END 4\n"), transport.value()[-40:])
@@ -242,7 +253,7 @@ class ServerListTests(SynchronousTestCase):
     def test_one_batch_in_flight_per_connection(self) -> None:
         """Only one batch is in the thread pool for a connection; the next after it is sent."""
         threads = Threads(hold=True)
-        root = make_tree(self.mktemp(), 10)
+        root = make_tree(self.tmpdir(), 10)
         protocol, transport = connect(self.factory(root, threads, list_batch=3))
         protocol.dataReceived(b"LIST big\n")
         sizes = []
@@ -257,7 +268,7 @@ class ServerListTests(SynchronousTestCase):
     def test_batches_in_flight_are_bounded_in_total(self) -> None:
         """Two connections listing at once share max_list_reads = 1: one read in the pool."""
         threads = Threads(hold=True)
-        root = make_tree(self.mktemp(), 6)
+        root = make_tree(self.tmpdir(), 6)
         factory = self.factory(root, threads, list_batch=2, max_list_reads=1)
         one, one_t = connect(factory, port=1)
         two, two_t = connect(factory, port=2)
@@ -276,7 +287,7 @@ class ServerListTests(SynchronousTestCase):
         """While the transport holds more than its limit, no batch is read; when it drains,
         the listing goes on; the connection never holds more than a batch beyond the limit."""
         threads = Threads()
-        root = make_tree(self.mktemp(), 40)
+        root = make_tree(self.tmpdir(), 40)
         protocol = self.factory(root, threads, list_batch=5).buildProtocol(
             IPv4Address("TCP", "192.0.2.7", 1)
         )
@@ -298,7 +309,7 @@ class ServerListTests(SynchronousTestCase):
 
     def test_non_reader_is_dropped_after_the_stall_timeout(self) -> None:
         """A listing waiting on a client that never reads is aborted after stall_timeout."""
-        root = make_tree(self.mktemp(), 40)
+        root = make_tree(self.tmpdir(), 40)
         protocol = self.factory(root, Threads(), list_batch=5, stall_timeout=60).buildProtocol(
             IPv4Address("TCP", "192.0.2.7", 1)
         )
@@ -313,7 +324,7 @@ class ServerListTests(SynchronousTestCase):
     def test_connection_lost_mid_batch_releases_the_directory(self) -> None:
         """Lost while a batch is in the pool: nothing more is read, no descriptor is left."""
         threads = Threads(hold=True)
-        root = make_tree(self.mktemp(), 10)
+        root = make_tree(self.tmpdir(), 10)
         factory = self.factory(root, threads, list_batch=3)
         factory.store.root.fd()  # type: ignore[attr-defined]
         before = open_fds()
@@ -329,7 +340,7 @@ class ServerListTests(SynchronousTestCase):
     def test_errors_before_the_listing_are_err_lines(self) -> None:
         """A missing directory or a file is an ERR, as before; nothing is read."""
         threads = Threads()
-        root = make_tree(self.mktemp(), 1)
+        root = make_tree(self.tmpdir(), 1)
         protocol, transport = connect(self.factory(root, threads))
         protocol.dataReceived(b"LIST nope\nLIST big/f000\n")
         self.assertEqual(
@@ -343,7 +354,7 @@ class ServerListTests(SynchronousTestCase):
         """A directory that cannot be read on ends with 'END <n> failed', logged; the
         connection goes on."""
         threads = Threads()
-        root = make_tree(self.mktemp(), 3)
+        root = make_tree(self.tmpdir(), 3)
         protocol, transport = connect(self.factory(root, threads))
 
         def broken(f: Any, *args: Any) -> defer.Deferred[Any]:
@@ -358,7 +369,7 @@ class ServerListTests(SynchronousTestCase):
 
     def test_exhaustion_ends_the_listing_failed_without_a_traceback(self) -> None:
         """Out of descriptors mid-listing: 'END <n> failed', one warning, no traceback."""
-        root = make_tree(self.mktemp(), 3)
+        root = make_tree(self.tmpdir(), 3)
         protocol, transport = connect(self.factory(root, Threads()))
 
         def exhausted(f: Any, *args: Any) -> defer.Deferred[Any]:
@@ -444,13 +455,12 @@ class ClientListTests(SynchronousTestCase):
         self.assertEqual(len(result), 2)
 
 
-class OptionTests(SynchronousTestCase):
+class OptionTests(TempDirs, SynchronousTestCase):
     """--max-list reaches the server's Limits."""
 
     def test_max_list_option(self) -> None:
         """Default 100,000; --max-list N sets it; 0 is refused."""
-        base = self.mktemp()
-        os.mkdir(base)
+        base = self.tmpdir()
         options = Options()
         options.parseOptions(["--root", base])
         self.assertEqual(options.limits().max_list, 100_000)
