@@ -23,6 +23,7 @@ from tcpfiles.echo import run_echo_client
 from tcpfiles.files.client import (
     ConnectionClosed,
     FilesClient,
+    IncompleteListing,
     IntegrityError,
     RemoteError,
     TLSFailure,
@@ -639,7 +640,10 @@ def run_ls(reactor: Any, args: argparse.Namespace) -> Any:
 
 @defer.inlineCallbacks
 def _ls(session: Session, args: argparse.Namespace) -> Any:
-    """Print a directory as a table: size, modification time (UTC), name."""
+    """Print a directory as a table, sorted by name: size, modification time (UTC), name.
+
+    A listing the server ended early (its ``--max-list``) is printed, then a warning on stderr,
+    and the exit status is 1: a script never takes it for the whole directory."""
     try:
         entries = yield session.run(lambda client, _retried: client.list(args.path))
     except RemoteError as exc:
@@ -659,6 +663,10 @@ def _ls(session: Session, args: argparse.Namespace) -> Any:
     width = max((len(size) for size, _, _ in rows), default=0)
     for size, mtime, name in rows:
         print(f"{size:>{width}}  {mtime}  {name}")
+    if not entries.complete:  # shown, but not the whole directory: say so, and exit 1
+        exc = IncompleteListing(args.path, entries)
+        _say(f"{exc.text} ({exc.code}); not every entry is shown")
+        return EXIT_REFUSED
     return EXIT_OK
 
 

@@ -9,8 +9,9 @@ class IFileStore(Interface):
     def open_file(path):  # type: ignore[no-untyped-def]
         """Open a regular file for reading: an ``OpenedFile``; raises ``PathError``."""
 
-    def list_dir(path):  # type: ignore[no-untyped-def]
-        """A directory's entries as a sorted list of ``Entry``; raises ``PathError``."""
+    def open_listing(path):  # type: ignore[no-untyped-def]
+        """A directory opened for listing: a ``DirListing`` whose ``read(limit)`` fires with a
+        ``ListBatch`` of entries (directory order) read off the reactor; raises ``PathError``."""
 
     def stat(path, owner=None):  # type: ignore[no-untyped-def]
         """A Deferred firing with a ``FileInfo`` (with sha256 for a file), or a ``PathError``.

@@ -90,6 +90,13 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             positive_int,
         ],
         [
+            "max-list",
+            None,
+            Limits.max_list,
+            "Most entries one LIST answers; a longer listing ends with 'END <n> truncated'.",
+            positive_int,
+        ],
+        [
             "max-upload",
             None,
             DEFAULT_MAX_UPLOAD,
@@ -262,6 +269,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             max_per_peer=self["max-per-peer"],
             max_connections=self["max-connections"],
             zero_copy=not self["no-sendfile"],
+            max_list=self["max-list"],
         )
 
 

@@ -142,7 +142,7 @@ class FilesRealm:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
             self._stores[root.real] = (
-                FileStore(root, hasher=self.hasher),
+                FileStore(root, self._defer_to_thread, hasher=self.hasher),
                 Uploads(root, self.max_upload, self._defer_to_thread, ledger=self._ledger),
             )
         return self._stores[root.real]

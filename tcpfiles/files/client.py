@@ -78,6 +78,22 @@ class IntegrityError(Exception):
     """What arrived does not match what the server said it would send."""
 
 
+class IncompleteListing(RemoteError):
+    """A listing the server ended early (``END <n> truncated`` or ``END <n> failed``): taking
+    it for the whole directory would be wrong (``get -r`` reports it as a refusal)."""
+
+    def __init__(self, path: str, listing: Listing) -> None:
+        assert listing.reason is not None
+        why = {
+            codec.LIST_TRUNCATED: "the server lists at most that many (its --max-list)",
+            codec.LIST_FAILED: "the server could not read the rest of the directory",
+        }.get(listing.reason, listing.reason)
+        super().__init__(
+            listing.reason, f"listing of {path or '/'} stopped after {len(listing)} entries: {why}"
+        )
+        self.listing = listing
+
+
 @dataclass(frozen=True)
 class RemoteEntry:
     """One entry of a remote directory listing."""
@@ -91,6 +107,23 @@ class RemoteEntry:
     def display_name(self) -> str:
         """The name as the server escaped it, safe for a terminal."""
         return codec.escape_name(self.name)
+
+
+class Listing(builtins.list[RemoteEntry]):
+    """A remote directory's entries, sorted by name (the server sends them unsorted).
+
+    ``reason`` is None for a whole listing; ``"truncated"`` (the server's ``--max-list`` was
+    reached and more entries exist) or ``"failed"`` when the server ended it early.
+    """
+
+    def __init__(self, entries: builtins.list[RemoteEntry], reason: str | None = None) -> None:
+        super().__init__(sorted(entries, key=lambda e: e.name))
+        self.reason = reason
+
+    @property
+    def complete(self) -> bool:
+        """True when the server listed the whole directory."""
+        return self.reason is None
 
 
 @dataclass(frozen=True)
@@ -108,12 +141,13 @@ class _Pending:
     """A request sent and not yet fully answered."""
 
     done: defer.Deferred[Any]
-    kind: str  # "bytes", "lines" or "status": what follows an OK
+    kind: str  # "bytes", "lines", "listing" or "status": what follows an OK
     sink: Callable[[bytes], None] | None = None
     remaining: int = 0
     lines: list[bytes] | None = None
     fields: tuple[str, ...] = ()
     started: bool = False
+    until_end: bool = False  # a listing: lines up to its END line, not a count
 
 
 class FilesClientProtocol(Protocol):
@@ -218,6 +252,9 @@ class FilesClientProtocol(Protocol):
                 if not self.lines.pending:
                     return
                 self._deliver(current, self.lines.take(current.remaining))
+            elif current.until_end:
+                if not self._listing_lines(current):
+                    return
             else:  # lines
                 assert current.lines is not None
                 while current.remaining:
@@ -227,7 +264,25 @@ class FilesClientProtocol(Protocol):
                     current.lines.append(line)
                     current.remaining -= 1
                 self.pending.popleft()
-                current.done.callback(current.lines)
+                current.done.callback(
+                    (current.lines, None) if current.kind == "listing" else current.lines
+                )
+
+    def _listing_lines(self, current: _Pending) -> bool:
+        """Take a listing's rows up to its END line; True once it has ended."""
+        assert current.lines is not None
+        while (line := self.lines.next_line()) is not None:
+            end = codec.parse_list_end(line)
+            if end is None:
+                current.lines.append(line)
+                continue
+            count, reason = end
+            if count != len(current.lines):
+                raise codec.ProtocolError(f"END {count} after {len(current.lines)} rows")
+            self.pending.popleft()
+            current.done.callback((current.lines, reason))
+            return True
+        return False
 
     def _start(self, current: _Pending, fields: tuple[str, ...]) -> None:
         current.started = True
@@ -236,11 +291,15 @@ class FilesClientProtocol(Protocol):
             self.pending.popleft()
             current.done.callback(fields)
             return
+        if current.kind == "listing" and fields == (codec.LIST_STATUS,):
+            current.until_end = True
+            current.lines = []
+            return
         count = codec.parse_number(fields[0]) if fields else None
         if count is None:
             raise codec.ProtocolError(f"expected OK <count>, got OK {' '.join(fields)[:80]}")
         current.remaining = count
-        if current.kind == "lines":
+        if current.kind in ("lines", "listing"):  # a listing from an older server: OK <n>
             current.lines = []
         elif current.remaining == 0:
             self._deliver(current, b"")
@@ -320,10 +379,19 @@ class FilesClient:
         d = self.protocol.request(line, "bytes", sink)
         return d.addCallback(lambda fields: int(fields[0]))
 
-    def list(self, path: str = "") -> defer.Deferred[builtins.list[RemoteEntry]]:
-        """The entries of a remote directory (the root by default)."""
-        d = self.protocol.request(f"LIST {path}" if path else "LIST", "lines")
-        return d.addCallback(lambda lines: [_parse_entry(line) for line in lines])
+    def list(self, path: str = "") -> defer.Deferred[Listing]:
+        """The entries of a remote directory (the root by default), sorted by name.
+
+        Check :attr:`Listing.complete`: a server ends a listing longer than its ``--max-list``
+        early (``END <n> truncated``).
+        """
+        d = self.protocol.request(f"LIST {path}" if path else "LIST", "listing")
+
+        def parsed(result: tuple[builtins.list[bytes], str | None]) -> Listing:
+            lines, reason = result
+            return Listing([_parse_entry(line) for line in lines], reason)
+
+        return d.addCallback(parsed)
 
     def stat(self, path: str) -> defer.Deferred[RemoteInfo]:
         """Type, size, mtime and (for a file) sha256."""

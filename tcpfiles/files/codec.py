@@ -8,6 +8,7 @@ Responses start with a status line made by :func:`ok_line` or :func:`err_line` a
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -177,7 +178,7 @@ Request = Get | List | Stat | Help | Quit | Put | Mkdir | Login | BadRequest
 _HELP = (
     ("GET <path>", "OK <size>, then <size> bytes of the file"),
     ("RESUME <offset> <path>", "OK <n>, then the n = size - offset bytes from <offset> on"),
-    ("LIST [<path>]", "OK <n>, then n lines: <type> <size> <mtime> <name>"),
+    ("LIST [<path>]", "OK list, lines <type> <size> <mtime> <name>, then END <n>"),
     ("STAT <path>", "OK type=file size=<n> mtime=<utc> sha256=<hex>"),
     ("PUT <size> <sha256> <path>", "OK send <size>, the body, then OK stored <size> <sha256>"),
     ("REPLACE <size> <sha256> <path>", "the same, replacing a file that exists"),
@@ -333,6 +334,52 @@ def parse_fields(fields: tuple[str, ...]) -> dict[str, str]:
             raise ProtocolError(f"expected key=value, got {item[:80]!r}")
         result[key] = value
     return result
+
+
+# --- LIST rows and their final line ---------------------------------------------------------
+
+#: The status line's field that starts a listing: ``OK list``, rows, then an ``END`` line.
+LIST_STATUS = "list"
+#: Why a listing ended early (the word after ``END <n>``); a bare ``END <n>`` is complete.
+LIST_TRUNCATED = "truncated"  # the server's --max-list was reached; more entries exist
+LIST_FAILED = "failed"  # the server could not read the rest of the directory (logged there)
+LIST_END_REASONS = frozenset({LIST_TRUNCATED, LIST_FAILED})
+
+#: Names that are their own escape: printable ASCII without a backslash (the common case).
+_PLAIN_NAME = re.compile(rb"[\x20-\x5b\x5d-\x7e]*")
+
+
+def list_row(kind: str, size: int | None, mtime: float, name: bytes) -> bytes:
+    """One LIST row, ``<type> <size> <mtime> <name>`` with its LF; the name escaped."""
+    shown = name.decode("ascii") if _PLAIN_NAME.fullmatch(name) else escape_name(name)
+    return f"{kind} {'-' if size is None else size} {format_mtime(mtime)} {shown}\n".encode()
+
+
+def list_end(count: int, reason: str | None = None) -> bytes:
+    """The line that ends a listing of ``count`` rows: ``END <count>[ <reason>]`` and LF."""
+    if reason is None:
+        return f"END {count}\n".encode()
+    if reason not in LIST_END_REASONS:
+        raise ValueError(f"unknown listing end {reason!r}")
+    return f"END {count} {reason}\n".encode()
+
+
+def parse_list_end(line: bytes) -> tuple[int, str | None] | None:
+    """``(count, reason)`` of an ``END`` line (reason None: complete); None for any other line.
+
+    Rows start with their type (``f`` or ``d``), so they are never taken for the end.  A
+    malformed ``END`` line raises :class:`ProtocolError`.
+    """
+    if not line.startswith(b"END"):
+        return None
+    fields = line.split(b" ")
+    ok = fields[0] == b"END" and 2 <= len(fields) <= 3 and fields[1].isdigit()
+    if not ok or len(fields[1]) > 20:
+        raise ProtocolError(f"bad end of listing {line[:80]!r}")
+    reason = fields[2].decode("ascii", "replace") if len(fields) == 3 else None
+    if reason is not None and reason not in LIST_END_REASONS:
+        raise ProtocolError(f"bad end of listing {line[:80]!r}")
+    return int(fields[1]), reason
 
 
 # --- escaping names for LIST and messages -----------------------------------------------------

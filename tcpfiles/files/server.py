@@ -7,6 +7,10 @@ full, so a client cannot make the server hold more than a bounded amount of its 
 Timers, all from the injected clock: a request line must be complete within ``line_timeout`` of
 its first byte (a trickle does not reset it); a connection with nothing to do is closed after
 ``idle_timeout``; a body that makes no progress for ``stall_timeout`` is aborted.
+
+A LIST is streamed: the directory is read a batch at a time in the thread pool, and the next
+batch is read only once the transport has taken the previous one, so a listing never holds more
+than one batch per connection and never makes the reactor wait for the file system.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tcpfiles.files.accounts import (
     LoginLimiter,
     password_credentials,
 )
+from tcpfiles.files.listing import DirListing, Entry, ListBatch
 from tcpfiles.files.paths import PathError, exhausted
 from tcpfiles.files.producer import (
     CHUNK_SIZE,
@@ -39,7 +44,7 @@ from tcpfiles.files.producer import (
     FileShrank,
     TransferStopped,
 )
-from tcpfiles.files.store import Entry, FileInfo, OpenedFile
+from tcpfiles.files.store import FileInfo, OpenedFile
 from tcpfiles.files.uploads import Upload, Uploads, make_directory
 from tcpfiles.files.zerocopy import SendfileProducer, cork, sendfile_possible
 from tcpfiles.interfaces import IFilesAccount, IFileStore
@@ -67,6 +72,13 @@ class Limits:
     chunk_size: int = CHUNK_SIZE
     #: Send file bodies with os.sendfile where the transport allows it (plain TCP).
     zero_copy: bool = True
+    #: Rows of one LIST answer; a longer listing ends with ``END <n> truncated``.
+    max_list: int = 100_000
+    #: Entries read (in the thread pool) and sent at a time by LIST: what a connection holds.
+    list_batch: int = 500
+    #: LIST batches being read in the thread pool at once, all connections together: the pool
+    #: stays free for hashing and fsync, and the reactor shares the GIL with few threads.
+    max_list_reads: int = 1
 
 
 class State(enum.Enum):
@@ -107,6 +119,11 @@ class FileServerProtocol(Protocol):
         self._discard = 0  # body bytes still to skip after a failed upload
         self._upload_error: PathError | None = None
         self._hashing: defer.Deferred[FileInfo] | None = None  # a STAT waiting for its hash
+        self._listing: DirListing | None = None
+        self._listed = 0  # rows of the current listing sent so far
+        self._list_bytes = 0
+        self._list_looping = False
+        self._list_again = False
         #: What this connection may reach: the server's own account without --auth; with it,
         #: none (or anonymous) until LOGIN succeeds.
         self.account: Any = factory.default_account
@@ -130,6 +147,7 @@ class FileServerProtocol(Protocol):
             self._upload = None
         if self._hashing is not None:  # nobody will read the answer: stop waiting for it
             self._hashing.cancel()
+        self._end_listing()
         self.factory.tracker.closed(self)
 
     def drain(self) -> None:
@@ -221,7 +239,7 @@ class FileServerProtocol(Protocol):
             elif isinstance(request, codec.Get):
                 self._get(request)
             elif isinstance(request, codec.List):
-                self._list(self.account.store.list_dir(request.path))
+                self._list(request)
             elif isinstance(request, codec.Stat):
                 self._stat(request)
             elif isinstance(request, codec.Help):
@@ -436,13 +454,91 @@ class FileServerProtocol(Protocol):
         if self.state is not State.CLOSING:
             self._error("unauthorized", "bad user name or password")
 
-    def _list(self, entries: list[Entry]) -> None:
-        lines = [
-            f"{e.kind} {'-' if e.size is None else e.size} {codec.format_mtime(e.mtime)} "
-            f"{codec.escape_name(e.name)}\n"
-            for e in entries
-        ]
-        self._respond(codec.ok_line(len(lines)) + "".join(lines).encode("utf-8"), "OK")
+    # --- LIST, streamed -------------------------------------------------------------------
+
+    def _list(self, request: codec.List) -> None:
+        """``OK list``, then the rows a batch at a time, then ``END <n>`` (docs/protocol.md)."""
+        self._listing = self.account.store.open_listing(request.path)
+        self._listed = 0
+        self._list_bytes = 0
+        self.state = State.RESPONDING
+        self._arm("stall", self.limits.stall_timeout, self._stalled)
+        self._list_send(codec.ok_line(codec.LIST_STATUS))
+
+    def _list_send(self, data: bytes) -> None:
+        """Write part of a listing; the next batch is read once the transport can take more."""
+        self._list_bytes += len(data)
+        write_paced(self.transport, data).addCallbacks(self._list_more, self._list_lost)
+
+    def _list_more(self, _ignored: object = None) -> None:
+        """Read the next batch.  A loop, not a recursion, when batches come back at once (a
+        thread pool run inline, a socket that takes everything)."""
+        if self._list_looping:
+            self._list_again = True
+            return
+        self._list_looping = True
+        try:
+            self._list_again = True
+            while self._list_again and self._listing is not None and self.state is State.RESPONDING:
+                self._list_again = False
+                self._progress(0)
+                # At the cap, want one more all the same: is there more than the cap?
+                want = max(1, min(self.limits.list_batch, self.limits.max_list - self._listed))
+                d = self.factory.list_reads.run(self._listing.read, want, _list_row)
+                d.addCallbacks(self._list_batch, self._list_failed)
+        finally:
+            self._list_looping = False
+
+    def _list_batch(self, batch: ListBatch) -> None:
+        """Send a batch.  At the cap, one more entry is asked for: if there is one, the listing
+        ends ``truncated`` (the reader's look-ahead usually has it already)."""
+        if self.state is State.CLOSING or self._listing is None:
+            return
+        room = self.limits.max_list - self._listed
+        rows = batch.rows[:room]
+        self._listed += len(rows)
+        if len(batch.rows) > room:
+            self._list_finish(b"".join(rows), codec.LIST_TRUNCATED)
+        elif batch.end:
+            self._list_finish(b"".join(rows), None)
+        elif rows:
+            self._list_send(b"".join(rows))
+        else:  # only unlisted entries (temporaries, FIFOs) in this batch: read on
+            self._list_more()
+
+    def _list_failed(self, failure: Failure) -> None:
+        """The directory could not be read on: end the listing, saying so."""
+        if self.state is State.CLOSING or self._listing is None:
+            return
+        error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
+        if error is not None:
+            log.warn(  # short of descriptors or memory: retryable, no traceback
+                "{peer} {request}: listing stopped: {error}",
+                peer=self.peer,
+                request=self._request,
+                error=codec.escape_text(str(error)),
+            )
+        else:
+            log.failure(
+                "{peer} {request}: listing failed", failure, peer=self.peer, request=self._request
+            )
+        self._list_finish(b"", codec.LIST_FAILED)
+
+    def _list_finish(self, rows: bytes, reason: str | None) -> None:
+        self._end_listing()
+        outcome = "OK" if reason is None else f"OK {reason} at {self._listed} entries"
+        self._answer(
+            outcome, self._list_bytes + len(rows), rows, codec.list_end(self._listed, reason)
+        )
+
+    def _list_lost(self, _failure: Failure) -> None:
+        self._end_listing()
+        self._log("aborted: connection lost", self._list_bytes)
+
+    def _end_listing(self) -> None:
+        listing, self._listing = self._listing, None
+        if listing is not None:
+            listing.close()
 
     def _stat(self, request: codec.Stat) -> None:
         """Hashes are bounded per client address; a closed connection stops waiting (its
@@ -582,6 +678,11 @@ class FileServerProtocol(Protocol):
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
+def _list_row(entry: Entry) -> bytes:
+    """An entry as its LIST row (run in the thread pool, with the batch's reading)."""
+    return codec.list_row(entry.kind, entry.size, entry.mtime, entry.name)
+
+
 def request_path(request: codec.Request) -> str:
     """The path a request named, escaped for an error message."""
     return codec.escape_text(getattr(request, "path", "") or "/")
@@ -610,6 +711,8 @@ class FileServerFactory(LimitedFactory):
         self.uploads = uploads  # None: a read-only server
         self.portal = portal  # with accounts (--auth): connections must LOGIN
         self.limiter = limiter or LoginLimiter(clock.seconds)
+        #: Shared by every connection's LIST: batches read in the thread pool at once.
+        self.list_reads = defer.DeferredSemaphore(self.limits.max_list_reads)
         if portal is None:
             self.default_account: Any = Account("-", store, uploads)  # type: ignore[arg-type]
         elif anonymous:  # what the users file lets anonymous read (anonymous_store), else store

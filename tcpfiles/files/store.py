@@ -17,20 +17,18 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from tcpfiles.files.hashing import Hasher, inline
+from tcpfiles.files.listing import TEMP_PREFIX, DirListing, Entry, open_listing
 from tcpfiles.files.paths import (
-    Exhausted,
     NotFound,
     PathError,
     Root,
     open_beneath,
     open_file_beneath,
-    os_error,
     parse_path,
 )
 from tcpfiles.interfaces import IFileStore
 
-#: Names starting with this are upload temporaries: never listed, never served.
-TEMP_PREFIX = ".tcpfiles-"
+__all__ = ["TEMP_PREFIX", "Entry", "FileInfo", "FileStore", "OpenedFile"]
 
 DeferToThread = Callable[..., defer.Deferred[Any]]
 
@@ -46,16 +44,6 @@ class OpenedFile:
     def close(self) -> None:
         """Close the descriptor."""
         os.close(self.fd)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One line of a directory listing."""
-
-    kind: str  # "f" for a regular file, "d" for a directory
-    size: int | None  # None for a directory
-    mtime: float
-    name: bytes
 
 
 @dataclass(frozen=True)
@@ -84,9 +72,11 @@ class FileStore:
         hasher: Hasher | None = None,
     ) -> None:
         """``hasher`` may be shared by several stores (one cache, one bound); without one,
-        a store has its own, running jobs with ``defer_to_thread`` (default: inline)."""
+        a store has its own, running jobs with ``defer_to_thread`` (default: inline).  LIST's
+        batches run with ``defer_to_thread``."""
         self.root = root
-        self.hasher = hasher or Hasher(defer_to_thread or inline)
+        self._defer_to_thread = defer_to_thread or inline  # LIST's batches
+        self.hasher = hasher or Hasher(self._defer_to_thread)
 
     def open_file(self, path: str) -> OpenedFile:
         """Open a regular file for reading; raises a ``PathError``."""
@@ -95,48 +85,15 @@ class FileStore:
         fd, st = open_file_beneath(self.root, parts)
         return OpenedFile(fd, st.st_size, st.st_mtime)
 
-    def list_dir(self, path: str) -> list[Entry]:
-        """Entries of a directory, sorted by name; hides temporaries, specials and escapes."""
+    def open_listing(self, path: str) -> DirListing:
+        """Open a directory to be listed in batches (in the thread pool); raises ``PathError``.
+
+        Temporaries, special files and symlinks leaving the root are not listed; the order is
+        the directory's own, not sorted (see :mod:`tcpfiles.files.listing`).
+        """
         parts = parse_path(path)
         _check_parts(parts)
-        fd = open_beneath(self.root, parts, want="dir")
-        entries = []
-        try:
-            with _scandir(fd) as scan:
-                for item in scan:
-                    if item.name.startswith(TEMP_PREFIX):
-                        continue
-                    entry = self._entry(parts, item)
-                    if entry is not None:
-                        entries.append(entry)
-        finally:
-            os.close(fd)
-        entries.sort(key=lambda e: e.name)
-        return entries
-
-    def _entry(self, parts: tuple[str, ...], item: os.DirEntry[str]) -> Entry | None:
-        try:
-            st = item.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                st = self._stat_beneath((*parts, item.name))
-        except Exhausted:
-            raise  # out of descriptors: the listing would silently miss linked entries
-        except (OSError, PathError):
-            return None  # vanished meanwhile, or a link that leaves the root: not listed
-        name = os.fsencode(item.name)
-        if stat.S_ISDIR(st.st_mode):
-            return Entry("d", None, st.st_mtime, name)
-        if stat.S_ISREG(st.st_mode):
-            return Entry("f", st.st_size, st.st_mtime, name)
-        return None
-
-    def _stat_beneath(self, parts: tuple[str, ...]) -> os.stat_result:
-        """Stat the target of a symlink, only if it resolves inside the root."""
-        fd = open_beneath(self.root, parts, want="any")
-        try:
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
+        return open_listing(self.root, parts, self._defer_to_thread)
 
     def stat(self, path: str, owner: Hashable = None) -> defer.Deferred[FileInfo]:
         """Describe a file (with its sha256) or a directory; fails with a ``PathError``.
@@ -158,11 +115,3 @@ class FileStore:
             return FileInfo("file", st.st_size, st.st_mtime, digest)
 
         return self.hasher.sha256(fd, st, owner).addCallback(describe)
-
-
-def _scandir(fd: int) -> Any:
-    """``os.scandir`` of a directory descriptor (it duplicates it: EMFILE is ``busy``)."""
-    try:
-        return os.scandir(fd)
-    except OSError as exc:
-        raise os_error(exc) from None

@@ -27,6 +27,7 @@ from tcpfiles.files import codec
 from tcpfiles.files.client import (
     ConnectionClosed,
     FilesClient,
+    IncompleteListing,
     IntegrityError,
     RemoteError,
     TLSFailure,
@@ -320,10 +321,15 @@ def mirror(
     result: TreeResult | None = None,
 ) -> Any:
     """``get -r``: recreate ``remote_dir`` under ``local_dir``; ``each(remote, local)`` fetches a
-    file (returning a Deferred).  Names that cannot be a local file name are skipped."""
+    file (returning a Deferred).  Names that cannot be a local file name are skipped.  A listing
+    the server ended early (``--max-list``) is an :class:`IncompleteListing` in ``failed``: what
+    it listed is still fetched, but the copy of that directory is partial."""
     result = result if result is not None else TreeResult()
     entries = yield session.run(lambda client, _retried: client.list(remote_dir))
     os.makedirs(local_dir, exist_ok=True)
+    if not entries.complete:  # fetch what was listed, and report the directory as partial
+        assert result.failed is not None
+        result.failed.append((remote_dir or "/", IncompleteListing(remote_dir, entries)))
     for entry in entries:
         name = local_name(entry.name)
         if name is None:

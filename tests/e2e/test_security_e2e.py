@@ -143,7 +143,8 @@ def test_login_required_before_anything(accounts):
     wire.send(b"LOGIN alice nope\nLOGIN zed nope\nLOGIN alice alices-password\nLIST\n")
     assert wire.line() == wire.line() == b"ERR unauthorized bad user name or password"
     assert wire.line() == b"OK welcome alice"
-    assert wire.line() == b"OK 1" and wire.line().endswith(b" alice.txt")
+    assert wire.line() == b"OK list" and wire.line().endswith(b" alice.txt")
+    assert wire.line() == b"END 1"
 
 
 def test_accounts_through_the_cli(accounts, tmp_path):

@@ -151,7 +151,8 @@ def test_accounts_are_confined_to_their_roots_with_their_rights(tree):
     alice, alice_t = connect(factory, port=1)
     assert ask(alice, alice_t, b"LOGIN alice apw\n") == [b"OK welcome alice"]
     listing = ask(alice, alice_t, b"LIST\n")
-    assert listing[0] == b"OK 1" and listing[1].endswith(b" alice.txt")
+    assert listing[0] == b"OK list" and listing[1].endswith(b" alice.txt")
+    assert listing[2] == b"END 1"
     assert ask(alice, alice_t, b"GET bob/bob.txt\n")[0].startswith(b"ERR not-found")
     assert ask(alice, alice_t, b"GET ../bob/bob.txt\n")[0].startswith(b"ERR bad-request")
     assert ask(alice, alice_t, b"MKDIR made\n") == [b"OK created"]

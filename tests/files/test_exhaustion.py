@@ -87,8 +87,8 @@ class ExhaustedServerTests(SynchronousTestCase):
             b"GET a.txt\n": b"OK 6\nalpha\n",
             b"RESUME 2 a.txt\n": b"OK 4\npha\n",
             b"STAT a.txt\n": b"OK type=file size=6 ",
-            b"LIST sub\n": b"OK 0\n",
-            b"LIST\n": b"OK 2\n",
+            b"LIST sub\n": b"OK list\nEND 0\n",
+            b"LIST\n": b"OK list\n",
         }
         for byte_by_byte in (False, True):
             for request, good in requests.items():

@@ -342,10 +342,10 @@ class ExhaustionTests(SynchronousTestCase):
         store = FileStore(self.root)
         self.root.fd()
         self.patch(os, "scandir", exhausting())
-        self.assertRaises(Exhausted, store.list_dir, "sub")
+        self.assertRaises(Exhausted, store.open_listing, "sub")
         self.patch(os, "scandir", OS_SCANDIR)
         self.patch(os, "open", exhausting())
-        self.assertRaises(Exhausted, store.list_dir, "sub")
+        self.assertRaises(Exhausted, store.open_listing, "sub")
         self.failureResultOf(store.stat("a.txt"), Exhausted)
         self.patch(os, "open", OS_OPEN)
         # The root listing: dup is fine, but the symlink "link" cannot be resolved.  It must
@@ -360,9 +360,14 @@ class ExhaustionTests(SynchronousTestCase):
             return real_open(path, flags, *args, **kwargs)
 
         self.patch(os, "open", open_dirs_only)
-        self.assertRaises(Exhausted, store.list_dir, "")
+        listing = store.open_listing("")
+        self.failureResultOf(listing.read(10), Exhausted)
+        listing.close()
         self.patch(os, "open", OS_OPEN)
-        self.assertEqual([e.name for e in store.list_dir("")], [b"a.txt", b"link", b"sub"])
+        listing = store.open_listing("")
+        batch = self.successResultOf(listing.read(10))
+        listing.close()
+        self.assertEqual(sorted(e.name for e in batch.rows), [b"a.txt", b"link", b"sub"])
 
 
 OS_OPEN = os.open

@@ -68,7 +68,7 @@ def test_body_sent_without_waiting_still_works(root):
     protocol, transport = connect(make(root))
     protocol.dataReceived(put_line("a.txt", b"abc") + b"abc" + b"LIST sub\n")
     assert transport.value().startswith(b"OK send 3\nOK stored 3 ")
-    assert transport.value().endswith(b"OK 0\n")
+    assert transport.value().endswith(b"OK list\nEND 0\n")
 
 
 def test_read_only_server_refuses_writes(root):
