@@ -60,7 +60,8 @@ def test_star_line_gives_carol_read_only(tree, start_server):
     wire = Wire(server.port)
     wire.send(b"LOGIN carol carols-pw\nLIST\nGET sub.txt\nGET alice/alice.txt\nMKDIR x\n")
     assert wire.line() == b"OK welcome carol"
-    assert wire.line() == b"OK 1" and wire.line().endswith(b" sub.txt")
+    assert wire.line() == b"OK list" and wire.line().endswith(b" sub.txt")
+    assert wire.line() == b"END 1"
     assert wire.line() == b"OK 3" and wire.exactly(3) == b"sub"
     assert wire.line().startswith(b"ERR not-found")
     assert wire.line().startswith(b"ERR read-only")

@@ -59,7 +59,9 @@ def test_exhausted_descriptors_answer_busy_then_recover(start_server, root: Path
     assert early.get("a.txt") == b"alpha\n"
     early.send(b"STAT sub/b.txt\nLIST\n")
     assert early.line().startswith(b"OK type=file size=5 ")
-    assert early.line() == b"OK 2"
+    assert early.line() == b"OK list"
+    assert sorted(early.line().split(b" ", 3)[3] for _ in range(2)) == [b"a.txt", b"sub"]
+    assert early.line() == b"END 2"
     late = Wire(server.port)
     assert late.get("sub/b.txt") == b"beta\n"
     assert server.proc.poll() is None
