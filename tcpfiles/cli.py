@@ -664,8 +664,8 @@ def _ls(session: Session, args: argparse.Namespace) -> Any:
     for size, mtime, name in rows:
         print(f"{size:>{width}}  {mtime}  {name}")
     if not entries.complete:  # shown, but not the whole directory: say so, and exit 1
-        exc = IncompleteListing(args.path, entries)
-        _say(f"{exc.text} ({exc.code}); not every entry is shown")
+        incomplete = IncompleteListing(args.path, entries)
+        _say(f"{incomplete.text} ({incomplete.code}); not every entry is shown")
         return EXIT_REFUSED
     return EXIT_OK
 

@@ -41,7 +41,7 @@ def test_interrupted_get_exits_130_and_keeps_the_part(root, start_server, tmp_pa
     """Ctrl-C mid-download: exit 130, one line with the resume hint, the part kept, no traceback;
     the same command then resumes and completes."""
     sha = make_file(root / "big.bin", 8 << 20)
-    proxy = FaultProxy(start_server().port)
+    proxy = FaultProxy(start_server().port, rate=4 << 20)
     try:
         command = [script("tcpfiles"), "get", "--server", f"127.0.0.1:{proxy.port}", "big.bin"]
         proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
@@ -71,7 +71,7 @@ def test_interrupted_get_exits_130_and_keeps_the_part(root, start_server, tmp_pa
 def test_interrupted_put_exits_130(root, start_server, tmp_path):
     """Ctrl-C mid-upload: exit 130 and one line; the server publishes nothing."""
     make_file(tmp_path / "up.bin", 8 << 20)
-    proxy = FaultProxy(start_server("--writable").port)
+    proxy = FaultProxy(start_server("--writable").port, rate=4 << 20)
     try:
         command = [script("tcpfiles"), "put", "--server", f"127.0.0.1:{proxy.port}", "up.bin"]
         proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
