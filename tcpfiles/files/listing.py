@@ -20,7 +20,16 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.files.paths import Exhausted, PathError, Root, exhausted, open_beneath, os_error
+from tcpfiles.files.paths import (
+    BadPath,
+    Exhausted,
+    PathError,
+    Root,
+    exhausted,
+    open_beneath,
+    os_error,
+    parse_path,
+)
 
 #: Names starting with this are upload temporaries: never listed, never served.
 TEMP_PREFIX = ".tcpfiles-"
@@ -140,7 +149,7 @@ class DirListing:
 
     def _entry(self, item: os.DirEntry[str]) -> Entry | None:
         """An entry for the listing, or None for what is not listed."""
-        if item.name.startswith(TEMP_PREFIX):
+        if item.name.startswith(TEMP_PREFIX) or not requestable(item.name):
             return None
         try:
             st = item.stat(follow_symlinks=False)  # fstatat relative to the directory's fd
@@ -168,6 +177,20 @@ class DirListing:
             return os.fstat(fd)
         finally:
             os.close(fd)
+
+
+def requestable(name: str) -> bool:
+    """Whether a request can name this directory entry: LIST shows only what GET can fetch.
+
+    A name that is not UTF-8, or holds a control character or a backslash, cannot be sent in a
+    request (see :func:`~tcpfiles.files.paths.parse_path`), so it is not listed either, as an
+    escaping symlink is not: a client never sees a name it would be refused.
+    """
+    try:
+        os.fsencode(name).decode("utf-8")
+        return parse_path(name) == (name,)
+    except (UnicodeDecodeError, BadPath):
+        return False
 
 
 def open_listing(root: Root, parts: tuple[str, ...], defer_to_thread: DeferToThread) -> DirListing:

@@ -216,19 +216,21 @@ class ServerListTests(TempDirs, SynchronousTestCase):
         self.assertEqual(lines[8:], [b"END 7", b"OK 2", b"xx"])
 
     def test_names_are_escaped_as_before(self) -> None:
-        """Rows carry codec.escape_name of each name, plain names unchanged."""
+        """Rows carry codec.escape_name of each name, plain names unchanged; names no request
+        can carry (a newline, a backslash, bytes that are not UTF-8) are not listed."""
         root = Path(self.tmpdir()) / "files"
         root.mkdir(parents=True)
-        odd = [b"plain name.txt", b"x\nOK 0", b"back\\slash", b"latin-\xe9", "\u202eevil".encode()]
-        for name in odd:
+        listed = [b"plain name.txt", "\u202eevil".encode(), "zero\u200bwidth".encode()]
+        unlisted = [b"x\nOK 0", b"back\\slash", b"latin-\xe9"]
+        for name in listed + unlisted:
             with open(os.path.join(os.fsencode(root), name), "wb"):
                 pass
         protocol, transport = connect(self.factory(root, Threads()))
         protocol.dataReceived(b"LIST\n")
         shown = sorted(names_of(transport.value()))
-        self.assertEqual(shown, sorted(codec.escape_name(n).encode() for n in odd))
-        self.assertIn(b"x\\u000aOK 0", shown)
-        self.assertTrue(transport.value().endswith(b"END 5\n"))
+        self.assertEqual(shown, sorted(codec.escape_name(n).encode() for n in listed))
+        self.assertIn(b"\\u202eevil", shown)
+        self.assertTrue(transport.value().endswith(b"END 3\n"))
 
     def test_cap_reached_ends_truncated_and_goes_on(self) -> None:
         """Past max_list the listing ends 'END <n> truncated', is logged so, and the next
