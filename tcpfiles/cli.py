@@ -656,7 +656,7 @@ def _ls(session: Session, args: argparse.Namespace) -> Any:
         (
             "-" if e.size is None else human_size(e.size),
             e.mtime.replace("T", " ")[:16],
-            e.display_name + ("/" if e.kind == "d" else ""),
+            e.display_name + {"d": "/", "x": "  (its name cannot be requested)"}.get(e.kind, ""),
         )
         for e in entries
     ]

@@ -98,7 +98,7 @@ class IncompleteListing(RemoteError):
 class RemoteEntry:
     """One entry of a remote directory listing."""
 
-    kind: str  # "f" or "d"
+    kind: str  # "f" a file, "d" a directory, "x" an entry whose name no request can carry
     size: int | None
     mtime: str  # UTC, ISO 8601
     name: bytes  # the name as stored on the server (unescaped)

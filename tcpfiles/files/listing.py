@@ -31,6 +31,9 @@ from tcpfiles.files.paths import (
     parse_path,
 )
 
+#: The type of an entry whose name no request can carry (see :func:`requestable`).
+UNREQUESTABLE = "x"
+
 #: Names starting with this are upload temporaries: never listed, never served.
 TEMP_PREFIX = ".tcpfiles-"
 
@@ -45,7 +48,7 @@ DeferToThread = Callable[..., defer.Deferred[Any]]
 class Entry:
     """One line of a directory listing."""
 
-    kind: str  # "f" for a regular file, "d" for a directory
+    kind: str  # "f" a regular file, "d" a directory, "x" one whose name no request can carry
     size: int | None  # None for a directory
     mtime: float
     name: bytes
@@ -149,7 +152,7 @@ class DirListing:
 
     def _entry(self, item: os.DirEntry[str]) -> Entry | None:
         """An entry for the listing, or None for what is not listed."""
-        if item.name.startswith(TEMP_PREFIX) or not requestable(item.name):
+        if item.name.startswith(TEMP_PREFIX):
             return None
         try:
             st = item.stat(follow_symlinks=False)  # fstatat relative to the directory's fd
@@ -164,11 +167,13 @@ class DirListing:
                 raise busy from None
             return None  # vanished meanwhile: not listed
         name = os.fsencode(item.name)
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            return None
+        if not requestable(item.name):  # shown, so nothing is hidden; but never as fetchable
+            return Entry(UNREQUESTABLE, None, st.st_mtime, name)
         if stat.S_ISDIR(st.st_mode):
             return Entry("d", None, st.st_mtime, name)
-        if stat.S_ISREG(st.st_mode):
-            return Entry("f", st.st_size, st.st_mtime, name)
-        return None
+        return Entry("f", st.st_size, st.st_mtime, name)
 
     def _stat_beneath(self, parts: tuple[str, ...]) -> os.stat_result:
         """Stat the target of a symlink, only if it resolves inside the root."""
@@ -180,11 +185,11 @@ class DirListing:
 
 
 def requestable(name: str) -> bool:
-    """Whether a request can name this directory entry: LIST shows only what GET can fetch.
+    """Whether a request can name this directory entry.
 
     A name that is not UTF-8, or holds a control character or a backslash, cannot be sent in a
-    request (see :func:`~tcpfiles.files.paths.parse_path`), so it is not listed either, as an
-    escaping symlink is not: a client never sees a name it would be refused.
+    request (see :func:`~tcpfiles.files.paths.parse_path`): LIST shows such an entry with the
+    type ``x``, never as a file or directory a client could fetch, and hides nothing.
     """
     try:
         os.fsencode(name).decode("utf-8")

@@ -331,8 +331,8 @@ def mirror(
         assert result.failed is not None
         result.failed.append((remote_dir or "/", IncompleteListing(remote_dir, entries)))
     for entry in entries:
-        name = local_name(entry.name)
-        if name is None:
+        name = local_name(entry.name) if entry.kind in ("f", "d") else None
+        if name is None:  # not fetchable ("x"), or not a safe local name: listed as skipped
             assert result.skipped is not None
             result.skipped.append(f"{remote_dir.rstrip('/')}/{entry.display_name}")
             continue

@@ -26,7 +26,7 @@ class RequestableTests(SynchronousTestCase):
 
 
 class ListedMeansFetchableTests(SynchronousTestCase):
-    """Every name LIST shows is one GET serves; the others are not shown."""
+    """Every entry LIST shows as a file is one GET serves; the others are shown as ``x``."""
 
     def setUp(self) -> None:
         self.root = tempfile.mkdtemp()
@@ -35,25 +35,36 @@ class ListedMeansFetchableTests(SynchronousTestCase):
             with open(os.path.join(os.fsencode(self.root), name), "wb") as f:
                 f.write(b"data:" + name)
 
-    def _listed(self, byte_by_byte: bool) -> list[bytes]:
+    def _listed(self, byte_by_byte: bool) -> dict[bytes, str]:
         protocol, transport = connect(make_factory(self.root))
         out = respond(protocol, transport, b"LIST\n", byte_by_byte)
         lines = out.split(b"\n")
         self.assertEqual(lines[0], b"OK list")
-        rows = [line for line in lines[1:] if line and not line.startswith(b"END")]
-        return sorted(codec.unescape_name(row.decode().split(" ", 3)[3]) for row in rows)
+        rows = [line.decode() for line in lines[1:] if line and not line.startswith(b"END")]
+        return {codec.unescape_name(row.split(" ", 3)[3]): row[0] for row in rows}
 
-    def test_only_requestable_names_are_listed(self) -> None:
-        """Whole or byte by byte, LIST shows ok.txt and the bidi name, not the three others."""
+    def test_kinds(self) -> None:
+        """Whole or byte by byte: ok.txt and the bidi name are files; the three others ``x``."""
+        expected = {
+            b"ok.txt": "f",
+            "evil\u202etxt".encode(): "f",
+            b"back\\slash": "x",
+            b"ctl\x01": "x",
+            b"bad\xff": "x",
+        }
         for byte_by_byte in (False, True):
-            self.assertEqual(
-                self._listed(byte_by_byte), sorted([b"ok.txt", "evil\u202etxt".encode()])
-            )
+            self.assertEqual(self._listed(byte_by_byte), expected)
 
-    def test_every_listed_name_is_fetched(self) -> None:
-        """GET of each listed name (unescaped, as a client sends it) serves that file."""
-        for raw in self._listed(False):
+    def test_files_are_fetched_and_x_entries_refused(self) -> None:
+        """GET of a listed file (unescaped, as a client sends it) serves it; an ``x`` entry's
+        name, escaped as listed, is a bad request: never a file served by mistake."""
+        for raw, kind in self._listed(False).items():
             protocol, transport = connect(make_factory(self.root))
-            out = respond(protocol, transport, b"GET " + raw + b"\n")
-            body = b"data:" + raw
-            self.assertEqual(out, b"OK %d\n" % len(body) + body)
+            if kind == "f":
+                out = respond(protocol, transport, b"GET " + raw + b"\n")
+                body = b"data:" + raw
+                self.assertEqual(out, b"OK %d\n" % len(body) + body)
+            else:
+                line = b"GET " + codec.escape_name(raw).encode() + b"\n"
+                out = respond(protocol, transport, line)
+                self.assertTrue(out.startswith(b"ERR bad-request"), out)

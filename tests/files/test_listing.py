@@ -78,7 +78,8 @@ def open_fds() -> int:
 
 def names_of(data: bytes) -> list[bytes]:
     """The names in the rows of a wire answer (between ``OK list`` and ``END``)."""
-    return [line.split(b" ", 3)[3] for line in data.splitlines() if line[:2] in (b"f ", b"d ")]
+    rows = (line for line in data.splitlines() if line[:2] in (b"f ", b"d ", b"x "))
+    return [row.split(b" ", 3)[3] for row in rows]
 
 
 class ListerTests(TempDirs, SynchronousTestCase):
@@ -217,7 +218,7 @@ class ServerListTests(TempDirs, SynchronousTestCase):
 
     def test_names_are_escaped_as_before(self) -> None:
         """Rows carry codec.escape_name of each name, plain names unchanged; names no request
-        can carry (a newline, a backslash, bytes that are not UTF-8) are not listed."""
+        can carry (a newline, a backslash, bytes that are not UTF-8) are listed as ``x``."""
         root = Path(self.tmpdir()) / "files"
         root.mkdir(parents=True)
         listed = [b"plain name.txt", "\u202eevil".encode(), "zero\u200bwidth".encode()]
@@ -228,9 +229,14 @@ class ServerListTests(TempDirs, SynchronousTestCase):
         protocol, transport = connect(self.factory(root, Threads()))
         protocol.dataReceived(b"LIST\n")
         shown = sorted(names_of(transport.value()))
-        self.assertEqual(shown, sorted(codec.escape_name(n).encode() for n in listed))
+        everything = listed + unlisted
+        self.assertEqual(shown, sorted(codec.escape_name(n).encode() for n in everything))
         self.assertIn(b"\\u202eevil", shown)
-        self.assertTrue(transport.value().endswith(b"END 3\n"))
+        self.assertIn(b"x\\u000aOK 0", shown)
+        kinds = {row.split(b" ", 3)[3]: row[:1] for row in transport.value().split(b"\n")[1:-2]}
+        self.assertEqual(kinds[b"back\\\\slash"], b"x")
+        self.assertEqual(kinds[b"plain name.txt"], b"f")
+        self.assertTrue(transport.value().endswith(b"END 6\n"))
 
     def test_cap_reached_ends_truncated_and_goes_on(self) -> None:
         """Past max_list the listing ends 'END <n> truncated', is logged so, and the next

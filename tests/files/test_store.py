@@ -49,8 +49,8 @@ def result_of(d: defer.Deferred):
 
 
 def test_list_hides_temporaries_specials_and_escapes(root, tmp_path):
-    """LIST shows files and directories; not temporaries, FIFOs, escaping links or names no
-    request can carry (here: not UTF-8)."""
+    """LIST shows files and directories (one whose name no request can carry, here not UTF-8,
+    as ``x``); not temporaries, FIFOs or escaping links."""
     (root / "b.txt").write_bytes(b"bb")
     (root / "a").mkdir()
     (root / f"{TEMP_PREFIX}upload-123").write_bytes(b"partial")
@@ -66,6 +66,7 @@ def test_list_hides_temporaries_specials_and_escapes(root, tmp_path):
     assert [(e.kind, e.size, e.name) for e in entries] == [
         ("d", None, b"a"),
         ("f", 2, b"b.txt"),
+        ("x", None, b"latin-\xe9"),
         ("f", 2, b"link-in"),
     ]
 
