@@ -173,16 +173,16 @@ def test_put_creates_missing_remote_directories(root, start_server, tmp_path):
 
 
 def test_get_recursive_skips_names_that_would_mislead(root, start_server, tmp_path):
-    """`get -r` refuses a name with a bidi override (shown escaped once), never sees a name the
-    server cannot serve (a backslash), and gets the rest."""
+    """`get -r` skips a name with a bidi override and one the server cannot serve (a
+    backslash), each reported once, escaped once, and gets the rest."""
     (root / "d").mkdir()
     (root / "d" / "fine.txt").write_bytes(b"ok")
     (root / "d" / "evil\u202etxt.exe").write_bytes(b"x")
-    (root / "d" / "back\\slash").write_bytes(b"x")  # no request can name it: not listed
+    (root / "d" / "back\\slash").write_bytes(b"x")  # no request can name it: listed as x
     port = start_server().port
     result = tcpfiles("get", "-r", "d", "--server", f"127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "slash" not in result.stderr
+    assert "skipped d/back\\\\slash: " in result.stderr, result.stderr  # escaped once
     assert (tmp_path / "d" / "fine.txt").read_bytes() == b"ok"
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["fine.txt"]
     assert "skipped d/evil\\u202etxt.exe" in result.stderr, result.stderr
