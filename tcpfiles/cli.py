@@ -217,9 +217,17 @@ class _Interruption:
         self.message = "interrupted"
 
     def install(self, reactor: Any) -> None:
-        """Replace the reactor's handlers (call once the reactor runs)."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda n, _frame: reactor.callFromThread(self._stop, reactor, n))
+        """Replace the reactor's handlers once it runs (it installs its own SIGTERM handler when
+        it starts, over any set before: SIGTERM then ended a get with exit 0)."""
+
+        def replace() -> None:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(
+                    signum, lambda n, _frame: reactor.callFromThread(self._stop, reactor, n)
+                )
+
+        replace()  # from now on, for a signal that comes before the reactor runs
+        reactor.callWhenRunning(replace)
 
     def _stop(self, reactor: Any, signum: int) -> None:
         if self.signum:
@@ -280,12 +288,16 @@ def _check_values(args: argparse.Namespace) -> None:
     server = args.server  # None only for get, whose default depends on --oneshot
     if server is None:
         server = DEFAULT_ONESHOT if args.oneshot else DEFAULT_SERVER
+    if args.ca and not os.access(args.ca, os.R_OK):
+        raise Failed(f"--ca {args.ca!r}: cannot read it", EXIT_USAGE)
     from twisted.internet import reactor
 
     try:
         client_endpoint(reactor, server, ca=args.ca, insecure=args.insecure)
     except ValueError as exc:
         raise Failed(f"--server {server!r}: {exc}", EXIT_USAGE) from None
+    except Exception as exc:  # noqa: BLE001 - OpenSSL's errors for a --ca that is not a PEM CA
+        raise Failed(f"--ca {args.ca!r}: not a PEM certificate ({exc})", EXIT_USAGE) from None
 
 
 def _server_host(server: str) -> str | None:
@@ -322,7 +334,10 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str] | None:
     if password is None and sys.stdin.isatty():
         import getpass
 
-        password = getpass.getpass(f"password for {args.user}: ")
+        try:
+            password = getpass.getpass(f"password for {args.user}: ")
+        except EOFError:  # Ctrl-D at the prompt
+            raise Failed(f"--user {args.user}: no password given", EXIT_USAGE) from None
     if password is None:
         raise Failed(
             "--user needs a password: set TCPFILES_PASSWORD, put it in a netrc file, "

@@ -684,8 +684,9 @@ def _list_row(entry: Entry) -> bytes:
 
 
 def request_path(request: codec.Request) -> str:
-    """The path a request named, escaped for an error message."""
-    return codec.escape_text(getattr(request, "path", "") or "/")
+    """The path a request named, for an error message (``err_line`` escapes the whole text:
+    escaping here too showed ``a\\b`` as ``a\\\\b``)."""
+    return getattr(request, "path", "") or "/"
 
 
 class FileServerFactory(LimitedFactory):

@@ -29,17 +29,20 @@ def tcpfiles(*args: str, cwd: Path, timeout: float = 60) -> subprocess.Completed
     )
 
 
-def _interrupt_when(proc: subprocess.Popen[str], ready) -> tuple[int, str]:
-    """SIGINT ``proc`` once ``ready()`` holds; its exit status and stderr."""
+def _interrupt_when(
+    proc: subprocess.Popen[str], ready, sig: int = signal.SIGINT
+) -> tuple[int, str]:
+    """Signal ``proc`` (SIGINT) once ``ready()`` holds; its exit status and stderr."""
     wait_until(ready, 60, "the transfer to be under way")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     return proc.returncode, err
 
 
-def test_interrupted_get_exits_130_and_keeps_the_part(root, start_server, tmp_path):
-    """Ctrl-C mid-download: exit 130, one line with the resume hint, the part kept, no traceback;
-    the same command then resumes and completes."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_get_exits_130_and_keeps_the_part(root, start_server, tmp_path, sig):
+    """Ctrl-C (or SIGTERM) mid-download: exit 130 (143), one line with the resume hint, the part
+    kept, no traceback; the same command then resumes and completes."""
     sha = make_file(root / "big.bin", 8 << 20)
     proxy = FaultProxy(start_server().port, rate=4 << 20)
     try:
@@ -53,10 +56,10 @@ def test_interrupted_get_exits_130_and_keeps_the_part(root, start_server, tmp_pa
                 return bool(parts) and parts[0].stat().st_size > 0
             return False
 
-        status, err = _interrupt_when(proc, stalled_with_a_part)
+        status, err = _interrupt_when(proc, stalled_with_a_part, sig)
     finally:
         proxy.close()
-    assert status == 130, err
+    assert status == 128 + sig, err
     assert err == "tcpfiles: interrupted; run the same command again to resume\n"
     assert not (tmp_path / "big.bin").exists()
     (part,) = tmp_path.glob("big.bin.*.part")

@@ -68,3 +68,18 @@ class ListedMeansFetchableTests(SynchronousTestCase):
                 line = b"GET " + codec.escape_name(raw).encode() + b"\n"
                 out = respond(protocol, transport, line)
                 self.assertTrue(out.startswith(b"ERR bad-request"), out)
+
+
+class ErrorTextEscapedOnceTests(SynchronousTestCase):
+    """The path in an ERR line is escaped once, as a LIST name is (not twice)."""
+
+    def test_backslash_and_control(self) -> None:
+        """``a\\b`` is shown ``a\\\\b`` and a control character ``\\u0001``, once."""
+        protocol, transport = connect(make_factory(tempfile.mkdtemp()))
+        self.addCleanup(shutil.rmtree, protocol.factory.store.root.path)
+        out = respond(protocol, transport, b"GET a\\b\nGET a\x01b\n")
+        first, second = out.split(b"\n")[:2]
+        self.assertTrue(
+            first.startswith(b"ERR bad-request ") and first.endswith(b": a\\\\b"), first
+        )
+        self.assertTrue(second.endswith(b": a\\u0001b"), second)
