@@ -379,8 +379,15 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         for index, description in enumerate(where):
             listener: service.Service
             if description.lower().startswith("udp:"):
-                # A DatagramProtocol serves one port: each further UDP endpoint gets its own.
-                protocol = built if index == 0 else behaviour.build(own_options, context)
+                # A DatagramProtocol serves one port: each further UDP endpoint gets its own,
+                # a sibling sharing the service's state when it can make one (udp-echo does).
+                protocol = built
+                if index:
+                    protocol = (
+                        built.sibling()
+                        if hasattr(built, "sibling")
+                        else behaviour.build(own_options, context)
+                    )
                 listener = UDPListenerService(description, protocol, reactor, name)
             else:
                 listener = ListenerService(description, built, reactor, name)

@@ -222,18 +222,38 @@ class UDPEcho(DatagramProtocol):
     transport: Any
 
     def __init__(
-        self, clock: IReactorTime, settings: EchoSettings | None = None, label: str = "udp-echo"
+        self,
+        clock: IReactorTime,
+        settings: EchoSettings | None = None,
+        label: str = "udp-echo",
+        *,
+        sibling_of: UDPEcho | None = None,
     ) -> None:
         self.settings = settings or EchoSettings()
-        self.limiter = ReplyLimiter(
-            clock, self.settings.per_peer, self.settings.total, self.settings.max_peers
-        )
-        self.drops = DropReport(clock, self.settings.log_interval, label)
+        if sibling_of is not None:  # one more port of the same service: see :meth:`sibling`
+            self.limiter, self.drops = sibling_of.limiter, sibling_of.drops
+            self.own_ports: set[int] = sibling_of.own_ports
+        else:
+            self.limiter = ReplyLimiter(
+                clock, self.settings.per_peer, self.settings.total, self.settings.max_peers
+            )
+            self.drops = DropReport(clock, self.settings.log_interval, label)
+            self.own_ports = set()  # this echo's port and its siblings': never answered
         self.own_port = 0
+
+    def sibling(self) -> UDPEcho:
+        """The echo for one more port of the same service.
+
+        It shares the port set, the limits and the drop report: one echo port never answers
+        another (they would bounce a datagram between them), and the total rate is one for the
+        whole service, however many ports it listens on.
+        """
+        return UDPEcho(self.limiter.clock, self.settings, sibling_of=self)
 
     def startProtocol(self) -> None:
         """Note our own port once (``getHost`` is a system call)."""
         self.own_port = self.transport.getHost().port
+        self.own_ports.add(self.own_port)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Send it back, or drop it silently (counted)."""
@@ -249,7 +269,7 @@ class UDPEcho(DatagramProtocol):
         """From our own port (any address), a service port, port 0, or no-reply address."""
         if port == 0 or port < self.settings.min_source_port:
             return True
-        if port == self.own_port:
+        if port in self.own_ports:
             return True
         return refused_host(host)
 
@@ -262,6 +282,7 @@ class UDPEcho(DatagramProtocol):
 
     def stopProtocol(self) -> None:
         """Report what is still counted: nothing is left scheduled."""
+        self.own_ports.discard(self.own_port)
         self.drops.flush()
 
 

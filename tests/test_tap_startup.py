@@ -3,6 +3,7 @@ a one-line listen failure, and a word about listeners that are not TLS."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 from twisted.internet.error import CannotListenError
@@ -12,13 +13,18 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles import tap
+from tcpfiles.fdlimit import FdLimitCheck
 from tcpfiles.service import ListenerService
 from tcpfiles.udp import UDPListenerService
 
 
-def _options(*args: str, under_twistd: bool = False) -> tap.Options:
+def _options(test: SynchronousTestCase, *args: str, under_twistd: bool = False) -> tap.Options:
+    root = tempfile.mkdtemp()
+    test.addCleanup(shutil.rmtree, root)
+    # The descriptor check would raise this test process's own limit: not its business here.
+    test.patch(FdLimitCheck, "privilegedStartService", lambda self: None)
     options = tap.Options()
-    options.parseOptions(["--root", tempfile.mkdtemp(), *args])
+    options.parseOptions(["--root", root, *args])
     if under_twistd:  # what twistd's ServerOptions sets on its subcommand's options
         parent = usage.Options()
         parent["nodaemon"] = True
@@ -39,7 +45,7 @@ class UDPPerEndpointTests(SynchronousTestCase):
     def test_two_udp_endpoints_two_protocols(self) -> None:
         """Each UDP listener has its own protocol instance (one cannot listen on two ports)."""
         options = _options(
-            "--serve", "udp-echo=udp:0:interface=127.0.0.1", "--serve", "udp-echo=udp:0"
+            self, "--serve", "udp-echo=udp:0:interface=127.0.0.1", "--serve", "udp-echo=udp:0"
         )
         reactor = MemoryReactorClock()
         top = tap.makeService(options, reactor=reactor)
@@ -54,13 +60,13 @@ class BindNowTests(SynchronousTestCase):
     def test_not_under_twistd_nothing_is_bound(self) -> None:
         """An embedder's makeService opens nothing."""
         reactor = MemoryReactorClock()
-        tap.makeService(_options("--listen", "tcp:0:interface=127.0.0.1"), reactor=reactor)
+        tap.makeService(_options(self, "--listen", "tcp:0:interface=127.0.0.1"), reactor=reactor)
         self.assertEqual(reactor.tcpServers, [])
 
     def test_under_twistd_bound_at_once_and_only_once(self) -> None:
         """Under twistd the listeners are bound before twistd starts the service, once."""
         reactor = MemoryReactorClock()
-        options = _options("--listen", "tcp:0:interface=127.0.0.1", under_twistd=True)
+        options = _options(self, "--listen", "tcp:0:interface=127.0.0.1", under_twistd=True)
         top = tap.makeService(options, reactor=reactor)
         self.assertEqual(len(reactor.tcpServers), 1)
         top.privilegedStartService()
@@ -70,7 +76,7 @@ class BindNowTests(SynchronousTestCase):
 
     def test_listen_failure_is_one_line(self) -> None:
         """A port in use ends makeService with SystemExit and one line naming it."""
-        options = _options("--listen", "tcp:8888:interface=127.0.0.1", under_twistd=True)
+        options = _options(self, "--listen", "tcp:8888:interface=127.0.0.1", under_twistd=True)
         with self.assertRaises(SystemExit) as caught:
             tap.makeService(options, reactor=_RefusingReactor())
         message = str(caught.exception.code)
@@ -84,7 +90,7 @@ class SecurityWordTests(SynchronousTestCase):
     """Each listener knows whether it is TLS; a plain one beside --tls-cert is warned about."""
 
     def test_security_of_each_kind(self) -> None:
-        """ssl is TLS, tcp is plain TCP, unix a UNIX socket."""
+        """tcp is plain TCP, unix a UNIX socket (ssl, TLS, is checked end to end)."""
         reactor = MemoryReactorClock()
         kinds = {
             "tcp:0": "plain TCP",
@@ -97,5 +103,5 @@ class SecurityWordTests(SynchronousTestCase):
     def test_no_warning_without_a_certificate(self) -> None:
         """Without --tls-cert a plain listener is what was asked for: no warning."""
         with capturedLogs() as events:
-            tap.makeService(_options("--listen", "tcp:0"), reactor=MemoryReactorClock())
+            tap.makeService(_options(self, "--listen", "tcp:0"), reactor=MemoryReactorClock())
         self.assertFalse([e for e in events if "is plain TCP" in formatEvent(e)])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import errno
-import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -171,6 +172,45 @@ class LoopTests(SynchronousTestCase):
         self.assertLess(deliveries, 2 * capacity + 10)
         self.assertGreaterEqual(deliveries, 2 * capacity)
         self.assertEqual(a.drops.total["rate"] + b.drops.total["rate"], 1)
+
+
+class SiblingTests(SynchronousTestCase):
+    """One service on several ports: its echoes never answer each other and share the limits."""
+
+    def test_sibling_ports_never_answer_each_other(self) -> None:
+        """A datagram from port 7778 to the sibling on 7777 (and back) is dropped as a loop."""
+        clock = Clock()
+        first, first_transport, _ = listening(port=7777, clock=clock)
+        second = first.sibling()
+        second_transport = FakeDatagramTransport("0.0.0.0", 7778)
+        second.makeConnection(second_transport)
+        first.datagramReceived(b"ping", ("127.0.0.1", 7778))
+        second.datagramReceived(b"ping", ("127.0.0.1", 7777))
+        self.assertEqual(first_transport.written + second_transport.written, [])
+        self.assertEqual(first.drops.total["looped"], 2)
+        first.datagramReceived(b"hello", ("127.0.0.1", 40000))
+        self.assertEqual(first_transport.written, [(b"hello", ("127.0.0.1", 40000))])
+
+    def test_siblings_share_the_limits(self) -> None:
+        """The per-address bucket is one for the service, not one per port."""
+        first, first_transport, clock = listening(port=7777)
+        second = first.sibling()
+        second_transport = FakeDatagramTransport("0.0.0.0", 7778)
+        second.makeConnection(second_transport)
+        capacity = int(EchoSettings().per_peer.reply_capacity)
+        for n in range(capacity):
+            (first if n % 2 else second).datagramReceived(b"x", ("127.0.0.1", 40000))
+        second.datagramReceived(b"x", ("127.0.0.1", 40000))
+        self.assertEqual(len(first_transport.written) + len(second_transport.written), capacity)
+        self.assertIs(first.limiter, second.limiter)
+
+    def test_stopping_forgets_the_port(self) -> None:
+        """A sibling that stops listening no longer counts as one of the service's ports."""
+        first, _, _ = listening(port=7777)
+        second = first.sibling()
+        second.makeConnection(FakeDatagramTransport("0.0.0.0", 7778))
+        second.doStop()
+        self.assertEqual(first.own_ports, {7777})
 
 
 class RateTests(SynchronousTestCase):
@@ -399,8 +439,8 @@ class OptionTests(SynchronousTestCase):
 
     def test_prefixed_on_the_tap(self) -> None:
         """``--udp-echo-min-source-port`` reaches the behaviour, which builds with the reactor."""
-        root = self.mktemp()
-        os.mkdir(root)
+        root = tempfile.mkdtemp()  # not trial's mktemp: under pytest it writes into the tree
+        self.addCleanup(shutil.rmtree, root)
         options = TapOptions()
         options.parseOptions(
             ["--root", root, "--serve", "udp-echo=udp:0", "--udp-echo-min-source-port", "0"]
