@@ -19,8 +19,9 @@ from twisted.logger import Logger
 
 log = Logger(namespace="tcpfiles.fdlimit")
 
-#: Descriptors one connection may hold at once: its socket and one file.
-PER_CONNECTION = 2
+#: Descriptors one connection may hold at once: its socket and, at most, two more: an upload's
+#: parent directory and temporary file, or a listing's directory and scandir's duplicate of it.
+PER_CONNECTION = 3
 #: Descriptors the process needs besides its connections: listening sockets, the root's own
 #: descriptor, stdio, Twisted's reserved EMFILE-recovery descriptor, the log, the waker pipe.
 SPARE = 32

@@ -161,6 +161,18 @@ def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
+def _temporary_refused(exc: OSError) -> Exception:
+    """Why the temporary could not be made, as the answer a client gets: out of descriptors is
+    busy; not allowed is forbidden (as MKDIR says); a full disk is too-large; else internal."""
+    if (busy := exhausted(exc)) is not None:
+        return busy
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Forbidden("the server may not write there")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TooLarge("the server's disk is full")
+    return exc
+
+
 def _through_link(root: Root, parts: tuple[str, ...]) -> os.stat_result:
     """What a symlink in the way leads to, resolved exactly as reads resolve it.
 
@@ -211,7 +223,7 @@ class Upload:
                 dir_fd=parent,
             )
         except OSError as exc:
-            raise exhausted(exc) or exc from None
+            raise _temporary_refused(exc) from None
         self.finished = False
 
     @property

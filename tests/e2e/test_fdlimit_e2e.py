@@ -25,7 +25,7 @@ def test_exhausted_descriptors_answer_busy_then_recover(start_server, root: Path
     (root / "sub" / "b.txt").write_bytes(b"beta\n")
     server = start_server(nofile=NOFILE)
     server.wait_for(r"raised the file descriptor limit from 40 to 64")
-    server.wait_for(r"file descriptor limit \(64\) is below the 2080 that 1024 connections")
+    server.wait_for(r"file descriptor limit \(64\) is below the 3104 that 1024 connections")
     early = Wire(server.port)
     assert early.get("a.txt") == b"alpha\n"
     baseline = open_fds(server.proc.pid)
@@ -70,7 +70,7 @@ def test_exhausted_descriptors_answer_busy_then_recover(start_server, root: Path
 
 
 def test_enough_descriptors_no_warning(start_server, root: Path):
-    """A limit that fits --max-connections (10 * 2 + 32 <= 64): no warning at start."""
+    """A limit that fits --max-connections (10 * 3 + 32 <= 64): no warning at start."""
     (root / "a.txt").write_bytes(b"alpha\n")
     server = start_server("--max-connections", "10", nofile=(64, 64))
     assert Wire(server.port).get("a.txt") == b"alpha\n"  # listening: the check has run

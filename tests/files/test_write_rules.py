@@ -177,3 +177,46 @@ class WritesAnswerLikeReadsTests(SynchronousTestCase):
         failure = self.failureResultOf(upload.finish())
         failure.trap(NotFound)
         self.assertEqual([n for n in os.listdir(self.served) if n.startswith(".tcpfiles-")], [])
+
+
+class TemporaryRefusedTests(SynchronousTestCase):
+    """A temporary the server cannot create gets the answer that says why, never a traceback."""
+
+    def setUp(self) -> None:
+        self.top, self.served = _tree()
+        self.addCleanup(shutil.rmtree, self.top)
+        root = Root.at(str(self.served))
+        self.factory = FileServerFactory(
+            FileStore(root, inline), task.Clock(), Limits(), Uploads(root, 1 << 20, inline)
+        )
+
+    def _answer_when_open_fails(self, errno_value: int) -> bytes:
+        real_open = uploads_module.os.open
+
+        def refusing(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if str(path).startswith(".tcpfiles-"):
+                raise OSError(errno_value, os.strerror(errno_value))
+            return real_open(path, flags, *args, **kwargs)
+
+        self.patch(uploads_module.os, "open", refusing)
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(put_line("new.txt", b"x"))
+        return transport.value()
+
+    def test_permission_is_forbidden(self) -> None:
+        """EACCES: ERR forbidden, as MKDIR answers in the same place."""
+        import errno
+
+        self.assertEqual(
+            self._answer_when_open_fails(errno.EACCES),
+            b"ERR forbidden the server may not write there: new.txt\n",
+        )
+
+    def test_full_disk_is_too_large(self) -> None:
+        """ENOSPC: ERR too-large, the disk is full."""
+        import errno
+
+        self.assertEqual(
+            self._answer_when_open_fails(errno.ENOSPC),
+            b"ERR too-large the server's disk is full: new.txt\n",
+        )
