@@ -230,9 +230,12 @@ class UDPEcho(DatagramProtocol):
         sibling_of: UDPEcho | None = None,
     ) -> None:
         self.settings = settings or EchoSettings()
+        self.limiter: ReplyLimiter
+        self.drops: DropReport
+        self.own_ports: set[int]
         if sibling_of is not None:  # one more port of the same service: see :meth:`sibling`
             self.limiter, self.drops = sibling_of.limiter, sibling_of.drops
-            self.own_ports: set[int] = sibling_of.own_ports
+            self.own_ports = sibling_of.own_ports
         else:
             self.limiter = ReplyLimiter(
                 clock, self.settings.per_peer, self.settings.total, self.settings.max_peers

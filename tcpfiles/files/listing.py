@@ -29,6 +29,7 @@ from tcpfiles.files.paths import (
     open_beneath,
     os_error,
     parse_path,
+    stat_beneath,
 )
 
 #: The type of an entry whose name no request can carry (see :func:`requestable`).
@@ -157,7 +158,7 @@ class DirListing:
         try:
             st = item.stat(follow_symlinks=False)  # fstatat relative to the directory's fd
             if stat.S_ISLNK(st.st_mode):
-                st = self._stat_beneath((*self.parts, item.name))
+                st = stat_beneath(self.root, (*self.parts, item.name))
         except Exhausted:
             raise  # out of descriptors or memory: never "not there"
         except PathError:
@@ -174,14 +175,6 @@ class DirListing:
         if stat.S_ISDIR(st.st_mode):
             return Entry("d", None, st.st_mtime, name)
         return Entry("f", st.st_size, st.st_mtime, name)
-
-    def _stat_beneath(self, parts: tuple[str, ...]) -> os.stat_result:
-        """Stat the target of a symlink, only if it resolves inside the root."""
-        fd = open_beneath(self.root, parts, want="any")
-        try:
-            return os.fstat(fd)
-        finally:
-            os.close(fd)
 
 
 def requestable(name: str) -> bool:

@@ -172,6 +172,16 @@ def open_beneath(root: Root, parts: tuple[str, ...], *, want: str = "file") -> i
     return _walk(root, parts, want)[0]
 
 
+def stat_beneath(root: Root, parts: tuple[str, ...]) -> os.stat_result:
+    """``fstat`` of what ``parts`` lead to below ``root``, resolved exactly as reads resolve it
+    (a symlink leaving the root, dangling or looping is :class:`NotFound`)."""
+    fd = open_beneath(root, parts, want="any")
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
 def open_file_beneath(root: Root, parts: tuple[str, ...]) -> tuple[int, os.stat_result]:
     """:func:`open_beneath` for a regular file, with the ``fstat`` of what was opened."""
     fd, st = _walk(root, parts, "file")

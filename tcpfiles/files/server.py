@@ -147,6 +147,9 @@ class FileServerProtocol(Protocol):
             self._upload = None
         if self._hashing is not None:  # nobody will read the answer: stop waiting for it
             self._hashing.cancel()
+            self._log("aborted: connection lost", 0)  # one event per request, this one too
+        if self._listing is not None:
+            self._log("aborted: connection lost", self._list_bytes)
         self._end_listing()
         self.factory.tracker.closed(self)
 
@@ -402,7 +405,7 @@ class FileServerProtocol(Protocol):
     def _not_stored(self, failure: Failure) -> None:
         if self.state is State.CLOSING:
             return
-        error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
+        error = refusal_of(failure)
         if error is not None:
             self._error(error.code, str(error))
         else:
@@ -510,7 +513,7 @@ class FileServerProtocol(Protocol):
         """The directory could not be read on: end the listing, saying so."""
         if self.state is State.CLOSING or self._listing is None:
             return
-        error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
+        error = refusal_of(failure)
         if error is not None:
             log.warn(  # short of descriptors or memory: retryable, no traceback
                 "{peer} {request}: listing stopped: {error}",
@@ -566,7 +569,7 @@ class FileServerProtocol(Protocol):
         self._hashing = None
         if self.state is State.CLOSING:
             return
-        error = failure.value if isinstance(failure.value, PathError) else exhausted(failure.value)
+        error = refusal_of(failure)
         if error is not None:
             self._error(error.code, f"{error}: {request_path(request)}")
         else:
@@ -681,6 +684,13 @@ class FileServerProtocol(Protocol):
 def _list_row(entry: Entry) -> bytes:
     """An entry as its LIST row (run in the thread pool, with the batch's reading)."""
     return codec.list_row(entry.kind, entry.size, entry.mtime, entry.name)
+
+
+def refusal_of(failure: Failure) -> PathError | None:
+    """The refusal a failed request is answered with: its PathError, or busy for an OSError of
+    exhausted resources; None for anything else (a bug: logged, answered internal)."""
+    value = failure.value
+    return value if isinstance(value, PathError) else exhausted(value)
 
 
 def request_path(request: codec.Request) -> str:

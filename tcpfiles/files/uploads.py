@@ -29,6 +29,7 @@ from tcpfiles.files.paths import (
     exhausted,
     open_beneath,
     parse_path,
+    stat_beneath,
 )
 from tcpfiles.files.store import TEMP_PREFIX
 
@@ -180,13 +181,9 @@ def _through_link(root: Root, parts: tuple[str, ...]) -> os.stat_result:
     :class:`NotFound` (never "exists" or "in the way", which would tell that something is there).
     """
     try:
-        fd = open_beneath(root, parts, want="any")
+        return stat_beneath(root, parts)
     except NotAFile:  # a FIFO, device or socket inside the root: reads say not-a-file too
         raise NotAFile("a directory or special file is in the way") from None
-    try:
-        return os.fstat(fd)
-    finally:
-        os.close(fd)
 
 
 class Upload:

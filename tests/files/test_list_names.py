@@ -83,3 +83,44 @@ class ErrorTextEscapedOnceTests(SynchronousTestCase):
             first.startswith(b"ERR bad-request ") and first.endswith(b": a\\\\b"), first
         )
         self.assertTrue(second.endswith(b": a\\u0001b"), second)
+
+
+class AbortedRequestsAreLoggedTests(SynchronousTestCase):
+    """A STAT or LIST cut off by a lost connection still gets its one log event."""
+
+    def _served(self) -> str:
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        with open(os.path.join(root, "a.txt"), "wb") as f:
+            f.write(b"alpha")
+        return root
+
+    def _cut_off(self, request: bytes) -> list[str]:
+        from twisted.internet import defer
+        from twisted.logger import capturedLogs, formatEvent
+
+        pending: list[defer.Deferred[object]] = []
+
+        def never(f, *args):  # type: ignore[no-untyped-def]
+            d: defer.Deferred[object] = defer.Deferred()
+            pending.append(d)
+            return d
+
+        protocol, transport = connect(make_factory(self._served(), defer_to_thread=never))
+        with capturedLogs() as events:
+            protocol.dataReceived(request)
+            self.assertEqual(len(pending), 1)  # the work is in the thread pool
+            protocol.connectionLost(None)  # type: ignore[arg-type]
+        return [formatEvent(e) for e in events]
+
+    def test_stat(self) -> None:
+        """STAT waiting for its hash: 'aborted: connection lost'."""
+        logged = self._cut_off(b"STAT a.txt\n")
+        self.assertEqual(
+            len([t for t in logged if "STAT a.txt -> aborted: connection lost" in t]), 1
+        )
+
+    def test_list(self) -> None:
+        """LIST waiting for a batch: 'aborted: connection lost'."""
+        logged = self._cut_off(b"LIST\n")
+        self.assertEqual(len([t for t in logged if "LIST -> aborted: connection lost" in t]), 1)

@@ -16,6 +16,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files import codec
+from tcpfiles.files import listing as listing_module
 from tcpfiles.files.client import FilesClient, FilesClientProtocol, Listing
 from tcpfiles.files.listing import SCAN_FACTOR, TEMP_PREFIX, ListingBusy
 from tcpfiles.files.paths import Exhausted, NotFound, Root
@@ -166,10 +167,12 @@ class ListerTests(TempDirs, SynchronousTestCase):
         for error in (OSError(errno.EMFILE, "Too many open files"), Exhausted("out")):
             listing = self.store(root).open_listing("big")
 
-            def exhausted(parts: tuple[str, ...], error: Exception = error) -> os.stat_result:
+            def exhausted(
+                root: object, parts: tuple[str, ...], error: Exception = error
+            ) -> os.stat_result:
                 raise error
 
-            listing._stat_beneath = exhausted  # type: ignore[method-assign]
+            self.patch(listing_module, "stat_beneath", exhausted)
             self.failureResultOf(listing.read(10), Exhausted)
             listing.close()
 
