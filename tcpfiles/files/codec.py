@@ -367,19 +367,19 @@ def list_end(count: int, reason: str | None = None) -> bytes:
 def parse_list_end(line: bytes) -> tuple[int, str | None] | None:
     """``(count, reason)`` of an ``END`` line (reason None: complete); None for any other line.
 
-    Rows start with their type (``f`` or ``d``), so they are never taken for the end.  A
+    Rows start with their type (``f``, ``d`` or ``x``), so they are never taken for the end.  A
     malformed ``END`` line raises :class:`ProtocolError`.
     """
     if not line.startswith(b"END"):
         return None
     fields = line.split(b" ")
-    ok = fields[0] == b"END" and 2 <= len(fields) <= 3 and fields[1].isdigit()
-    if not ok or len(fields[1]) > 20:
+    count = parse_number(fields[1].decode("ascii", "replace")) if len(fields) > 1 else None
+    if fields[0] != b"END" or not 2 <= len(fields) <= 3 or count is None:
         raise ProtocolError(f"bad end of listing {line[:80]!r}")
     reason = fields[2].decode("ascii", "replace") if len(fields) == 3 else None
     if reason is not None and reason not in LIST_END_REASONS:
         raise ProtocolError(f"bad end of listing {line[:80]!r}")
-    return int(fields[1]), reason
+    return count, reason
 
 
 # --- escaping names for LIST and messages -----------------------------------------------------
