@@ -556,6 +556,8 @@ def _get_files(session: Session, args: argparse.Namespace) -> Any:
 def _plan_put(args: argparse.Namespace) -> tuple[str, str]:
     """(local, remote) for ``put``, or Failed for usage errors, before connecting."""
     local = args.local
+    if not os.path.lexists(local):  # a local file problem (exit 4), named by its path
+        raise Failed(f"cannot use {local}: No such file or directory", EXIT_LOCAL)
     if args.recursive:
         if not os.path.isdir(local):
             raise Failed(f"{local!r} is not a directory (put -r uploads a tree)", EXIT_USAGE)

@@ -292,3 +292,10 @@ def test_log_in_first_points_to_user(root, start_server, tmp_path):
     result = tcpfiles("ls", "--server", f"127.0.0.1:{port}", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "log in with --user NAME" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_put_of_a_missing_local_file_names_it(tmp_path):
+    """`put` of a file that does not exist: exit 4 (a local file problem), its path in one line."""
+    result = tcpfiles("put", "nope.bin", "--server", "127.0.0.1:1", cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr == "tcpfiles: cannot use nope.bin: No such file or directory\n"
