@@ -124,3 +124,32 @@ class AbortedRequestsAreLoggedTests(SynchronousTestCase):
         """LIST waiting for a batch: 'aborted: connection lost'."""
         logged = self._cut_off(b"LIST\n")
         self.assertEqual(len([t for t in logged if "LIST -> aborted: connection lost" in t]), 1)
+
+
+class PipelinedBurstTests(SynchronousTestCase):
+    """A burst of pipelined requests is answered a bounded number per reactor turn."""
+
+    def test_burst_takes_turns_and_bad_requests_are_logged_a_few_times(self) -> None:
+        """1000 empty lines: 64 answers per turn (reading paused between), every one answered
+        in the end, 16 logged and one line counting the rest at the end."""
+        from twisted.logger import capturedLogs, formatEvent
+
+        from tcpfiles.files.server import BAD_REQUESTS_LOGGED, REQUESTS_PER_TURN
+
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root)
+        factory = make_factory(root)
+        protocol, transport = connect(factory)
+        with capturedLogs() as events:
+            protocol.dataReceived(b"\n" * 1000)
+            self.assertEqual(transport.value().count(b"ERR bad-request"), REQUESTS_PER_TURN)
+            self.assertEqual(transport.producerState, "paused")
+            self.assertEqual(len(factory.clock.getDelayedCalls()), 1)  # the rest: next turn
+            factory.clock.advance(0)  # (a Clock runs every turn due now; a reactor, one a turn)
+            self.assertEqual(transport.value().count(b"ERR bad-request"), 1000)
+            self.assertEqual(transport.producerState, "producing")
+            protocol.connectionLost(None)  # type: ignore[arg-type]
+        texts = [formatEvent(e) for e in events]
+        self.assertEqual(len([t for t in texts if "-> ERR bad-request" in t]), BAD_REQUESTS_LOGGED)
+        self.assertIn(f"{1000 - BAD_REQUESTS_LOGGED} more bad requests", " ".join(texts))
+        self.assertEqual(factory.clock.getDelayedCalls(), [])
