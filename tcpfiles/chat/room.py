@@ -205,6 +205,15 @@ class Room:
             if target is not member:
                 member.send(line)
 
+    def refill_in(self, member: Member, cost: float = LINE_COST) -> float:
+        """Seconds until the member may send a line of ``cost`` again (0: now)."""
+        bucket = self._buckets.get(id(member))
+        if bucket is None:
+            return 0.0
+        tokens = min(bucket.burst, bucket.tokens + (self._clock() - bucket.stamp) * bucket.rate)
+        missing = min(cost, bucket.burst) - tokens
+        return max(0.0, missing / bucket.rate)
+
     def allowed(self, member: Member, cost: float = LINE_COST) -> bool:
         """Spend ``cost`` from the member's budget; False (and, once, a notice) when over it."""
         bucket = self._buckets.get(id(member))

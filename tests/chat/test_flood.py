@@ -221,3 +221,55 @@ class _Collector:
 
     def send(self, line: str) -> None:
         self.got.append(line)
+
+
+class ReadingHeldTests(SynchronousTestCase):
+    """Over budget, a member's further lines in the same read are dropped at once (not parsed
+    one by one) and its connection is not read until a line is allowed again."""
+
+    def test_a_flood_of_empty_lines_costs_one_pass(self) -> None:
+        """10,000 empty lines in one read: the room sees at most the burst of them, reading is
+        paused, and resumes once a token is back."""
+        fixture = RoomFixture()
+        seen: list[str] = []
+        real_line = fixture.factory.room.line
+
+        def counting(member, text):  # type: ignore[no-untyped-def]
+            seen.append(text)
+            return real_line(member, text)
+
+        self.patch(fixture.factory.room, "line", counting)
+        fixture.talker.dataReceived(b"\n" * 10_000)
+        self.assertLessEqual(len(seen), BURST + 1)
+        self.assertEqual(fixture.talker_t.producerState, "paused")
+        self.assertEqual(lines(fixture.talker_t), [SLOW_DOWN])
+        fixture.clock.advance(1 / RATE)
+        self.assertEqual(fixture.talker_t.producerState, "producing")
+        fixture.talker.dataReceived(b"hello again\n")
+        self.assertEqual(lines(fixture.passive_t), ["<talker> hello again"])
+
+    def test_quit_in_a_flood_is_honoured(self) -> None:
+        """A /quit among the dropped lines still ends the session."""
+        fixture = RoomFixture()
+        fixture.talker.dataReceived(b"x\n" * 100 + b"/quit\n" + b"y\n" * 100)
+        self.assertTrue(fixture.talker_t.disconnecting)
+        self.assertIn("*** bye", lines(fixture.talker_t))
+
+    def test_partial_line_after_a_flood_is_dropped_whole(self) -> None:
+        """The tail of a line cut by the drop is not taken for a line of its own."""
+        fixture = RoomFixture()
+        fixture.talker.dataReceived(b"a\n" * 30 + b"half of a li")
+        fixture.clock.advance(10)
+        lines(fixture.passive_t)
+        fixture.talker.dataReceived(b"ne\nwhole\n")
+        self.assertEqual(lines(fixture.passive_t), ["<talker> whole"])
+
+    def test_nothing_left_scheduled(self) -> None:
+        """A connection lost while reading is held leaves no DelayedCall behind."""
+        fixture = RoomFixture()
+        fixture.talker.dataReceived(b"\n" * 100)
+        fixture.talker.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(
+            [c for c in fixture.clock.getDelayedCalls() if c.func == fixture.talker._read_again],
+            [],
+        )
