@@ -211,6 +211,8 @@ def refused_host(host: str) -> bool:
         address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         return True
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket: judge the IPv4 address it carries
     if isinstance(address, ipaddress.IPv4Address) and address.is_reserved:
         return True  # 240.0.0.0/4 and 255.255.255.255
     return address.is_unspecified or address.is_multicast

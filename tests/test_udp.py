@@ -174,6 +174,19 @@ class LoopTests(SynchronousTestCase):
         self.assertEqual(a.drops.total["rate"] + b.drops.total["rate"], 1)
 
 
+class MappedAddressTests(SynchronousTestCase):
+    """A dual-stack socket sees IPv4 sources as ::ffff:a.b.c.d: judged as the IPv4 address."""
+
+    def test_mapped_multicast_and_broadcast_refused(self) -> None:
+        """::ffff:224.0.0.1 and ::ffff:255.255.255.255 are never answered; ::ffff:127.0.0.1 is."""
+        from tcpfiles.udp import refused_host
+
+        self.assertTrue(refused_host("::ffff:224.0.0.1"))
+        self.assertTrue(refused_host("::ffff:255.255.255.255"))
+        self.assertTrue(refused_host("::ffff:0.0.0.0"))
+        self.assertFalse(refused_host("::ffff:127.0.0.1"))
+
+
 class SiblingTests(SynchronousTestCase):
     """One service on several ports: its echoes never answer each other and share the limits."""
 

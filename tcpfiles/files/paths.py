@@ -21,6 +21,12 @@ from dataclasses import dataclass, field
 MAX_PART_BYTES = 255
 MAX_PATH_BYTES = 4096
 MAX_SYMLINK_HOPS = 40
+#: Directory levels a path may have, as sent and as walked through symlinks: a walk holds one
+#: descriptor per level (a 2,047-level tree made with MKDIR held 2,047 per request).
+MAX_DEPTH = 128
+#: Parts one walk may look at in all, symlink targets included: 40 links of 4 KiB of ``a/../``
+#: each made one GET walk 32,400 parts and hold the reactor 158 ms.
+MAX_WALK_STEPS = 1024
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -104,8 +110,9 @@ def parse_path(text: str) -> tuple[str, ...]:
     """Split a wire path into its parts; raise :class:`BadPath` for anything we refuse.
 
     ``/`` separates parts; a leading ``/`` means the root and empty parts (``a//b``) are ignored.
-    ``.`` and ``..`` parts, control characters, backslashes, parts over 255 bytes and paths over
-    4096 bytes are refused.  Nothing is decoded or normalised: ``%2e%2e`` is a literal name.
+    ``.`` and ``..`` parts, control characters, backslashes, parts over 255 bytes, paths over
+    4096 bytes and paths deeper than :data:`MAX_DEPTH` are refused.  Nothing is decoded or
+    normalised: ``%2e%2e`` is a literal name.
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise BadPath(f"path longer than {MAX_PATH_BYTES} bytes")
@@ -117,6 +124,8 @@ def parse_path(text: str) -> tuple[str, ...]:
             raise BadPath("'.' and '..' are not allowed in paths")
         if len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
             raise BadPath(f"a path part is longer than {MAX_PART_BYTES} bytes")
+    if len(parts) > MAX_DEPTH:
+        raise BadPath(f"path deeper than {MAX_DEPTH} levels")
     return parts
 
 
@@ -193,10 +202,13 @@ def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_r
     root_fd = root.fd()
     stack: list[int] = []  # descriptors we opened, from below the root down to the current one
     pending = list(reversed(parts))  # parts still to walk, next one last
-    hops = 0
+    hops = steps = 0
     try:
         while pending:
             name = pending.pop()
+            steps += 1
+            if steps > MAX_WALK_STEPS:  # crafted link targets: as unresolvable as a loop
+                raise NotFound("no such file or directory")
             if name in ("", "."):
                 continue
             if name == "..":  # only ever from a symlink target
@@ -228,6 +240,8 @@ def _walk(root: Root, parts: tuple[str, ...], want: str) -> tuple[int, os.stat_r
                     pending.extend(reversed(target.split("/")))
                 continue
             if stat.S_ISDIR(st.st_mode):
+                if len(stack) >= MAX_DEPTH:  # deeper through symlinks than a path may be
+                    raise NotFound("no such file or directory")
                 try:
                     stack.append(os.open(name, _DIR_FLAGS, dir_fd=parent))
                 except OSError as exc:

@@ -23,7 +23,9 @@ from twisted.internet import defer
 from tcpfiles.files.paths import (
     BadPath,
     Forbidden,
+    NotADirectory,
     NotAFile,
+    NotFound,
     PathError,
     Root,
     exhausted,
@@ -119,7 +121,7 @@ class Uploads:
             raise BadPath("an upload needs a file name")
         if any(is_temporary(part) for part in parts):
             raise BadPath(f"names starting with {TEMP_PREFIX} are reserved")
-        parent = open_beneath(self.root, parts[:-1], want="dir")
+        parent = _open_parent(self.root, parts)
         try:
             name = parts[-1]
             existing = _lstat(parent, name)
@@ -160,6 +162,15 @@ def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+
+
+def _open_parent(root: Root, parts: tuple[str, ...]) -> int:
+    """The directory a write goes into.  A file where a directory is needed is ``not-found``,
+    as reads say of ``file.txt/x`` (never ``not-a-directory``, which a read would not say)."""
+    try:
+        return open_beneath(root, parts[:-1], want="dir")
+    except NotADirectory:
+        raise NotFound("no such file or directory") from None
 
 
 def _temporary_refused(exc: OSError) -> Exception:
@@ -303,7 +314,7 @@ def make_directory(root: Root, path: str) -> bool:
         return False  # the root exists
     if any(is_temporary(part) for part in parts):
         raise BadPath(f"names starting with {TEMP_PREFIX} are reserved")
-    parent = open_beneath(root, parts[:-1], want="dir")
+    parent = _open_parent(root, parts)
     try:
         os.mkdir(parts[-1], 0o755, dir_fd=parent)
         return True

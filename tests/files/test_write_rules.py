@@ -220,3 +220,55 @@ class TemporaryRefusedTests(SynchronousTestCase):
             self._answer_when_open_fails(errno.ENOSPC),
             b"ERR too-large the server's disk is full: new.txt\n",
         )
+
+
+class WalkBoundsTests(SynchronousTestCase):
+    """Writes through a file answer like reads; walks are bounded in depth and in steps."""
+
+    def setUp(self) -> None:
+        self.top, self.served = _tree()
+        self.addCleanup(shutil.rmtree, self.top)
+        root = Root.at(str(self.served))
+        self.root = root
+        self.factory = FileServerFactory(
+            FileStore(root, inline), task.Clock(), Limits(), Uploads(root, 1 << 20, inline)
+        )
+
+    def _ask(self, line: bytes) -> bytes:
+        protocol, transport = connect(self.factory)
+        protocol.dataReceived(line)
+        return transport.value()
+
+    def test_through_a_file_is_not_found_to_writes_too(self) -> None:
+        """``a.txt/x``: GET, PUT, REPLACE and MKDIR all say not-found."""
+        expected = b"ERR not-found no such file or directory: a.txt/x\n"
+        for line in (
+            b"GET a.txt/x\n",
+            put_line("a.txt/x", b"x"),
+            put_line("a.txt/x", b"x", "REPLACE"),
+            b"MKDIR a.txt/x\n",
+        ):
+            self.assertEqual(self._ask(line), expected, line)
+
+    def test_too_deep_a_path_is_a_bad_request(self) -> None:
+        """129 levels: ERR bad-request, for reads and MKDIR alike."""
+        from tcpfiles.files.paths import MAX_DEPTH
+
+        deep = "/".join(["d"] * (MAX_DEPTH + 1))
+        for verb in (b"GET", b"MKDIR"):
+            answer = self._ask(verb + b" " + deep.encode() + b"\n")
+            self.assertTrue(answer.startswith(b"ERR bad-request path deeper than"), answer)
+
+    def test_crafted_link_chain_is_cut_short(self) -> None:
+        """40 links whose targets walk ``a/../`` hundreds of times: not-found, after a bounded
+        walk (the same answer as a loop)."""
+        from tcpfiles.files.paths import open_beneath
+
+        (self.served / "a").mkdir()
+        churn = "a/../" * 200
+        for n in range(10):
+            os.symlink(f"{churn}h{n + 1}", self.served / f"h{n}")
+        (self.served / "h10").write_bytes(b"end")
+        self.assertRaises(NotFound, open_beneath, self.root, ("h0",))
+        os.symlink("a/../h10", self.served / "short")  # an ordinary link still works
+        os.close(open_beneath(self.root, ("short",)))
