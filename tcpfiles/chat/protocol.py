@@ -86,6 +86,7 @@ class ChatProtocol(Protocol):
     def connectionMade(self) -> None:
         """Greet; the user joins the room with /nick."""
         self.factory.tracker.opened(self, self.transport.getPeer())
+        self.address = peer_key(self.transport.getPeer())  # joins are limited per address
         self.transport.registerProducer(self, True)
         self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_out)
         self.send(GREETING if self.factory.portal is None else GREETING_WITH_ACCOUNTS)

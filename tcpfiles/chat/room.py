@@ -88,6 +88,16 @@ class TokenBucket:
         return False
 
 
+#: Joins from one address: a burst of this many (a classroom behind one NAT), then one every
+#: ``JOIN_INTERVAL`` seconds.
+#: The flood budget is per connection, so connect, /nick, /quit in a loop cost nothing: 10
+#: addresses sent each of 100 members 1,356 join/leave notices a second.
+JOIN_BURST = 60.0
+JOIN_INTERVAL = 1.0
+#: Addresses whose joins are remembered at once (oldest forgotten first).
+JOIN_ADDRESSES = 10_000
+
+
 class Room:
     """One chat room."""
 
@@ -105,6 +115,7 @@ class Room:
         self._burst = burst
         self._buckets: dict[int, TokenBucket] = {}
         self._told: set[int] = set()  # members told to slow down, until a line gets through
+        self._joins: dict[str, TokenBucket] = {}  # by the member's address (insertion order)
 
     # --- joining and leaving -------------------------------------------------------------
 
@@ -124,6 +135,8 @@ class Room:
             member.send(f"!!! the nick {nick} is taken")
             return
         old = member.nick
+        if old is None and not self._may_join(member):
+            return
         if old is not None:
             del self.members[old.lower()]
         member.nick = nick
@@ -135,6 +148,22 @@ class Room:
             self._broadcast(f"*** {nick} joined", exclude=member)
         elif old != nick:
             self._broadcast(f"*** {old} is now known as {nick}")
+
+    def _may_join(self, member: Member) -> bool:
+        """Spend a join from the member's address (``member.address``, when it has one)."""
+        address = getattr(member, "address", None)
+        if address is None:
+            return True
+        bucket = self._joins.pop(address, None)  # re-inserted: the dict stays in use order
+        if bucket is None:
+            bucket = TokenBucket(1 / JOIN_INTERVAL, JOIN_BURST, self._clock)
+            while len(self._joins) >= JOIN_ADDRESSES:
+                del self._joins[next(iter(self._joins))]
+        self._joins[address] = bucket
+        if bucket.take():
+            return True
+        member.send(f"!!! too many joins from your address; try again in {JOIN_INTERVAL:g} s")
+        return False
 
     def leave(self, member: Member, reason: str = "quit") -> None:
         """Remove a member (idempotent); the others are told."""

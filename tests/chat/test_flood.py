@@ -273,3 +273,36 @@ class ReadingHeldTests(SynchronousTestCase):
             [c for c in fixture.clock.getDelayedCalls() if c.func == fixture.talker._read_again],
             [],
         )
+
+
+class JoinChurnTests(SynchronousTestCase):
+    """Reconnecting does not refill a budget: joins are limited per address."""
+
+    def test_connect_nick_quit_loop_is_limited(self) -> None:
+        """From one address, past the burst a join is refused (no notice to the room) until the
+        interval has passed; another address joins meanwhile."""
+        from tcpfiles.chat.room import JOIN_BURST, JOIN_INTERVAL
+
+        clock = task.Clock()
+        factory = make_factory(clock)
+        watcher, watcher_t = connect(factory, host="192.0.2.99", port=1)
+        watcher.dataReceived(b"/nick watcher\n")
+        lines(watcher_t)
+        refused = 0
+        for n in range(int(JOIN_BURST) + 20):
+            churner, churner_t = connect(factory, port=1000 + n)
+            churner.dataReceived(f"/nick c{n}\n".encode())
+            if any("too many joins" in line for line in lines(churner_t)):
+                refused += 1
+            churner.dataReceived(b"/quit\n")
+            churner.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(refused, 20)
+        notices = lines(watcher_t)
+        self.assertEqual(len([n for n in notices if n.endswith("joined")]), int(JOIN_BURST))
+        other, other_t = connect(factory, host="198.51.100.1", port=2)
+        other.dataReceived(b"/nick other\n")
+        self.assertIn("welcome", " ".join(lines(other_t)))
+        clock.advance(JOIN_INTERVAL)
+        again, again_t = connect(factory, port=5000)
+        again.dataReceived(b"/nick again\n")
+        self.assertIn("welcome", " ".join(lines(again_t)))
