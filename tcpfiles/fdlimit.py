@@ -115,6 +115,6 @@ class FdLimitCheck(service.Service):
             )
         warning = shortfall_warning(soft, self.total_connections())
         if warning is not None:
-            log.warn("{warning}", warning=warning)
+            log.warn("{text}", text=warning)  # not "warning": a legacy key for warnings.warn events
         if self.root is not None:
             self.root.fd()  # kept for the process's life: never fails later for want of a slot
