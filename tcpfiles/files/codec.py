@@ -425,6 +425,10 @@ def escape_name(raw: bytes) -> str:
     become ``\uNNNN`` (or ``\UNNNNNNNN``); a backslash becomes ``\\``.  Everything else is
     kept, so an ordinary name is its own escape.  :func:`unescape_name` reverses it.
     """
+    if raw.isascii() and b"\\" not in raw:  # the common case (every logged request too)
+        text = raw.decode("ascii")
+        if text.isprintable():
+            return text
     out = []
     for ch in raw.decode("utf-8", "surrogateescape"):
         code = ord(ch)
