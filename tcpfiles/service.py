@@ -31,13 +31,23 @@ class ListenFailed(Exception):
     """A listener could not start; the message is one line for the operator."""
 
 
-def listen_failure(label: str, description: str, failure: Failure) -> ListenFailed:
-    """``files: cannot listen on tcp:8888: address already in use``, from a failure to listen."""
-    exc = failure.value
+def listen_failure(label: str, description: str, exc: object) -> ListenFailed:
+    """``files: cannot listen on tcp:8888: Address already in use``, from a failure to listen."""
     cause = getattr(exc, "socketError", None) or exc
     reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    shown = description.split(":backlog=")[0]
-    return ListenFailed(f"{label}: cannot listen on {shown}: {reason}")
+    return ListenFailed(f"{label}: cannot listen on {description}: {reason}")
+
+
+#: What endpoint strings are parsed with when only their syntax (and TLS files) is checked:
+#: the parsers store the reactor and use it only to listen, so none is needed, and library code
+#: never takes the global one.
+_PARSING_ONLY: Any = object()
+
+
+def check_server_string(description: str) -> None:
+    """Raise if ``description`` is not a server endpoint string that could listen (bad syntax,
+    unreadable or mismatched TLS files); nothing is opened."""
+    endpoints.serverFromString(_PARSING_ONLY, description)
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -52,6 +62,7 @@ class ListenerService(service.Service):
     """Listen with ``factory`` on a Twisted server endpoint string while running."""
 
     def __init__(self, description: str, factory: Factory, reactor: Any, label: str) -> None:
+        self.requested = description  # as given: what messages show
         self.description = with_backlog(description)
         self.factory = factory
         self.reactor = reactor
@@ -71,7 +82,7 @@ class ListenerService(service.Service):
         if not outcome:
             raise RuntimeError(f"{self.description}: endpoints that listen later are unsupported")
         if isinstance(outcome[0], Failure):
-            raise listen_failure(self.label, self.description, outcome[0])
+            raise listen_failure(self.label, self.requested, outcome[0].value)
         self.port = outcome[0]
         log.info(
             "{label} listening on {address} ({security})",

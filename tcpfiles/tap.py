@@ -12,10 +12,8 @@ from typing import Any
 
 from twisted.application import service
 from twisted.cred import credentials, strcred
-from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import reflect, usage
-from twisted.python.failure import Failure
 
 from tcpfiles.behaviours import Context, StartWarning, blind_warning, context_for, discover
 from tcpfiles.fdlimit import FdLimitCheck
@@ -24,7 +22,12 @@ from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_fi
 from tcpfiles.files.paths import Root
 from tcpfiles.files.server import Limits
 from tcpfiles.options import positive_float, positive_int, size
-from tcpfiles.service import DrainingService, ListenerService, ListenFailed, listen_failure
+from tcpfiles.service import (
+    DrainingService,
+    ListenerService,
+    ListenFailed,
+    check_server_string,
+)
 from tcpfiles.tls import server_endpoint
 from tcpfiles.udp import UDPListenerService, parse_udp
 
@@ -142,9 +145,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
     def opt_listen(self, description: str) -> None:
         """Twisted server endpoint string to serve files on; repeatable [default: tcp:8888]."""
         try:
-            from twisted.internet import reactor
-
-            endpoints.serverFromString(reactor, description)
+            check_server_string(description)
         except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
             raise usage.UsageError(f"--listen {description!r}: {exc}") from None
         self["listen"].append(description)
@@ -207,12 +208,8 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             if self[option] and not os.access(self[option], os.R_OK):
                 raise usage.UsageError(f"--{option} {self[option]!r}: cannot read it")
         if self["tls-cert"]:
-            from twisted.internet import reactor
-
             try:  # loads and matches the certificate and the key now, before anything starts
-                endpoints.serverFromString(
-                    reactor, server_endpoint("tcp:0", self["tls-cert"], self["tls-key"])
-                )
+                check_server_string(server_endpoint("tcp:0", self["tls-cert"], self["tls-key"]))
             except Exception as exc:  # noqa: BLE001 - OpenSSL errors of every kind
                 raise usage.UsageError(f"--tls-cert/--tls-key: {exc}") from None
 
@@ -284,9 +281,7 @@ def _check_endpoint(name: str, endpoint: str, default: str) -> None:
         else:
             if wants_udp:
                 raise ValueError(f"{name} is a datagram behaviour: use udp:PORT")
-            from twisted.internet import reactor
-
-            endpoints.serverFromString(reactor, endpoint)
+            check_server_string(endpoint)
     except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
         raise usage.UsageError(f"--serve {name}={endpoint}: {exc}") from None
 
@@ -422,14 +417,6 @@ def bind_now(top: service.MultiService) -> None:
                 child.privilegedStartService()
             except ListenFailed as exc:
                 raise SystemExit(f"twistd: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - UDP: CannotListenError, socket errors
-                failure = listen_failure(child.label, child_description(child), Failure(exc))
-                raise SystemExit(f"twistd: {failure}") from None
-
-
-def child_description(child: Any) -> str:
-    """The endpoint string a listener service was given."""
-    return getattr(child, "description", "") or f"udp:{getattr(child, 'port_number', '?')}"
 
 
 def _warn_plain_listeners(options: usage.Options, top: service.MultiService) -> None:
@@ -442,5 +429,5 @@ def _warn_plain_listeners(options: usage.Options, top: service.MultiService) -> 
                 "{label}: --tls-cert is given but {endpoint} is plain TCP: its traffic is not "
                 "encrypted (use ssl:... or leave out --listen/=ENDPOINT to get TLS)",
                 label=child.label,
-                endpoint=child.description.split(":backlog=")[0],
+                endpoint=child.requested,
             )

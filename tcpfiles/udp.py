@@ -29,6 +29,7 @@ from twisted.python import usage
 
 from tcpfiles.behaviours import Behaviour, Context
 from tcpfiles.options import positive_float, positive_int, size
+from tcpfiles.service import listen_failure
 
 log = Logger(namespace="tcpfiles.udp")
 
@@ -349,18 +350,22 @@ class UDPListenerService(service.Service):
         self, description: str, protocol: DatagramProtocol, reactor: Any, label: str
     ) -> None:
         self.port_number, self.interface = parse_udp(description)
+        self.description = description
         self.protocol = protocol
         self.reactor = reactor
         self.label = label
         self.port: Any = None
 
     def privilegedStartService(self) -> None:
-        """Bind (a failure is raised, so twistd exits non-zero)."""
+        """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
         super().privilegedStartService()
         if self.port is None:
-            self.port = self.reactor.listenUDP(
-                self.port_number, self.protocol, interface=self.interface, maxPacketSize=65535
-            )
+            try:
+                self.port = self.reactor.listenUDP(
+                    self.port_number, self.protocol, interface=self.interface, maxPacketSize=65535
+                )
+            except (error.CannotListenError, OSError) as exc:
+                raise listen_failure(self.label, self.description, exc) from None
             host = self.port.getHost()
             log.info(
                 "{label} listening on udp {host}:{port}",
