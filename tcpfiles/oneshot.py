@@ -113,7 +113,9 @@ class OneShotProtocol(Protocol):
             self._refuse(str(exc))
             return
         self.answered = True
-        producer = FileBodyProducer(opened.fd, 0, opened.size, CHUNK_SIZE, self._progress)
+        producer = FileBodyProducer(
+            opened.fd, 0, opened.size, CHUNK_SIZE, self._progress, clock=self.factory.clock
+        )
         self._timer = self.factory.clock.callLater(self.factory.stall_timeout, self._stalled)
         producer.begin(self.transport).addBoth(self._sent, opened, producer)
 

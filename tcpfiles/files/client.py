@@ -433,7 +433,9 @@ class FilesClient:
                 if on_progress is not None:
                     on_progress(n)
 
-            producer = FileBodyProducer(fd, 0, size, on_progress=progress)
+            producer = FileBodyProducer(
+                fd, 0, size, on_progress=progress, clock=self.protocol.clock
+            )
             sent = producer.begin(self.protocol.transport)
             sent.addErrback(lambda _: None)  # a lost connection fails `stored` too
         fields = yield stored

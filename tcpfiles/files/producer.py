@@ -76,6 +76,8 @@ class FileBodyProducer:
         """Start sending; the Deferred fires with the byte count when every byte is written."""
         self._consumer = consumer
         if is_tls_transport(consumer):
+            if self._clock is None:  # a burst of pushed chunks yields a turn through it
+                raise ValueError("a FileBodyProducer needs a clock to send over TLS")
             self.streaming = True
             self.chunk_size = min(self.chunk_size, TLS_CHUNK_SIZE)
             consumer.registerProducer(self, True)
@@ -116,7 +118,8 @@ class FileBodyProducer:
             burst = PUSH_BURST
             while not self._paused and self._consumer is not None and not self._done.called:
                 if burst == 0:
-                    self._later = self._reactor().callLater(0, self._push)
+                    assert self._clock is not None  # begin() checked it
+                    self._later = self._clock.callLater(0, self._push)
                     return
                 burst -= 1
                 self._step()
@@ -145,13 +148,6 @@ class FileBodyProducer:
         self._consumer.write(data)
         if self.on_progress is not None:
             self.on_progress(len(data))
-
-    def _reactor(self) -> interfaces.IReactorTime:
-        if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor  # type: ignore[assignment]
-        return self._clock  # type: ignore[return-value]
 
     def _cancel_later(self) -> None:
         if self._later is not None and self._later.active():

@@ -86,7 +86,9 @@ def test_pushed_under_tls_one_chunk_per_drain(body):
     fd, data = body
     transport = BufferingTransport(limit=TLS_CHUNK_SIZE - 1, tls=True)
     progress: list[int] = []
-    producer = FileBodyProducer(fd, 0, SIZE, chunk_size=1 << 20, on_progress=progress.append)
+    producer = FileBodyProducer(
+        fd, 0, SIZE, chunk_size=1 << 20, on_progress=progress.append, clock=task.Clock()
+    )
     done: list[int] = []
     producer.begin(transport).addCallback(done.append)
     assert transport.streaming is True and producer.streaming
@@ -168,7 +170,7 @@ def test_a_file_that_shrinks_ends_the_transfer(tmp_path, tls):
     fd = os.open(path, os.O_RDONLY)
     try:
         transport = BufferingTransport(limit=1000, tls=tls)
-        producer = FileBodyProducer(fd, 0, SIZE, chunk_size=TLS_CHUNK_SIZE)
+        producer = FileBodyProducer(fd, 0, SIZE, chunk_size=TLS_CHUNK_SIZE, clock=task.Clock())
         failures: list = []
         producer.begin(transport).addErrback(failures.append)
         os.truncate(path, TLS_CHUNK_SIZE + 10)
@@ -181,3 +183,12 @@ def test_a_file_that_shrinks_ends_the_transfer(tmp_path, tls):
         assert transport.producer is None
     finally:
         os.close(fd)
+
+
+def test_tls_needs_a_clock(body):
+    """Under TLS a producer yields turns through its clock: without one it refuses to begin
+    (library code never falls back to the global reactor)."""
+    fd, _ = body
+    producer = FileBodyProducer(fd, 0, SIZE)
+    with pytest.raises(ValueError, match="needs a clock"):
+        producer.begin(BufferingTransport(tls=True))
