@@ -493,8 +493,6 @@ def _from_string(reactor: Any, server: str) -> interfaces.IStreamClientEndpoint:
     TypeError inside Twisted)."""
     try:
         return endpoints.clientFromString(reactor, server)
-    except ValueError:
-        raise
     except (TypeError, KeyError, IndexError) as exc:
         missing = "port" if "port" in str(exc) else "a required argument"
         raise ValueError(f"bad endpoint string {server!r}: missing {missing}") from None

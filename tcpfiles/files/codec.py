@@ -8,7 +8,6 @@ Responses start with a status line made by :func:`ok_line` or :func:`err_line` a
 
 from __future__ import annotations
 
-import re
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -345,13 +344,10 @@ LIST_TRUNCATED = "truncated"  # the server's --max-list was reached; more entrie
 LIST_FAILED = "failed"  # the server could not read the rest of the directory (logged there)
 LIST_END_REASONS = frozenset({LIST_TRUNCATED, LIST_FAILED})
 
-#: Names that are their own escape: printable ASCII without a backslash (the common case).
-_PLAIN_NAME = re.compile(rb"[\x20-\x5b\x5d-\x7e]*")
-
 
 def list_row(kind: str, size: int | None, mtime: float, name: bytes) -> bytes:
     """One LIST row, ``<type> <size> <mtime> <name>`` with its LF; the name escaped."""
-    shown = name.decode("ascii") if _PLAIN_NAME.fullmatch(name) else escape_name(name)
+    shown = escape_name(name)  # a plain ASCII name is its own escape, found at once
     return f"{kind} {'-' if size is None else size} {format_mtime(mtime)} {shown}\n".encode()
 
 

@@ -289,15 +289,15 @@ class FileServerProtocol(Protocol):
                 self._respond(codec.ok_line("created" if created else "exists"), "OK")
             else:
                 self._error("bad-request", request.message)
-        except PathError as exc:
-            self._error(exc.code, f"{exc}: {request_path(request)}")
-        except OSError as exc:
-            if (busy := exhausted(exc)) is not None:  # out of descriptors: retryable, no trace
-                self._error(busy.code, str(busy))
+        except (PathError, OSError) as exc:
+            refusal = refusal_of(exc)
+            if refusal is not None:  # busy when out of descriptors: retryable, no traceback
+                self._error(refusal.code, f"{refusal}: {request_path(request)}")
                 return
             log.failure(
                 "{peer} {request}: file system error", peer=self.peer, request=self._request
             )
+            assert isinstance(exc, OSError)  # a PathError is always a refusal
             self._error("internal", f"server file system error ({exc.strerror})")
 
     # --- responses ------------------------------------------------------------------------
@@ -434,7 +434,7 @@ class FileServerProtocol(Protocol):
     def _not_stored(self, failure: Failure) -> None:
         if self.state is State.CLOSING:
             return
-        error = refusal_of(failure)
+        error = refusal_of(failure.value)
         if error is not None:
             self._error(error.code, str(error))
         else:
@@ -542,7 +542,7 @@ class FileServerProtocol(Protocol):
         """The directory could not be read on: end the listing, saying so."""
         if self.state is State.CLOSING or self._listing is None:
             return
-        error = refusal_of(failure)
+        error = refusal_of(failure.value)
         if error is not None:
             log.warn(  # short of descriptors or memory: retryable, no traceback
                 "{peer} {request}: listing stopped: {error}",
@@ -598,7 +598,7 @@ class FileServerProtocol(Protocol):
         self._hashing = None
         if self.state is State.CLOSING:
             return
-        error = refusal_of(failure)
+        error = refusal_of(failure.value)
         if error is not None:
             self._error(error.code, f"{error}: {request_path(request)}")
         else:
@@ -720,11 +720,10 @@ def _list_row(entry: Entry) -> bytes:
     return codec.list_row(entry.kind, entry.size, entry.mtime, entry.name)
 
 
-def refusal_of(failure: Failure) -> PathError | None:
+def refusal_of(exc: BaseException | None) -> PathError | None:
     """The refusal a failed request is answered with: its PathError, or busy for an OSError of
     exhausted resources; None for anything else (a bug: logged, answered internal)."""
-    value = failure.value
-    return value if isinstance(value, PathError) else exhausted(value)
+    return exc if isinstance(exc, PathError) else exhausted(exc)
 
 
 def request_path(request: codec.Request) -> str:

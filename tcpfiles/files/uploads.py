@@ -173,8 +173,8 @@ def _open_parent(root: Root, parts: tuple[str, ...]) -> int:
         raise NotFound("no such file or directory") from None
 
 
-def _temporary_refused(exc: OSError) -> Exception:
-    """Why the temporary could not be made, as the answer a client gets: out of descriptors is
+def _write_refused(exc: OSError) -> Exception:
+    """Why an upload could not be written, as the answer a client gets: out of descriptors is
     busy; not allowed is forbidden (as MKDIR says); a full disk is too-large; else internal."""
     if (busy := exhausted(exc)) is not None:
         return busy
@@ -231,7 +231,7 @@ class Upload:
                 dir_fd=parent,
             )
         except OSError as exc:
-            raise _temporary_refused(exc) from None
+            raise _write_refused(exc) from None
         self.finished = False
 
     @property
@@ -247,9 +247,7 @@ class Upload:
             try:
                 written = os.write(self.fd, view)
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise TooLarge("the server's disk is full") from None
-                raise
+                raise _write_refused(exc) from None
             view = view[written:]
         self.digest.update(data)
         self.received += len(data)
