@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.chat.room import BAD_NICK_CHARS, Room
 from tcpfiles.files import codec
 from tests.chat.test_flood import feed, lines, make_factory
+from tests.chat.test_room import Person
 from tests.helpers import connect
 
 BIDI = [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x061C]
@@ -27,15 +28,6 @@ EVERY_CLASS = BIDI + SEPARATORS + ZERO_WIDTH + PRIVATE_USE + CONTROLS + OTHER_FO
 
 def shown(code: int) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.nick: str | None = None
-        self.got: list[str] = []
-
-    def send(self, line: str) -> None:
-        self.got.append(line)
 
 
 class DisplayTests(SynchronousTestCase):
@@ -127,7 +119,7 @@ class DisplayTests(SynchronousTestCase):
     def test_lone_surrogates_are_escaped(self) -> None:
         """A str with a lone surrogate (Cs; not producible from the wire) is escaped too."""
         room = Room()
-        ann, bob = _Collector(), _Collector()
+        ann, bob = Person(), Person()
         room.set_nick(ann, "ann")
         room.set_nick(bob, "bob")
         room.line(ann, "a\ud800b")

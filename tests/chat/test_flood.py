@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.chat.protocol import ChatFactory, ChatOptions, ChatProtocol
 from tcpfiles.chat.room import FANOUT_COST, SLOW_DOWN, WHO_NAMES_PER_TOKEN, Room, who_cost
 from tests.chat.test_protocol import make_with_accounts
+from tests.chat.test_room import Person
 from tests.helpers import connect
 
 RATE, BURST = 5.0, 20.0  # the defaults
@@ -100,9 +101,9 @@ class FloodTests(SynchronousTestCase):
         room = Room(clock=lambda: now[0], rate=1.0, burst=3.0)
         self.assertGreater(who_cost(10_000), 3.0)
         for n in range(60):  # a room bigger than the cost scale
-            member = _Collector()
+            member = Person()
             room.set_nick(member, f"m{n}")
-        asker = _Collector()
+        asker = Person()
         room.set_nick(asker, "asker")
         asker.got.clear()
         room.line(asker, "/who")
@@ -210,17 +211,6 @@ class FloodTests(SynchronousTestCase):
         answer = written.index(b"\n") + 1
         self.assertLessEqual(len(written), 65536 + 2 * answer)
         self.assertEqual(lines(room.passive_t), ["*** talker left (too slow: output queue full)"])
-
-
-class _Collector:
-    """A room member that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.nick: str | None = None
-        self.got: list[str] = []
-
-    def send(self, line: str) -> None:
-        self.got.append(line)
 
 
 class ReadingHeldTests(SynchronousTestCase):

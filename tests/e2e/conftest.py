@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Twistd
+from tests.e2e.harness import serving
 
 
 @pytest.fixture
@@ -20,15 +20,5 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def start_server(root: Path):
     """Start ``twistd -n tcpfiles`` on ``root``; stopped (SIGTERM) and checked at teardown."""
-    servers: list[Twistd] = []
-
-    def start(*extra: str, env: dict[str, str] | None = None, **kwargs: str) -> Twistd:
-        server = Twistd(root, *extra, env=env, **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        if server.proc.poll() is None:
-            server.stop()
-        server.assert_clean_log()
+    with serving(root) as start:
+        yield start

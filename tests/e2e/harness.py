@@ -6,7 +6,9 @@ reads and process exit, each bounded by a timeout; never on sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import queue
 import re
 import resource
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -265,3 +268,41 @@ def proc_io(pid: int, field: str = "wchar") -> int:
 
 
 __all__ = ["Twistd", "Wire", "make_file", "sha256_file", "script", "wait_until", "proc_io"]
+
+
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[Callable[..., Twistd]]:
+    """``start(*extra, env=None, **kwargs)`` starts ``twistd -n tcpfiles`` on ``root``; each one
+    started is stopped (SIGTERM) and its log checked clean at the end."""
+    servers: list[Twistd] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None, **kwargs: str) -> Twistd:
+        server = Twistd(root, *extra, env=env, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if server.proc.poll() is None:
+            server.stop()
+        server.assert_clean_log()
+
+
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """``tcpfiles ARGS`` to completion, without the caller's $TCPFILES_PASSWORD (plus ``env``)."""
+    base = {k: v for k, v in os.environ.items() if k != "TCPFILES_PASSWORD"}
+    return subprocess.run(
+        [script("tcpfiles"), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        cwd=cwd,
+        env={**base, **(env or {})},
+    )

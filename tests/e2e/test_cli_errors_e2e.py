@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,20 +12,11 @@ import pytest
 
 from tests.e2e.certs import make_ca, make_server_cert
 from tests.e2e.faultproxy import FaultProxy
-from tests.e2e.harness import make_file, script, twistd_command, wait_until
+from tests.e2e.harness import make_file, run_cli, script, twistd_command, wait_until
 
 
-def tcpfiles(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TCPFILES_PASSWORD"}
-    return subprocess.run(
-        [script("tcpfiles"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+def tcpfiles(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd)
 
 
 def _interrupt_when(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Twistd, Wire, script
+from tests.e2e.harness import Wire, script, serving
 
 BIG = 200_000
 PROBE_LIMIT = 0.100  # seconds: the worst GET of another client while the listings run
@@ -62,18 +62,8 @@ def big_root() -> Iterator[Path]:
 
 @pytest.fixture
 def big_server(big_root: Path) -> Iterator[Any]:
-    servers: list[Twistd] = []
-
-    def start(*extra: str) -> Twistd:
-        server = Twistd(big_root, *extra)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        if server.proc.poll() is None:
-            server.stop()
-        server.assert_clean_log()
+    with serving(big_root) as start:
+        yield start
 
 
 class Probe(threading.Thread):

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.e2e.certs import make_ca, make_server_cert
-from tests.e2e.harness import Twistd, Wire, make_file, script
+from tests.e2e.harness import Twistd, Wire, make_file, run_cli
 
 
 @pytest.fixture
@@ -38,15 +38,7 @@ def ssl_listen(pair, port: str = "0") -> str:
 def tcpfiles(
     *args: str, env: dict[str, str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "TCPFILES_PASSWORD"}
-    return subprocess.run(
-        [script("tcpfiles"), *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=60,
-        env={**base, **(env or {})},
-    )
+    return run_cli(*args, env=env, stdin=stdin)
 
 
 @pytest.fixture

@@ -119,8 +119,8 @@ class ReservationTests(SynchronousTestCase):
         )
 
 
-class WritesAnswerLikeReadsTests(SynchronousTestCase):
-    """PUT, REPLACE and MKDIR through symlinks give the answers GET gives."""
+class _ServedTree(SynchronousTestCase):
+    """A writable server over :func:`_tree`, answering in memory."""
 
     def setUp(self) -> None:
         self.top, self.served = _tree()
@@ -137,6 +137,10 @@ class WritesAnswerLikeReadsTests(SynchronousTestCase):
         for piece in pieces:
             protocol.dataReceived(piece)
         return transport.value()
+
+
+class WritesAnswerLikeReadsTests(_ServedTree):
+    """PUT, REPLACE and MKDIR through symlinks give the answers GET gives."""
 
     def test_escaping_links_are_not_found_to_writes(self) -> None:
         """Escaping, dangling and looping links: PUT, REPLACE, MKDIR answer like GET."""
@@ -179,16 +183,8 @@ class WritesAnswerLikeReadsTests(SynchronousTestCase):
         self.assertEqual([n for n in os.listdir(self.served) if n.startswith(".tcpfiles-")], [])
 
 
-class TemporaryRefusedTests(SynchronousTestCase):
+class TemporaryRefusedTests(_ServedTree):
     """A temporary the server cannot create gets the answer that says why, never a traceback."""
-
-    def setUp(self) -> None:
-        self.top, self.served = _tree()
-        self.addCleanup(shutil.rmtree, self.top)
-        root = Root.at(str(self.served))
-        self.factory = FileServerFactory(
-            FileStore(root, inline), task.Clock(), Limits(), Uploads(root, 1 << 20, inline)
-        )
 
     def _answer_when_open_fails(self, errno_value: int) -> bytes:
         real_open = uploads_module.os.open
@@ -222,22 +218,8 @@ class TemporaryRefusedTests(SynchronousTestCase):
         )
 
 
-class WalkBoundsTests(SynchronousTestCase):
+class WalkBoundsTests(_ServedTree):
     """Writes through a file answer like reads; walks are bounded in depth and in steps."""
-
-    def setUp(self) -> None:
-        self.top, self.served = _tree()
-        self.addCleanup(shutil.rmtree, self.top)
-        root = Root.at(str(self.served))
-        self.root = root
-        self.factory = FileServerFactory(
-            FileStore(root, inline), task.Clock(), Limits(), Uploads(root, 1 << 20, inline)
-        )
-
-    def _ask(self, line: bytes) -> bytes:
-        protocol, transport = connect(self.factory)
-        protocol.dataReceived(line)
-        return transport.value()
 
     def test_through_a_file_is_not_found_to_writes_too(self) -> None:
         """``a.txt/x``: GET, PUT, REPLACE and MKDIR all say not-found."""
