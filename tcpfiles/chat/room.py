@@ -76,16 +76,24 @@ class TokenBucket:
         self.tokens = self.burst
         self.stamp = self.clock()
 
-    def take(self, cost: float = 1.0) -> bool:
-        """Spend ``cost`` tokens (at most the burst) if there are that many; else spend none."""
+    def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
+
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens (at most the burst) if there are that many; else spend none."""
+        self._refill()
         cost = min(cost, self.burst)
         if self.tokens >= cost:
             self.tokens -= cost
             return True
         return False
+
+    def wait(self, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` tokens are there (0: now); spends nothing."""
+        self._refill()
+        return max(0.0, (min(cost, self.burst) - self.tokens) / self.rate)
 
 
 #: Joins from one address: a burst of this many (a classroom behind one NAT), then one every
@@ -237,11 +245,7 @@ class Room:
     def refill_in(self, member: Member, cost: float = LINE_COST) -> float:
         """Seconds until the member may send a line of ``cost`` again (0: now)."""
         bucket = self._buckets.get(id(member))
-        if bucket is None:
-            return 0.0
-        tokens = min(bucket.burst, bucket.tokens + (self._clock() - bucket.stamp) * bucket.rate)
-        missing = min(cost, bucket.burst) - tokens
-        return max(0.0, missing / bucket.rate)
+        return 0.0 if bucket is None else bucket.wait(cost)
 
     def allowed(self, member: Member, cost: float = LINE_COST) -> bool:
         """Spend ``cost`` from the member's budget; False (and, once, a notice) when over it."""
