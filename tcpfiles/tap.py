@@ -15,21 +15,21 @@ from twisted.cred import credentials, strcred
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
-from tcpfiles.behaviours import Context, StartWarning, blind_warning, context_for, discover
-from tcpfiles.fdlimit import FdLimitCheck
-from tcpfiles.files.accounts import Users, parse_users
-from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
-from tcpfiles.files.paths import Root
-from tcpfiles.files.server import Limits
-from tcpfiles.options import positive_float, positive_int, size
-from tcpfiles.service import (
+from tcpfiles.core.fdlimit import FdLimitCheck
+from tcpfiles.core.options import positive_float, positive_int, size
+from tcpfiles.core.plugin import Context, StartWarning, blind_warning, context_for, discover
+from tcpfiles.core.service import (
     DrainingService,
     ListenerService,
     ListenFailed,
     check_server_string,
 )
-from tcpfiles.tls import server_endpoint
-from tcpfiles.udp import UDPListenerService, parse_udp
+from tcpfiles.core.tls import server_endpoint
+from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
+from tcpfiles.files.server import Limits
+from tcpfiles.tree.accounts import Users, parse_users
+from tcpfiles.tree.paths import Root
+from tcpfiles.udp_echo.protocol import UDPListenerService, parse_udp
 
 log = Logger(namespace="tcpfiles.tap")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet import task
 
-from tcpfiles.connections import RefusedProtocol
-from tcpfiles.echo import EchoFactory, EchoOptions, EchoProtocol, UpperProtocol
+from tcpfiles.core.connections import RefusedProtocol
+from tcpfiles.echo.protocol import EchoFactory, EchoOptions, EchoProtocol, UpperProtocol
 from tests.helpers import connect
 
 

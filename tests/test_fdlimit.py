@@ -9,10 +9,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles import fdlimit, tap
-from tcpfiles.connections import ConnectionTracker
-from tcpfiles.fdlimit import FdLimitCheck, needed, raise_soft_limit, shortfall_warning
-from tcpfiles.files.paths import Root
+from tcpfiles import tap
+from tcpfiles.core import fdlimit
+from tcpfiles.core.connections import ConnectionTracker
+from tcpfiles.core.fdlimit import FdLimitCheck, needed, raise_soft_limit, shortfall_warning
+from tcpfiles.tree.paths import Root
 
 NOFILE = resource.RLIMIT_NOFILE
 

@@ -13,10 +13,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files.codec import escape_name
-from tcpfiles.files.paths import Root
-from tcpfiles.files.store import FileStore
-from tcpfiles.oneshot import OneShotFactory, OneShotOptions
+from tcpfiles.files.wire import escape_name
+from tcpfiles.oneshot.protocol import OneShotFactory, OneShotOptions
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.store import FileStore
 from tests.files.helpers import pump
 
 

@@ -11,8 +11,8 @@ from twisted.python import usage
 from zope.interface.verify import verifyObject
 
 from tcpfiles import tap
-from tcpfiles.behaviours import discover
-from tcpfiles.interfaces import IBehaviour
+from tcpfiles.core.interfaces import IBehaviour
+from tcpfiles.core.plugin import discover
 
 
 def test_builtins_are_found_as_plugins():

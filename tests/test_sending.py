@@ -10,7 +10,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from zope.interface import directlyProvides
 
-from tcpfiles.sending import (
+from tcpfiles.core.sending import (
     MAX_READ,
     MIN_READ,
     TransferStopped,

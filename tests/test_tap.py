@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tcpfiles import tap
-from tcpfiles.behaviours import Context
-from tcpfiles.service import DrainingService, with_backlog
+from tcpfiles.core.plugin import Context
+from tcpfiles.core.service import DrainingService, with_backlog
 from tests.helpers import pump
 
 

@@ -13,9 +13,9 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles import tap
-from tcpfiles.fdlimit import FdLimitCheck
-from tcpfiles.service import ListenerService
-from tcpfiles.udp import UDPListenerService
+from tcpfiles.core.fdlimit import FdLimitCheck
+from tcpfiles.core.service import ListenerService
+from tcpfiles.udp_echo.protocol import UDPListenerService
 
 
 def _options(test: SynchronousTestCase, *args: str, under_twistd: bool = False) -> tap.Options:

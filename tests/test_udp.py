@@ -13,9 +13,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.behaviours import Context
+from tcpfiles.core.plugin import Context
 from tcpfiles.tap import Options as TapOptions
-from tcpfiles.udp import (
+from tcpfiles.udp_echo.protocol import (
     EchoSettings,
     Rates,
     ReplyLimiter,
@@ -179,7 +179,7 @@ class MappedAddressTests(SynchronousTestCase):
 
     def test_mapped_multicast_and_broadcast_refused(self) -> None:
         """::ffff:224.0.0.1 and ::ffff:255.255.255.255 are never answered; ::ffff:127.0.0.1 is."""
-        from tcpfiles.udp import refused_host
+        from tcpfiles.udp_echo.protocol import refused_host
 
         self.assertTrue(refused_host("::ffff:224.0.0.1"))
         self.assertTrue(refused_host("::ffff:255.255.255.255"))

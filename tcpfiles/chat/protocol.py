@@ -18,12 +18,12 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.behaviours import Behaviour, Context
 from tcpfiles.chat.room import Room
-from tcpfiles.connections import LimitedFactory, peer_key
-from tcpfiles.files.accounts import UNAUTHORIZED, LoginLimiter, password_credentials
-from tcpfiles.interfaces import IAccount
-from tcpfiles.options import positive_float, positive_int
+from tcpfiles.core.connections import LimitedFactory, peer_key
+from tcpfiles.core.interfaces import IAccount
+from tcpfiles.core.options import positive_float, positive_int
+from tcpfiles.core.plugin import Behaviour, Context
+from tcpfiles.tree.accounts import UNAUTHORIZED, LoginLimiter, password_credentials
 
 GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
 GREETING_WITH_ACCOUNTS = "*** tcpfiles chat: /login NAME PASSWORD to join, /help for commands"

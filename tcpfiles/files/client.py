@@ -25,9 +25,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from tcpfiles.files import codec
-from tcpfiles.files.producer import FileBodyProducer
-from tcpfiles.tls import client_tls_endpoint, parse_tls_server
+from tcpfiles.core.tls import client_tls_endpoint, parse_tls_server
+from tcpfiles.files import wire
+from tcpfiles.tree.producer import FileBodyProducer
 
 DEFAULT_PORT = 8888
 _ENDPOINT_KINDS = ("tcp:", "tcp6:", "tls:", "ssl:", "unix:")
@@ -68,7 +68,7 @@ def _tls_failure(reason: Failure) -> str | None:
     """A sentence if ``reason`` is a TLS handshake or verification failure, else None."""
     names = {f"{c.__module__}.{c.__name__}" for c in type(reason.value).__mro__}
     if names & {"OpenSSL.SSL.Error", "service_identity.exceptions.VerificationError"}:
-        from tcpfiles.tls import explain
+        from tcpfiles.core.tls import explain
 
         return explain(f"{type(reason.value).__name__}: {reason.value}")
     return None
@@ -85,8 +85,8 @@ class IncompleteListing(RemoteError):
     def __init__(self, path: str, listing: Listing) -> None:
         assert listing.reason is not None
         why = {
-            codec.LIST_TRUNCATED: "the server lists at most that many (its --max-list)",
-            codec.LIST_FAILED: "the server could not read the rest of the directory",
+            wire.LIST_TRUNCATED: "the server lists at most that many (its --max-list)",
+            wire.LIST_FAILED: "the server could not read the rest of the directory",
         }.get(listing.reason, listing.reason)
         super().__init__(
             listing.reason, f"listing of {path or '/'} stopped after {len(listing)} entries: {why}"
@@ -106,7 +106,7 @@ class RemoteEntry:
     @property
     def display_name(self) -> str:
         """The name as the server escaped it, safe for a terminal."""
-        return codec.escape_name(self.name)
+        return wire.escape_name(self.name)
 
 
 class Listing(builtins.list[RemoteEntry]):
@@ -158,7 +158,7 @@ class FilesClientProtocol(Protocol):
     def __init__(
         self, clock: interfaces.IReactorTime | None = None, timeout: float | None = None
     ) -> None:
-        self.lines = codec.LineBuffer(codec.MAX_LINE * 8)
+        self.lines = wire.LineBuffer(wire.MAX_LINE * 8)
         self.pending: deque[_Pending] = deque()
         self.closed = False
         self.clock = clock
@@ -220,7 +220,7 @@ class FilesClientProtocol(Protocol):
             self.lines.feed(data)
         try:
             self._process()
-        except codec.ProtocolError as exc:
+        except wire.ProtocolError as exc:
             self._fail_all(Failure(_protocol_failure(exc, data)))
             self.transport.abortConnection()  # type: ignore[attr-defined]
         if not self.pending and self._watchdog is not None and self._watchdog.active():
@@ -241,8 +241,8 @@ class FilesClientProtocol(Protocol):
                 line = self.lines.next_line()
                 if line is None:
                     return
-                status = codec.parse_status(line)
-                if isinstance(status, codec.Err):
+                status = wire.parse_status(line)
+                if isinstance(status, wire.Err):
                     self.pending.popleft()
                     current.done.errback(RemoteError(status.code, status.text))
                     continue
@@ -272,13 +272,13 @@ class FilesClientProtocol(Protocol):
         """Take a listing's rows up to its END line; True once it has ended."""
         assert current.lines is not None
         while (line := self.lines.next_line()) is not None:
-            end = codec.parse_list_end(line)
+            end = wire.parse_list_end(line)
             if end is None:
                 current.lines.append(line)
                 continue
             count, reason = end
             if count != len(current.lines):
-                raise codec.ProtocolError(f"END {count} after {len(current.lines)} rows")
+                raise wire.ProtocolError(f"END {count} after {len(current.lines)} rows")
             self.pending.popleft()
             current.done.callback((current.lines, reason))
             return True
@@ -291,13 +291,13 @@ class FilesClientProtocol(Protocol):
             self.pending.popleft()
             current.done.callback(fields)
             return
-        if current.kind == "listing" and fields == (codec.LIST_STATUS,):
+        if current.kind == "listing" and fields == (wire.LIST_STATUS,):
             current.until_end = True
             current.lines = []
             return
-        count = codec.parse_number(fields[0]) if fields else None
+        count = wire.parse_number(fields[0]) if fields else None
         if count is None:
-            raise codec.ProtocolError(f"expected OK <count>, got OK {' '.join(fields)[:80]}")
+            raise wire.ProtocolError(f"expected OK <count>, got OK {' '.join(fields)[:80]}")
         current.remaining = count
         if current.kind in ("lines", "listing"):  # a listing from an older server: OK <n>
             current.lines = []
@@ -326,7 +326,7 @@ class FilesClientProtocol(Protocol):
             p.done.errback(failure)
 
 
-def _protocol_failure(exc: codec.ProtocolError, data: bytes) -> ConnectionClosed:
+def _protocol_failure(exc: wire.ProtocolError, data: bytes) -> ConnectionClosed:
     """A response that breaks the protocol: a server of another kind says so at once."""
     if str(exc).startswith("not a status line"):
         if data[:1] in (b"\x15", b"\x16") and data[1:2] == b"\x03":  # TLS alert, handshake
@@ -338,23 +338,23 @@ def _protocol_failure(exc: codec.ProtocolError, data: bytes) -> ConnectionClosed
 def _parse_entry(line: bytes) -> RemoteEntry:
     try:
         kind, size, mtime, name = line.decode("utf-8").split(" ", 3)
-        return RemoteEntry(kind, _size(size), mtime, codec.unescape_name(name))
+        return RemoteEntry(kind, _size(size), mtime, wire.unescape_name(name))
     except ValueError as exc:
-        raise codec.ProtocolError(f"bad LIST line {line[:80]!r}") from exc
+        raise wire.ProtocolError(f"bad LIST line {line[:80]!r}") from exc
 
 
 def _size(text: str) -> int | None:
     """A size field: ``-`` (none) or a protocol number; ValueError otherwise."""
     if text == "-":
         return None
-    value = codec.parse_number(text)
+    value = wire.parse_number(text)
     if value is None:
         raise ValueError(f"bad size {text[:40]!r}")
     return value
 
 
 def _parse_info(fields: tuple[str, ...]) -> RemoteInfo:
-    values = codec.parse_fields(fields)
+    values = wire.parse_fields(fields)
     try:
         size = values.get("size")
         return RemoteInfo(
@@ -364,7 +364,7 @@ def _parse_info(fields: tuple[str, ...]) -> RemoteInfo:
             values.get("sha256"),
         )
     except (KeyError, ValueError) as exc:
-        raise codec.ProtocolError(f"bad STAT answer {' '.join(fields)[:120]!r}") from exc
+        raise wire.ProtocolError(f"bad STAT answer {' '.join(fields)[:120]!r}") from exc
 
 
 class FilesClient:

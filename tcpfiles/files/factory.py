@@ -10,12 +10,12 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from tcpfiles.files.accounts import ANONYMOUS, FilesRealm, Grant, Users, make_portal
-from tcpfiles.files.hashing import Hasher, HashLimits
-from tcpfiles.files.paths import Root
+from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.uploads import remove_stale_temporaries
-from tcpfiles.service import DrainingService, ListenerService
+from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users, make_portal
+from tcpfiles.tree.hashing import Hasher, HashLimits
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.uploads import remove_stale_temporaries
 
 log = Logger(namespace="tcpfiles.files")
 
@@ -39,12 +39,12 @@ def make_files_factory(
 
     Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.  With ``checkers``
     (twisted.cred), connections must LOGIN; ``grants`` (a users file, see
-    :func:`~tcpfiles.files.accounts.parse_users`) gives accounts their own roots and rights and
+    :func:`~tcpfiles.tree.accounts.parse_users`) gives accounts their own roots and rights and
     refuses the others; ``anonymous`` allows read-only access without logging in (to ``root``,
     or to the users file's ``anonymous`` root).  ``hashing`` bounds STAT's hashing (see
-    :class:`~tcpfiles.files.hashing.HashLimits`); ``hasher`` is one to use instead of a new one
+    :class:`~tcpfiles.tree.hashing.HashLimits`); ``hasher`` is one to use instead of a new one
     (shared by several factories, their hashing bounds are shared too; or one that hashes
-    inline, for tests and tools: ``Hasher(tcpfiles.files.hashing.inline)``).
+    inline, for tests and tools: ``Hasher(tcpfiles.tree.hashing.inline)``).
 
     Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
     (:func:`make_hasher`), so an fsync never waits behind a hash.
@@ -123,7 +123,7 @@ def make_files_service(
 ) -> DrainingService:
     """A service serving ``root`` on each endpoint string in ``listen``, drained on stop.
 
-    ``second_signal_forces``: see :class:`~tcpfiles.service.DrainingService`; for a process
+    ``second_signal_forces``: see :class:`~tcpfiles.core.service.DrainingService`; for a process
     that owns its signals, as under twistd.
     """
     factory = make_files_factory(root, reactor, limits)

@@ -27,28 +27,28 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.connections import LimitedFactory, describe_peer, peer_key
-from tcpfiles.files import codec
-from tcpfiles.files.accounts import (
+from tcpfiles.core.connections import LimitedFactory, describe_peer, peer_key
+from tcpfiles.core.interfaces import IFilesAccount, IFileStore
+from tcpfiles.core.sending import write_paced
+from tcpfiles.files import wire
+from tcpfiles.tree.accounts import (
     ANONYMOUS,
     UNAUTHORIZED,
     Account,
     LoginLimiter,
     password_credentials,
 )
-from tcpfiles.files.listing import DirListing, Entry, ListBatch
-from tcpfiles.files.paths import PathError, exhausted
-from tcpfiles.files.producer import (
+from tcpfiles.tree.listing import DirListing, Entry, ListBatch
+from tcpfiles.tree.paths import PathError, exhausted
+from tcpfiles.tree.producer import (
     CHUNK_SIZE,
     FileBodyProducer,
     FileShrank,
     TransferStopped,
 )
-from tcpfiles.files.store import FileInfo, OpenedFile
-from tcpfiles.files.uploads import Upload, Uploads, make_directory
-from tcpfiles.files.zerocopy import SendfileProducer, cork, sendfile_possible
-from tcpfiles.interfaces import IFilesAccount, IFileStore
-from tcpfiles.sending import write_paced
+from tcpfiles.tree.store import FileInfo, OpenedFile
+from tcpfiles.tree.uploads import Upload, Uploads, make_directory
+from tcpfiles.tree.zerocopy import SendfileProducer, cork, sendfile_possible
 
 #: Pipelined requests answered in one reactor turn before the others wait for the next turn:
 #: 64 KiB of empty lines held every connection of the process for 3.5 s when taken at once.
@@ -68,7 +68,7 @@ log = Logger(namespace="tcpfiles.files")
 class Limits:
     """Every bound a files server enforces; the defaults are the documented ones."""
 
-    max_line: int = codec.MAX_LINE
+    max_line: int = wire.MAX_LINE
     line_timeout: float = 30.0
     idle_timeout: float = 300.0
     stall_timeout: float = 60.0
@@ -111,7 +111,7 @@ class FileServerProtocol(Protocol):
     def __init__(self, factory: FileServerFactory) -> None:
         self.factory = factory
         self.limits = factory.limits
-        self.lines = codec.LineBuffer(self.limits.max_line)
+        self.lines = wire.LineBuffer(self.limits.max_line)
         self.state = State.WAITING
         self.peer = "?"
         self._timer: interfaces.IDelayedCall | None = None
@@ -220,7 +220,7 @@ class FileServerProtocol(Protocol):
                 handled += 1
                 try:
                     line = self.lines.next_line()
-                except codec.LineTooLong:
+                except wire.LineTooLong:
                     self._request = "(line too long)"
                     self._started = self.factory.clock.seconds()
                     self._fail_and_close(
@@ -256,37 +256,37 @@ class FileServerProtocol(Protocol):
 
     def _handle(self, line: bytes) -> None:
         self._cancel_timer()
-        request = codec.parse_request(line)
+        request = wire.parse_request(line)
         # Never log a password: a LOGIN line is logged as "LOGIN <user> ****".
-        shown = str(request).encode() if isinstance(request, codec.Login) else line
-        self._request = codec.escape_name(shown[:200])
+        shown = str(request).encode() if isinstance(request, wire.Login) else line
+        self._request = wire.escape_name(shown[:200])
         self._started = self.factory.clock.seconds()
         try:
-            if isinstance(request, codec.Login):
+            if isinstance(request, wire.Login):
                 self._login(request)
             elif self.account is None and not isinstance(
-                request, codec.Help | codec.Quit | codec.BadRequest
+                request, wire.Help | wire.Quit | wire.BadRequest
             ):
                 self._error("unauthorized", "log in first: LOGIN <user> <password>")
-            elif isinstance(request, codec.Get):
+            elif isinstance(request, wire.Get):
                 self._get(request)
-            elif isinstance(request, codec.List):
+            elif isinstance(request, wire.List):
                 self._list(request)
-            elif isinstance(request, codec.Stat):
+            elif isinstance(request, wire.Stat):
                 self._stat(request)
-            elif isinstance(request, codec.Help):
-                body = "".join(f"{text}\n" for text in codec.HELP_LINES).encode()
-                self._respond(codec.ok_line(len(codec.HELP_LINES)) + body, "OK")
-            elif isinstance(request, codec.Quit):
-                self._respond(codec.ok_line("bye"), "OK")
+            elif isinstance(request, wire.Help):
+                body = "".join(f"{text}\n" for text in wire.HELP_LINES).encode()
+                self._respond(wire.ok_line(len(wire.HELP_LINES)) + body, "OK")
+            elif isinstance(request, wire.Quit):
+                self._respond(wire.ok_line("bye"), "OK")
                 self._close()
-            elif isinstance(request, codec.Put | codec.Mkdir) and self.account.uploads is None:
+            elif isinstance(request, wire.Put | wire.Mkdir) and self.account.uploads is None:
                 self._error("read-only", "uploads are not enabled for you on this server")
-            elif isinstance(request, codec.Put):
+            elif isinstance(request, wire.Put):
                 self._put(request)
-            elif isinstance(request, codec.Mkdir):
+            elif isinstance(request, wire.Mkdir):
                 created = make_directory(self.account.uploads.root, request.path)
-                self._respond(codec.ok_line("created" if created else "exists"), "OK")
+                self._respond(wire.ok_line("created" if created else "exists"), "OK")
             else:
                 self._error("bad-request", request.message)
         except (PathError, OSError) as exc:
@@ -302,7 +302,7 @@ class FileServerProtocol(Protocol):
 
     # --- responses ------------------------------------------------------------------------
 
-    def _get(self, request: codec.Get) -> None:
+    def _get(self, request: wire.Get) -> None:
         opened = self.account.store.open_file(request.path)
         if request.offset > opened.size:
             opened.close()
@@ -318,7 +318,7 @@ class FileServerProtocol(Protocol):
         zero_copy = self.limits.zero_copy and sendfile_possible(self.transport)
         if zero_copy:
             cork(self.transport, True)  # the status line waits for the body's first segment
-        self.transport.write(codec.ok_line(count))
+        self.transport.write(wire.ok_line(count))
         self.state = State.RESPONDING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
         producer: FileBodyProducer | SendfileProducer
@@ -349,7 +349,7 @@ class FileServerProtocol(Protocol):
         finally:
             opened.close()
         # Nothing is sent yet: a file that shrank since fstat is served as it is now.
-        self._answer("OK", len(data), codec.ok_line(len(data)), data)
+        self._answer("OK", len(data), wire.ok_line(len(data)), data)
 
     def _uncork(self, result: Any) -> Any:
         if self.transport.connected and not self.transport.disconnected:
@@ -382,13 +382,13 @@ class FileServerProtocol(Protocol):
         self.state = State.CLOSING
         self.transport.abortConnection()  # the promised size cannot be kept
 
-    def _put(self, request: codec.Put) -> None:
+    def _put(self, request: wire.Put) -> None:
         assert self.account is not None and self.account.uploads is not None
         upload = self.account.uploads.begin(
             request.path, request.size, request.sha256, request.replace
         )
         self._upload, self._upload_error, self._discard = upload, None, 0
-        self.transport.write(codec.ok_line("send", request.size))
+        self.transport.write(wire.ok_line("send", request.size))
         self.state = State.RECEIVING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
         # A client that sent the body without waiting for "OK send": it is already buffered.
@@ -429,7 +429,7 @@ class FileServerProtocol(Protocol):
     def _stored(self, digest: str, upload: Upload) -> None:
         if self.state is State.CLOSING:
             return
-        self._answer("OK", upload.size, codec.ok_line("stored", upload.size, digest))
+        self._answer("OK", upload.size, wire.ok_line("stored", upload.size, digest))
 
     def _not_stored(self, failure: Failure) -> None:
         if self.state is State.CLOSING:
@@ -453,7 +453,7 @@ class FileServerProtocol(Protocol):
         else:
             self._error("internal", "the server could not write the file")
 
-    def _login(self, request: codec.Login) -> None:
+    def _login(self, request: wire.Login) -> None:
         portal = self.factory.portal
         if portal is None:
             self._error("bad-request", "this server has no accounts: no need to log in")
@@ -474,28 +474,28 @@ class FileServerProtocol(Protocol):
             return
         self.account = account
         log.info("{peer} logged in as {user}", peer=self.peer, user=account.name)
-        self._respond(codec.ok_line("welcome", account.name), "OK")
+        self._respond(wire.ok_line("welcome", account.name), "OK")
 
     def _login_failed(self, failure: Failure, user: str, host: str) -> None:
         if not failure.check(*UNAUTHORIZED):
             log.failure("{peer} login: checker failed", failure, peer=self.peer)
         self.factory.limiter.failed(host, user)
         log.warn(
-            "{peer} failed to log in as {user}", peer=self.peer, user=codec.escape_text(user[:64])
+            "{peer} failed to log in as {user}", peer=self.peer, user=wire.escape_text(user[:64])
         )
         if self.state is not State.CLOSING:
             self._error("unauthorized", "bad user name or password")
 
     # --- LIST, streamed -------------------------------------------------------------------
 
-    def _list(self, request: codec.List) -> None:
+    def _list(self, request: wire.List) -> None:
         """``OK list``, then the rows a batch at a time, then ``END <n>`` (docs/protocol.md)."""
         self._listing = self.account.store.open_listing(request.path)
         self._listed = 0
         self._list_bytes = 0
         self.state = State.RESPONDING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
-        self._list_send(codec.ok_line(codec.LIST_STATUS))
+        self._list_send(wire.ok_line(wire.LIST_STATUS))
 
     def _list_send(self, data: bytes) -> None:
         """Write part of a listing; the next batch is read once the transport can take more."""
@@ -530,7 +530,7 @@ class FileServerProtocol(Protocol):
         rows = batch.rows[:room]
         self._listed += len(rows)
         if len(batch.rows) > room:
-            self._list_finish(b"".join(rows), codec.LIST_TRUNCATED)
+            self._list_finish(b"".join(rows), wire.LIST_TRUNCATED)
         elif batch.end:
             self._list_finish(b"".join(rows), None)
         elif rows:
@@ -548,19 +548,19 @@ class FileServerProtocol(Protocol):
                 "{peer} {request}: listing stopped: {error}",
                 peer=self.peer,
                 request=self._request,
-                error=codec.escape_text(str(error)),
+                error=wire.escape_text(str(error)),
             )
         else:
             log.failure(
                 "{peer} {request}: listing failed", failure, peer=self.peer, request=self._request
             )
-        self._list_finish(b"", codec.LIST_FAILED)
+        self._list_finish(b"", wire.LIST_FAILED)
 
     def _list_finish(self, rows: bytes, reason: str | None) -> None:
         self._end_listing()
         outcome = "OK" if reason is None else f"OK {reason} at {self._listed} entries"
         self._answer(
-            outcome, self._list_bytes + len(rows), rows, codec.list_end(self._listed, reason)
+            outcome, self._list_bytes + len(rows), rows, wire.list_end(self._listed, reason)
         )
 
     def _list_lost(self, _failure: Failure) -> None:
@@ -572,7 +572,7 @@ class FileServerProtocol(Protocol):
         if listing is not None:
             listing.close()
 
-    def _stat(self, request: codec.Stat) -> None:
+    def _stat(self, request: wire.Stat) -> None:
         """Hashes are bounded per client address; a closed connection stops waiting (its
         Deferred is cancelled in connectionLost), which abandons a hash nobody else awaits."""
         self.state = State.RESPONDING
@@ -589,12 +589,12 @@ class FileServerProtocol(Protocol):
         fields = [f"type={info.kind}"]
         if info.size is not None:
             fields.append(f"size={info.size}")
-        fields.append(f"mtime={codec.format_mtime(info.mtime)}")
+        fields.append(f"mtime={wire.format_mtime(info.mtime)}")
         if info.sha256 is not None:
             fields.append(f"sha256={info.sha256}")
-        self._respond(codec.ok_line(*fields), "OK")
+        self._respond(wire.ok_line(*fields), "OK")
 
-    def _stat_failed(self, failure: Failure, request: codec.Stat) -> None:
+    def _stat_failed(self, failure: Failure, request: wire.Stat) -> None:
         self._hashing = None
         if self.state is State.CLOSING:
             return
@@ -621,10 +621,10 @@ class FileServerProtocol(Protocol):
             self._arm("stall", self.limits.stall_timeout, self._stalled)
 
     def _error(self, code: str, text: str) -> None:
-        self._respond(codec.err_line(code, text), f"ERR {code}")
+        self._respond(wire.err_line(code, text), f"ERR {code}")
 
     def _fail_and_close(self, code: str, text: str) -> None:
-        line = codec.err_line(code, text)
+        line = wire.err_line(code, text)
         self.transport.write(line)
         self._log(f"ERR {code}", len(line))
         self._close()
@@ -699,7 +699,7 @@ class FileServerProtocol(Protocol):
     def _idle_timed_out(self) -> None:
         self._timer = None
         self.transport.write(
-            codec.err_line("timeout", f"idle for {self.limits.idle_timeout:g} s; closing")
+            wire.err_line("timeout", f"idle for {self.limits.idle_timeout:g} s; closing")
         )
         self._close()
 
@@ -717,7 +717,7 @@ class FileServerProtocol(Protocol):
 
 def _list_row(entry: Entry) -> bytes:
     """An entry as its LIST row (run in the thread pool, with the batch's reading)."""
-    return codec.list_row(entry.kind, entry.size, entry.mtime, entry.name)
+    return wire.list_row(entry.kind, entry.size, entry.mtime, entry.name)
 
 
 def refusal_of(exc: BaseException | None) -> PathError | None:
@@ -726,7 +726,7 @@ def refusal_of(exc: BaseException | None) -> PathError | None:
     return exc if isinstance(exc, PathError) else exhausted(exc)
 
 
-def request_path(request: codec.Request) -> str:
+def request_path(request: wire.Request) -> str:
     """The path a request named, for an error message (``err_line`` escapes the whole text:
     escaping here too showed ``a\\b`` as ``a\\\\b``)."""
     return getattr(request, "path", "") or "/"
@@ -771,4 +771,4 @@ class FileServerFactory(LimitedFactory):
 
     def refusal_message(self, reason: str) -> bytes:
         """``ERR busy <reason>``."""
-        return codec.err_line("busy", reason)
+        return wire.err_line("busy", reason)

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, error, task
 
-from tcpfiles.files import codec
+from tcpfiles.files import wire
 from tcpfiles.files.client import (
     ConnectionClosed,
     FilesClient,
@@ -295,7 +295,7 @@ def local_name(raw: bytes) -> str | None:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    return name if codec.escape_text(name) == name.replace("\\", "\\\\") else None
+    return name if wire.escape_text(name) == name.replace("\\", "\\\\") else None
 
 
 @dataclass

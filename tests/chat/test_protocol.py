@@ -124,8 +124,8 @@ def make_with_accounts(clock=None):
 
     from twisted.cred import strcred
 
-    from tcpfiles.files.accounts import FilesRealm, make_portal
-    from tcpfiles.files.paths import Root
+    from tcpfiles.tree.accounts import FilesRealm, make_portal
+    from tcpfiles.tree.paths import Root
 
     realm = FilesRealm(Root.at(tempfile.gettempdir()), False, {}, 1, lambda f, *a: None)
     portal = make_portal(realm, [strcred.makeChecker("memory:alice:apw:bob:bpw")], False)

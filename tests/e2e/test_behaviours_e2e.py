@@ -239,7 +239,7 @@ def test_third_party_plugin_served_by_path(tmp_path, root):
 
 def test_example_plugin_discovered_in_process():
     """getPlugins finds the example through tcpfiles.plugins' extended package path."""
-    code = "from tcpfiles.behaviours import discover; print(sorted(discover()))"
+    code = "from tcpfiles.core.plugin import discover; print(sorted(discover()))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "PYTHONPATH": str(EXAMPLE)},

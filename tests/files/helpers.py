@@ -7,9 +7,9 @@ from pathlib import Path
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
-from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.store import FileStore
 from tests.helpers import connect, pump
 
 __all__ = ["connect", "make_factory", "pump", "respond"]

@@ -13,7 +13,9 @@ from twisted.internet import defer, task
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files.accounts import (
+from tcpfiles.core.interfaces import IFilesAccount
+from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.tree.accounts import (
     ANONYMOUS,
     EitherEncoding,
     FilesRealm,
@@ -24,9 +26,7 @@ from tcpfiles.files.accounts import (
     parse_users,
     password_credentials,
 )
-from tcpfiles.files.paths import Root
-from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.interfaces import IFilesAccount
+from tcpfiles.tree.paths import Root
 from tests.helpers import connect, pump
 
 

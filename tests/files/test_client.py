@@ -18,8 +18,8 @@ from tcpfiles.files.client import (
     RemoteError,
     client_endpoint,
 )
-from tcpfiles.files.codec import ProtocolError
 from tcpfiles.files.transfer import fetch
+from tcpfiles.files.wire import ProtocolError
 from tests.files.helpers import client_pair, make_factory, settle
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcpfiles.files import codec
-from tcpfiles.files.codec import (
+from tcpfiles.files import wire
+from tcpfiles.files.wire import (
     BadRequest,
     Get,
     Help,
@@ -108,14 +108,14 @@ def test_random_lines_never_raise(line):
 
 def test_status_lines():
     """OK and ERR lines round-trip; an unknown code cannot be sent; junk is a protocol error."""
-    assert codec.ok_line(5) == b"OK 5\n"
-    assert codec.parse_status(b"OK 5") == codec.Ok(("5",))
-    assert codec.err_line("not-found", "gone\nOK 1") == b"ERR not-found gone\\u000aOK 1\n"
-    assert codec.parse_status(b"ERR busy try later") == codec.Err("busy", "try later")
+    assert wire.ok_line(5) == b"OK 5\n"
+    assert wire.parse_status(b"OK 5") == wire.Ok(("5",))
+    assert wire.err_line("not-found", "gone\nOK 1") == b"ERR not-found gone\\u000aOK 1\n"
+    assert wire.parse_status(b"ERR busy try later") == wire.Err("busy", "try later")
     with pytest.raises(ValueError):
-        codec.err_line("oops", "x")
-    with pytest.raises(codec.ProtocolError):
-        codec.parse_status(b"HTTP/1.1 200 OK")
+        wire.err_line("oops", "x")
+    with pytest.raises(wire.ProtocolError):
+        wire.parse_status(b"HTTP/1.1 200 OK")
 
 
 @pytest.mark.parametrize(
@@ -132,19 +132,19 @@ def test_status_lines():
 )
 def test_escape_name(raw, shown):
     """Names are shown verbatim unless unsafe; unsafe bytes become visible escapes."""
-    assert codec.escape_name(raw) == shown
-    assert codec.unescape_name(shown) == raw
+    assert wire.escape_name(raw) == shown
+    assert wire.unescape_name(shown) == raw
 
 
 @given(st.binary(max_size=64))
 def test_escape_round_trips_and_stays_on_one_line(raw):
     """Property: escaping is reversible and never yields a control character."""
-    shown = codec.escape_name(raw)
-    assert codec.unescape_name(shown) == raw
+    shown = wire.escape_name(raw)
+    assert wire.unescape_name(shown) == raw
     assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in shown)
 
 
 def test_format_mtime():
     """mtimes are UTC ISO 8601 to the second."""
-    assert codec.format_mtime(0) == "1970-01-01T00:00:00Z"
-    assert codec.format_mtime(1_700_000_000.9) == "2023-11-14T22:13:20Z"
+    assert wire.format_mtime(0) == "1970-01-01T00:00:00Z"
+    assert wire.format_mtime(1_700_000_000.9) == "2023-11-14T22:13:20Z"

@@ -18,12 +18,12 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.client import RemoteError
-from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
 from tcpfiles.files.transfer import Session
-from tcpfiles.files.uploads import Uploads
-from tcpfiles.oneshot import OneShotFactory, OneShotOptions
+from tcpfiles.oneshot.protocol import OneShotFactory, OneShotOptions
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.store import FileStore
+from tcpfiles.tree.uploads import Uploads
 from tests.files.helpers import connect, respond
 
 REAL = {name: getattr(os, name) for name in ("open", "dup", "scandir", "mkdir")}

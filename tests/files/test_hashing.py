@@ -14,10 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files import factory as factory_module
 from tcpfiles.files.factory import make_files_factory, make_hasher
-from tcpfiles.files.hashing import HashBusy, Hasher, HashLimits, hash_some
-from tcpfiles.files.paths import FileChanging, Root
 from tcpfiles.files.server import FileServerFactory
-from tcpfiles.files.store import FileStore
+from tcpfiles.tree.hashing import HashBusy, Hasher, HashLimits, hash_some
+from tcpfiles.tree.paths import FileChanging, Root
+from tcpfiles.tree.store import FileStore
 from tests.helpers import connect, pump
 
 MIB = 1 << 20

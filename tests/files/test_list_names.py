@@ -8,8 +8,8 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files import codec
-from tcpfiles.files.listing import requestable
+from tcpfiles.files import wire
+from tcpfiles.tree.listing import requestable
 from tests.files.helpers import connect, make_factory, respond
 
 
@@ -41,7 +41,7 @@ class ListedMeansFetchableTests(SynchronousTestCase):
         lines = out.split(b"\n")
         self.assertEqual(lines[0], b"OK list")
         rows = [line.decode() for line in lines[1:] if line and not line.startswith(b"END")]
-        return {codec.unescape_name(row.split(" ", 3)[3]): row[0] for row in rows}
+        return {wire.unescape_name(row.split(" ", 3)[3]): row[0] for row in rows}
 
     def test_kinds(self) -> None:
         """Whole or byte by byte: ok.txt and the bidi name are files; the three others ``x``."""
@@ -65,7 +65,7 @@ class ListedMeansFetchableTests(SynchronousTestCase):
                 body = b"data:" + raw
                 self.assertEqual(out, b"OK %d\n" % len(body) + body)
             else:
-                line = b"GET " + codec.escape_name(raw).encode() + b"\n"
+                line = b"GET " + wire.escape_name(raw).encode() + b"\n"
                 out = respond(protocol, transport, line)
                 self.assertTrue(out.startswith(b"ERR bad-request"), out)
 

@@ -15,14 +15,14 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files import codec
-from tcpfiles.files import listing as listing_module
+from tcpfiles.files import wire
 from tcpfiles.files.client import FilesClient, FilesClientProtocol, Listing
-from tcpfiles.files.listing import SCAN_FACTOR, TEMP_PREFIX, ListingBusy
-from tcpfiles.files.paths import Exhausted, NotFound, Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
 from tcpfiles.tap import Options
+from tcpfiles.tree import listing as listing_module
+from tcpfiles.tree.listing import SCAN_FACTOR, TEMP_PREFIX, ListingBusy
+from tcpfiles.tree.paths import Exhausted, NotFound, Root
+from tcpfiles.tree.store import FileStore
 from tests.helpers import PausingTransport, connect
 
 
@@ -220,7 +220,7 @@ class ServerListTests(TempDirs, SynchronousTestCase):
         self.assertEqual(lines[8:], [b"END 7", b"OK 2", b"xx"])
 
     def test_names_are_escaped_as_before(self) -> None:
-        """Rows carry codec.escape_name of each name, plain names unchanged; names no request
+        """Rows carry wire.escape_name of each name, plain names unchanged; names no request
         can carry (a newline, a backslash, bytes that are not UTF-8) are listed as ``x``."""
         root = Path(self.tmpdir()) / "files"
         root.mkdir(parents=True)
@@ -233,7 +233,7 @@ class ServerListTests(TempDirs, SynchronousTestCase):
         protocol.dataReceived(b"LIST\n")
         shown = sorted(names_of(transport.value()))
         everything = listed + unlisted
-        self.assertEqual(shown, sorted(codec.escape_name(n).encode() for n in everything))
+        self.assertEqual(shown, sorted(wire.escape_name(n).encode() for n in everything))
         self.assertIn(b"\\u202eevil", shown)
         self.assertIn(b"x\\u000aOK 0", shown)
         kinds = {row.split(b" ", 3)[3]: row[:1] for row in transport.value().split(b"\n")[1:-2]}
@@ -401,25 +401,25 @@ class CodecListTests(SynchronousTestCase):
     def test_rows_escape_exactly_like_escape_name(self) -> None:
         """The fast path for plain names gives what escape_name gives."""
         for name in (b"a.txt", b"with space", b"back\\slash", b"\x7f", b"caf\xc3\xa9", b"\xff"):
-            row = codec.list_row("f", 1, 0, name)
-            self.assertEqual(row, f"f 1 1970-01-01T00:00:00Z {codec.escape_name(name)}\n".encode())
+            row = wire.list_row("f", 1, 0, name)
+            self.assertEqual(row, f"f 1 1970-01-01T00:00:00Z {wire.escape_name(name)}\n".encode())
 
     def test_end_lines(self) -> None:
         """END <n> and END <n> <reason> round-trip; rows are not END lines; bad ones raise."""
-        self.assertEqual(codec.list_end(3), b"END 3\n")
-        self.assertEqual(codec.list_end(3, "truncated"), b"END 3 truncated\n")
-        self.assertRaises(ValueError, codec.list_end, 3, "bogus")
-        self.assertEqual(codec.parse_list_end(b"END 3"), (3, None))
-        self.assertEqual(codec.parse_list_end(b"END 3 truncated"), (3, "truncated"))
-        self.assertEqual(codec.parse_list_end(b"END 0 failed"), (0, "failed"))
-        self.assertIsNone(codec.parse_list_end(b"f 1 1970-01-01T00:00:00Z END"))
+        self.assertEqual(wire.list_end(3), b"END 3\n")
+        self.assertEqual(wire.list_end(3, "truncated"), b"END 3 truncated\n")
+        self.assertRaises(ValueError, wire.list_end, 3, "bogus")
+        self.assertEqual(wire.parse_list_end(b"END 3"), (3, None))
+        self.assertEqual(wire.parse_list_end(b"END 3 truncated"), (3, "truncated"))
+        self.assertEqual(wire.parse_list_end(b"END 0 failed"), (0, "failed"))
+        self.assertIsNone(wire.parse_list_end(b"f 1 1970-01-01T00:00:00Z END"))
         for bad in (b"END", b"END x", b"END 3 maybe", b"ENDING 3", b"END 3 truncated x"):
-            self.assertRaises(codec.ProtocolError, codec.parse_list_end, bad)
+            self.assertRaises(wire.ProtocolError, wire.parse_list_end, bad)
 
     def test_help_describes_the_streamed_listing(self) -> None:
         """HELP says what LIST answers now."""
         self.assertIn(
-            "OK list, lines <type> <size> <mtime> <name>, then END <n>", codec.HELP_LINES[2]
+            "OK list, lines <type> <size> <mtime> <name>, then END <n>", wire.HELP_LINES[2]
         )
 
 

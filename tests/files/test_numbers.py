@@ -9,9 +9,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files import codec
+from tcpfiles.files import wire
 from tcpfiles.files.client import FilesClientProtocol, RemoteError
-from tcpfiles.files.codec import MAX_NUMBER, BadRequest, Get, Put, parse_number, parse_request
+from tcpfiles.files.wire import MAX_NUMBER, BadRequest, Get, Put, parse_number, parse_request
 from tests.files.helpers import connect, make_factory, respond
 
 SHA = "0" * 64
@@ -32,7 +32,7 @@ class ParseNumberTests(SynchronousTestCase):
         for text in (
             "",
             HUGE,
-            "1" * (codec.MAX_NUMBER_DIGITS + 1),
+            "1" * (wire.MAX_NUMBER_DIGITS + 1),
             str(MAX_NUMBER + 1),
             "-1",
             "+1",

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files import paths
-from tcpfiles.files.paths import (
+from tcpfiles.tree import paths
+from tcpfiles.tree.paths import (
     BadPath,
     Exhausted,
     Forbidden,
@@ -31,7 +31,7 @@ from tcpfiles.files.paths import (
     os_error,
     parse_path,
 )
-from tcpfiles.files.store import FileStore
+from tcpfiles.tree.store import FileStore
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from twisted.internet import interfaces, task
 from twisted.internet.testing import StringTransport
 from zope.interface import directlyProvides
 
-from tcpfiles.files.producer import (
+from tcpfiles.tree.producer import (
     PUSH_BURST,
     TLS_CHUNK_SIZE,
     FileBodyProducer,

@@ -10,7 +10,7 @@ from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.logger import capturedLogs, formatEvent
 
-from tcpfiles.connections import RefusedProtocol
+from tcpfiles.core.connections import RefusedProtocol
 from tests.files.helpers import connect, make_factory, pump, respond
 from tests.helpers import PausingTransport
 

@@ -8,8 +8,8 @@ import os
 import pytest
 from twisted.internet import defer
 
-from tcpfiles.files.paths import NotFound, Root
-from tcpfiles.files.store import TEMP_PREFIX, FileStore
+from tcpfiles.tree.paths import NotFound, Root
+from tcpfiles.tree.store import TEMP_PREFIX, FileStore
 
 
 class CountingThreads:

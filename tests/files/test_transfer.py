@@ -18,11 +18,11 @@ from tcpfiles.files.client import (
     IntegrityError,
     RemoteError,
 )
-from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
 from tcpfiles.files.transfer import Session, fetch, local_name, part_path, push
-from tcpfiles.files.uploads import Uploads
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.store import FileStore
+from tcpfiles.tree.uploads import Uploads
 from tests.files.helpers import client_pair, settle
 
 

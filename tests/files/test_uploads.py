@@ -9,10 +9,10 @@ import os
 import pytest
 from twisted.internet import defer, task
 
-from tcpfiles.files.paths import Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
-from tcpfiles.files.uploads import Uploads, remove_stale_temporaries
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.store import FileStore
+from tcpfiles.tree.uploads import Uploads, remove_stale_temporaries
 from tests.helpers import connect
 
 

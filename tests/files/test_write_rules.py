@@ -11,12 +11,12 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files import uploads as uploads_module
-from tcpfiles.files.accounts import FilesRealm
-from tcpfiles.files.paths import NotFound, Root
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.files.store import FileStore
-from tcpfiles.files.uploads import Exists, SpaceLedger, TooLarge, Uploads, make_directory
+from tcpfiles.tree import uploads as uploads_module
+from tcpfiles.tree.accounts import FilesRealm
+from tcpfiles.tree.paths import NotFound, Root
+from tcpfiles.tree.store import FileStore
+from tcpfiles.tree.uploads import Exists, SpaceLedger, TooLarge, Uploads, make_directory
 from tests.helpers import connect
 
 
@@ -234,7 +234,7 @@ class WalkBoundsTests(_ServedTree):
 
     def test_too_deep_a_path_is_a_bad_request(self) -> None:
         """129 levels: ERR bad-request, for reads and MKDIR alike."""
-        from tcpfiles.files.paths import MAX_DEPTH
+        from tcpfiles.tree.paths import MAX_DEPTH
 
         deep = "/".join(["d"] * (MAX_DEPTH + 1))
         for verb in (b"GET", b"MKDIR"):
@@ -244,7 +244,7 @@ class WalkBoundsTests(_ServedTree):
     def test_crafted_link_chain_is_cut_short(self) -> None:
         """40 links whose targets walk ``a/../`` hundreds of times: not-found, after a bounded
         walk (the same answer as a loop)."""
-        from tcpfiles.files.paths import open_beneath
+        from tcpfiles.tree.paths import open_beneath
 
         (self.served / "a").mkdir()
         churn = "a/../" * 200

@@ -40,10 +40,10 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from tcpfiles import tap
-from tcpfiles.behaviours import Context
+from tcpfiles.core.plugin import Context
 from tcpfiles.files.factory import make_files_factory
-from tcpfiles.files.hashing import Hasher, inline
-from tcpfiles.files.paths import Root
+from tcpfiles.tree.hashing import Hasher, inline
+from tcpfiles.tree.paths import Root
 
 BEHAVIOURS = (
     "files",

@@ -29,7 +29,7 @@ def test_real_twistd_fuzz_log_is_clean(tmp_path: Path):
 
 def test_detects_a_crash(tmp_path: Path, monkeypatch):
     """The fuzzer is not blind: a protocol that raises on NUL is reported with its input."""
-    from tcpfiles.echo import EchoProtocol
+    from tcpfiles.echo.protocol import EchoProtocol
 
     real = EchoProtocol.dataReceived
 

@@ -15,8 +15,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
-from tcpfiles.connections import LimitedFactory
+from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
+from tcpfiles.core.connections import LimitedFactory
 
 
 @implementer(interfaces.IHalfCloseableProtocol)

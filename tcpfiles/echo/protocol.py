@@ -16,10 +16,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
-from tcpfiles.connections import LimitedFactory
-from tcpfiles.sending import adapt_read_size, send_now
-from tcpfiles.tls import can_half_close
+from tcpfiles.core.connections import LimitedFactory
+from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
+from tcpfiles.core.sending import adapt_read_size, send_now
+from tcpfiles.core.tls import can_half_close
 
 
 @implementer(interfaces.IHalfCloseableProtocol)

@@ -6,7 +6,7 @@ one relative to the directory's descriptor, so neither the reactor nor one call 
 in proportion to the size of the directory, and nothing holds more than one batch of entries.
 The order is the directory's own (``readdir``): a listing read in batches cannot be sorted.
 
-The directory is opened with :func:`tcpfiles.files.paths.open_beneath`, so a listing is confined
+The directory is opened with :func:`tcpfiles.tree.paths.open_beneath`, so a listing is confined
 like every other path; a symlink entry shows its target only if that resolves inside the root.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.files.paths import (
+from tcpfiles.tree.paths import (
     BadPath,
     Exhausted,
     PathError,
@@ -181,7 +181,7 @@ def requestable(name: str) -> bool:
     """Whether a request can name this directory entry.
 
     A name that is not UTF-8, or holds a control character or a backslash, cannot be sent in a
-    request (see :func:`~tcpfiles.files.paths.parse_path`): LIST shows such an entry with the
+    request (see :func:`~tcpfiles.tree.paths.parse_path`): LIST shows such an entry with the
     type ``x``, never as a file or directory a client could fetch, and hides nothing.
     """
     try:

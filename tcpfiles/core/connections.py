@@ -16,7 +16,7 @@ from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-log = Logger(namespace="tcpfiles.connections")
+log = Logger(namespace="tcpfiles.core.connections")
 
 
 class Drainable(TypingProtocol):

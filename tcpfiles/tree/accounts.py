@@ -23,11 +23,11 @@ from twisted.cred import checkers, credentials, error, portal
 from twisted.internet import defer
 from zope.interface import implementer
 
-from tcpfiles.files.hashing import Hasher
-from tcpfiles.files.paths import Root
-from tcpfiles.files.store import FileStore
-from tcpfiles.files.uploads import SpaceLedger, Uploads
-from tcpfiles.interfaces import IAccount, IFilesAccount
+from tcpfiles.core.interfaces import IAccount, IFilesAccount
+from tcpfiles.tree.hashing import Hasher
+from tcpfiles.tree.paths import Root
+from tcpfiles.tree.store import FileStore
+from tcpfiles.tree.uploads import SpaceLedger, Uploads
 
 ANONYMOUS = "anonymous"
 UNAUTHORIZED = (error.UnauthorizedLogin, error.UnhandledCredentials)

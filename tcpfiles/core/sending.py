@@ -19,7 +19,7 @@ from typing import Any
 from twisted.internet import defer, interfaces, tcp
 from zope.interface import implementer
 
-from tcpfiles.tls import is_tls_transport
+from tcpfiles.core.tls import is_tls_transport
 
 
 class TransferStopped(Exception):

@@ -14,11 +14,11 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.files.paths import Root
-from tcpfiles.interfaces import IBehaviour, IFilesAccount
-from tcpfiles.options import positive_float, positive_int
+from tcpfiles.core.interfaces import IBehaviour, IFilesAccount
+from tcpfiles.core.options import positive_float, positive_int
+from tcpfiles.tree.paths import Root
 
-log = Logger(namespace="tcpfiles.behaviours")
+log = Logger(namespace="tcpfiles.core.plugin")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Context:
     root: Root | None
     #: twisted.cred portal when the server has accounts (--auth): log users in with it
     portal: Any = None
-    #: tcpfiles.files.accounts.LoginLimiter shared by every behaviour, for failed logins per address
+    #: tcpfiles.tree.accounts.LoginLimiter shared by every behaviour, for failed logins per address
     limiter: Any = None
     #: whether the behaviour may write below ``root`` (--writable; never for the anonymous view)
     writable: bool = False

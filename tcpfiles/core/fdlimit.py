@@ -17,7 +17,7 @@ from typing import Any
 from twisted.application import service
 from twisted.logger import Logger
 
-log = Logger(namespace="tcpfiles.fdlimit")
+log = Logger(namespace="tcpfiles.core.fdlimit")
 
 #: Descriptors one connection may hold at once: its socket and, at most, two more: an upload's
 #: parent directory and temporary file, or a listing's directory and scandir's duplicate of it.

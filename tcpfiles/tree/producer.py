@@ -26,8 +26,8 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
-from tcpfiles.sending import TransferStopped
-from tcpfiles.tls import is_tls_transport
+from tcpfiles.core.sending import TransferStopped
+from tcpfiles.core.tls import is_tls_transport
 
 __all__ = ["FileBodyProducer", "FileShrank", "TransferStopped"]
 

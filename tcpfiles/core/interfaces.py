@@ -40,7 +40,7 @@ class IBehaviour(Interface):
     logs_in = Attribute(
         "bool, optional (False when absent): whether the behaviour logs its users in through "
         "context.portal and serves each one only what its account allows.  Under --auth, one "
-        "that does not is given only the anonymous view (see tcpfiles.behaviours.context_for)"
+        "that does not is given only the anonymous view (see tcpfiles.core.plugin.context_for)"
     )
     uses_root = Attribute(
         "bool, optional (False when absent): whether build() reads context.root; the server "
@@ -50,7 +50,7 @@ class IBehaviour(Interface):
     def build(options, context):  # type: ignore[no-untyped-def]
         """Make what serves the behaviour from its parsed ``options``.
 
-        ``context`` is a :class:`tcpfiles.behaviours.Context` (reactor, the root it may serve
+        ``context`` is a :class:`tcpfiles.core.plugin.Context` (reactor, the root it may serve
         or None, whether it may write there, portal, login limiter).  Return an
         ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for ``udp:``.  A
         factory with a ``tracker`` attribute (a ``ConnectionTracker``) is drained on shutdown.
@@ -67,4 +67,4 @@ class IFilesAccount(IAccount):
     """What one account may do with files: its own store (root) and, if it may write, uploads."""
 
     store = Attribute("an IFileStore confined to the account's root")
-    uploads = Attribute("a tcpfiles.files.uploads.Uploads, or None for read-only access")
+    uploads = Attribute("a tcpfiles.tree.uploads.Uploads, or None for read-only access")

@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.files.paths import (
+from tcpfiles.tree.paths import (
     BadPath,
     Forbidden,
     NotADirectory,
@@ -33,7 +33,7 @@ from tcpfiles.files.paths import (
     parse_path,
     stat_beneath,
 )
-from tcpfiles.files.store import TEMP_PREFIX
+from tcpfiles.tree.store import TEMP_PREFIX
 
 TEMP_SUFFIX = ".part"
 

@@ -30,7 +30,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from tcpfiles.files.paths import FileChanging, PathError
+from tcpfiles.tree.paths import FileChanging, PathError
 
 #: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)
 Identity = tuple[int, int, int, int, int]
@@ -122,7 +122,7 @@ class Hasher:
         """The hex digest of the open regular file ``fd`` (whose fstat is ``st``).
 
         Takes ``fd`` over (closes it).  Fails with :class:`HashBusy` over a bound,
-        :class:`~tcpfiles.files.paths.FileChanging` if the file changed while it was hashed.
+        :class:`~tcpfiles.tree.paths.FileChanging` if the file changed while it was hashed.
         Cancelling the Deferred stops waiting; the hash is abandoned if no one else waits.
         """
         key = identity(st)

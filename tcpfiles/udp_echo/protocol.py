@@ -27,11 +27,11 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tcpfiles.behaviours import Behaviour, Context
-from tcpfiles.options import positive_float, positive_int, size
-from tcpfiles.service import listen_failure
+from tcpfiles.core.options import positive_float, positive_int, size
+from tcpfiles.core.plugin import Behaviour, Context
+from tcpfiles.core.service import listen_failure
 
-log = Logger(namespace="tcpfiles.udp")
+log = Logger(namespace="tcpfiles.udp_echo.protocol")
 
 
 def parse_udp(description: str) -> tuple[int, str]:

@@ -18,9 +18,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tcpfiles.connections import ConnectionTracker
+from tcpfiles.core.connections import ConnectionTracker
 
-log = Logger(namespace="tcpfiles.service")
+log = Logger(namespace="tcpfiles.core.service")
 
 #: Listen queue for TCP endpoints that do not name one: with Twisted's default of 50, a burst of
 #: 100 connects sees one-second SYN retries.

@@ -9,7 +9,7 @@ The same confinement rules as the files service apply (it uses the same store). 
 whole content is ``1`` cannot be told from a refusal: that is the tutorial protocol's own limit.
 
 oneshot cannot log users in: under ``--auth`` it serves only what an anonymous user may see
-(:func:`tcpfiles.behaviours.context_for`), and with no root at all it answers ``1`` to every name.
+(:func:`tcpfiles.core.plugin.context_for`), and with no root at all it answers ``1`` to every name.
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.behaviours import Behaviour, ConnectionOptions, Context
-from tcpfiles.connections import LimitedFactory, describe_peer
-from tcpfiles.files.codec import escape_name, escape_text
-from tcpfiles.files.paths import MAX_PATH_BYTES, PathError
-from tcpfiles.files.producer import CHUNK_SIZE, FileBodyProducer
-from tcpfiles.files.store import FileStore, OpenedFile
+from tcpfiles.core.connections import LimitedFactory, describe_peer
+from tcpfiles.core.options import positive_float
+from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
+from tcpfiles.core.tls import can_half_close
 from tcpfiles.files.transfer import part_file
-from tcpfiles.options import positive_float
-from tcpfiles.tls import can_half_close
+from tcpfiles.files.wire import escape_name, escape_text
+from tcpfiles.tree.paths import MAX_PATH_BYTES, PathError
+from tcpfiles.tree.producer import CHUNK_SIZE, FileBodyProducer
+from tcpfiles.tree.store import FileStore, OpenedFile
 
-log = Logger(namespace="tcpfiles.oneshot")
+log = Logger(namespace="tcpfiles.oneshot.protocol")
 
 MISSING = b"1"
 DEFAULT_PORT = 8887

@@ -27,8 +27,8 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
-from tcpfiles.files.producer import FileShrank, TransferStopped
-from tcpfiles.tls import is_tls_transport
+from tcpfiles.core.tls import is_tls_transport
+from tcpfiles.tree.producer import FileShrank, TransferStopped
 
 #: Bytes handed to the kernel per reactor turn, at most.
 PER_TURN = 4 << 20
@@ -66,7 +66,7 @@ def cork(transport: Any, on: bool) -> None:
 class SendfileProducer:
     """Send ``count`` bytes of ``fd`` from ``offset`` with ``os.sendfile``; does not close ``fd``.
 
-    The same interface as :class:`~tcpfiles.files.producer.FileBodyProducer`.
+    The same interface as :class:`~tcpfiles.tree.producer.FileBodyProducer`.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """The file store: what the files protocol can ask of a served directory.
 
-Everything goes through :func:`tcpfiles.files.paths.open_beneath`.  Hashing is a
-:class:`~tcpfiles.files.hashing.Hasher`'s: off the reactor thread in bounded jobs, cached and
+Everything goes through :func:`tcpfiles.tree.paths.open_beneath`.  Hashing is a
+:class:`~tcpfiles.tree.hashing.Hasher`'s: off the reactor thread in bounded jobs, cached and
 shared by file identity (device, inode, size, mtime_ns, ctime_ns), never by the path's spelling.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from tcpfiles.files.hashing import Hasher, inline
-from tcpfiles.files.listing import TEMP_PREFIX, DirListing, Entry, open_listing
-from tcpfiles.files.paths import (
+from tcpfiles.core.interfaces import IFileStore
+from tcpfiles.tree.hashing import Hasher, inline
+from tcpfiles.tree.listing import TEMP_PREFIX, DirListing, Entry, open_listing
+from tcpfiles.tree.paths import (
     NotFound,
     PathError,
     Root,
@@ -26,7 +27,6 @@ from tcpfiles.files.paths import (
     open_file_beneath,
     parse_path,
 )
-from tcpfiles.interfaces import IFileStore
 
 __all__ = ["TEMP_PREFIX", "Entry", "FileInfo", "FileStore", "OpenedFile"]
 
@@ -89,7 +89,7 @@ class FileStore:
         """Open a directory to be listed in batches (in the thread pool); raises ``PathError``.
 
         Temporaries, special files and symlinks leaving the root are not listed; the order is
-        the directory's own, not sorted (see :mod:`tcpfiles.files.listing`).
+        the directory's own, not sorted (see :mod:`tcpfiles.tree.listing`).
         """
         parts = parse_path(path)
         _check_parts(parts)

@@ -1,0 +1,1 @@
+"""The kernel: interfaces, plugin point, listeners, limits, draining, TLS, auth; no behaviour."""

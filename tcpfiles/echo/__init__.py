@@ -1,0 +1,1 @@
+"""The echo and upper behaviours: protocol, client, plugin."""

@@ -1,0 +1,1 @@
+"""The oneshot behaviour: send one file by name, the socket-tutorial way."""

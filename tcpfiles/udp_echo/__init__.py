@@ -1,0 +1,1 @@
+"""The udp-echo behaviour: a datagram echo that refuses to be a reflector."""
