@@ -74,7 +74,7 @@ def in_process(addresses: int, per_address: int) -> str:
     import inspect
     import tracemalloc
 
-    from tcpfiles.tree.accounts import LoginLimiter
+    from tcpfiles.core.auth import LoginLimiter
 
     now = [0.0]
     limiter = LoginLimiter(lambda: now[0])

@@ -19,7 +19,7 @@ from twisted.internet import defer, error, task
 
 from tcpfiles import __version__
 from tcpfiles.chat.client import ChatSession
-from tcpfiles.echo.protocol import run_echo_client
+from tcpfiles.echo.client import run_echo_client
 from tcpfiles.files.client import (
     ConnectionClosed,
     FilesClient,
@@ -40,7 +40,7 @@ from tcpfiles.files.transfer import (
     sha256_of,
     upload_tree,
 )
-from tcpfiles.oneshot.protocol import MissingFile, NothingReceived, fetch_oneshot
+from tcpfiles.oneshot.client import MissingFile, NothingReceived, fetch_oneshot
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_LOCAL = 0, 1, 2, 3, 4
 #: An interrupted command exits 128 + the signal's number (130 for Ctrl-C), as shells do.

@@ -25,11 +25,11 @@ from tcpfiles.core.service import (
     check_server_string,
 )
 from tcpfiles.core.tls import server_endpoint
+from tcpfiles.core.udp import UDPListenerService, parse_udp
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.server import Limits
 from tcpfiles.tree.accounts import Users, parse_users
 from tcpfiles.tree.paths import Root
-from tcpfiles.udp_echo.protocol import UDPListenerService, parse_udp
 
 log = Logger(namespace="tcpfiles.tap")
 

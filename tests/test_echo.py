@@ -6,7 +6,8 @@ import pytest
 from twisted.internet import task
 
 from tcpfiles.core.connections import RefusedProtocol
-from tcpfiles.echo.protocol import EchoFactory, EchoOptions, EchoProtocol, UpperProtocol
+from tcpfiles.echo.plugin import EchoOptions
+from tcpfiles.echo.protocol import EchoFactory, EchoProtocol, UpperProtocol
 from tests.helpers import connect
 
 

@@ -14,7 +14,8 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.wire import escape_name
-from tcpfiles.oneshot.protocol import OneShotFactory, OneShotOptions
+from tcpfiles.oneshot.plugin import OneShotOptions
+from tcpfiles.oneshot.protocol import OneShotFactory
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tests.files.helpers import pump

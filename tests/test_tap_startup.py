@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles import tap
 from tcpfiles.core.fdlimit import FdLimitCheck
 from tcpfiles.core.service import ListenerService
-from tcpfiles.udp_echo.protocol import UDPListenerService
+from tcpfiles.core.udp import UDPListenerService
 
 
 def _options(test: SynchronousTestCase, *args: str, under_twistd: bool = False) -> tap.Options:

@@ -15,14 +15,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.core.plugin import Context
 from tcpfiles.tap import Options as TapOptions
+from tcpfiles.udp_echo.plugin import UDPEchoOptions, udp_echo
 from tcpfiles.udp_echo.protocol import (
     EchoSettings,
     Rates,
     ReplyLimiter,
     TokenBucket,
     UDPEcho,
-    UDPEchoOptions,
-    udp_echo,
 )
 
 CLIENT = ("192.0.2.7", 40000)

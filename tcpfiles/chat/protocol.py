@@ -19,11 +19,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.chat.room import Room
+from tcpfiles.core.auth import UNAUTHORIZED, LoginLimiter, password_credentials
 from tcpfiles.core.connections import LimitedFactory, peer_key
 from tcpfiles.core.interfaces import IAccount
-from tcpfiles.core.options import positive_float, positive_int
-from tcpfiles.core.plugin import Behaviour, Context
-from tcpfiles.tree.accounts import UNAUTHORIZED, LoginLimiter, password_credentials
 
 GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
 GREETING_WITH_ACCOUNTS = "*** tcpfiles chat: /login NAME PASSWORD to join, /help for commands"
@@ -268,43 +266,3 @@ class ChatFactory(LimitedFactory):
     def refusal_message(self, reason: str) -> bytes:
         """``!!! busy: <reason>``."""
         return f"!!! busy: {reason}\n".encode()
-
-
-class ChatOptions(usage.Options):
-    """Options of ``chat``."""
-
-    optParameters = [
-        ["history", None, 20, "Messages replayed to a newcomer.", int],
-        ["max-line", None, 4096, "Longest line, in bytes.", positive_int],
-        [
-            "max-queue",
-            None,
-            1 << 20,
-            "Bytes of unread output a user may pile up before being dropped.",
-            positive_int,
-        ],
-        ["rate", None, 5.0, "Lines a second a user may send, on average.", positive_float],
-        ["burst", None, 20.0, "Lines a user may send at once.", positive_float],
-        ["idle-timeout", None, 3600.0, "Seconds a user may stay silent.", positive_float],
-        ["max-per-peer", None, 64, "Connections from one address at once.", positive_int],
-        ["max-connections", None, 1024, "Connections in total at once.", positive_int],
-    ]
-
-    def postOptions(self) -> None:
-        """History cannot be negative."""
-        if self["history"] < 0:
-            raise usage.UsageError("--history must be 0 or more")
-
-
-def _build(options: usage.Options, context: Context) -> ChatFactory:
-    return ChatFactory(context.reactor, options, context.portal, context.limiter)
-
-
-chat = Behaviour(
-    "chat",
-    "a line chat room: /nick, /who, /msg, /me, /quit; history for newcomers",
-    "tcp:9000",
-    ChatOptions,
-    _build,
-    logs_in=True,
-)

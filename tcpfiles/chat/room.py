@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tcpfiles.files.wire import escape_unsafe, unsafe_to_display
+from tcpfiles.core.text import escape_unsafe, unsafe_to_display
 
 NICK = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}\Z")
 
@@ -50,7 +50,7 @@ class Member(Protocol):
 def clean(text: str) -> str:
     r"""Make text safe to relay: what the files protocol deems unsafe becomes ``\uNNNN``; TAB stays.
 
-    One rule for the whole code base (:func:`tcpfiles.files.wire.unsafe_to_display`): terminal
+    One rule for the whole code base (:func:`tcpfiles.core.text.unsafe_to_display`): terminal
     escapes, bidi controls, line/paragraph separators, zero-width and private-use characters
     are shown as visible escapes, never relayed raw.
     """

@@ -14,8 +14,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.core.interfaces import IBehaviour, IFilesAccount
+from tcpfiles.core.interfaces import IBehaviour
 from tcpfiles.core.options import positive_float, positive_int
+from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
 
 log = Logger(namespace="tcpfiles.core.plugin")
@@ -34,7 +35,7 @@ class Context:
     root: Root | None
     #: twisted.cred portal when the server has accounts (--auth): log users in with it
     portal: Any = None
-    #: tcpfiles.tree.accounts.LoginLimiter shared by every behaviour, for failed logins per address
+    #: tcpfiles.core.auth.LoginLimiter shared by every behaviour, for failed logins per address
     limiter: Any = None
     #: whether the behaviour may write below ``root`` (--writable; never for the anonymous view)
     writable: bool = False

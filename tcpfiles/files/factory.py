@@ -10,9 +10,10 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from tcpfiles.core.auth import make_portal
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users, make_portal
+from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users
 from tcpfiles.tree.hashing import Hasher, HashLimits
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.uploads import remove_stale_temporaries

@@ -27,17 +27,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tcpfiles.core.auth import UNAUTHORIZED, LoginLimiter, password_credentials
 from tcpfiles.core.connections import LimitedFactory, describe_peer, peer_key
-from tcpfiles.core.interfaces import IFilesAccount, IFileStore
 from tcpfiles.core.sending import write_paced
 from tcpfiles.files import wire
 from tcpfiles.tree.accounts import (
     ANONYMOUS,
-    UNAUTHORIZED,
     Account,
-    LoginLimiter,
-    password_credentials,
 )
+from tcpfiles.tree.interfaces import IFilesAccount, IFileStore
 from tcpfiles.tree.listing import DirListing, Entry, ListBatch
 from tcpfiles.tree.paths import PathError, exhausted
 from tcpfiles.tree.producer import (

@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, error, task
@@ -132,22 +132,6 @@ def fetch(
             os.unlink(part)
         raise
     return Fetched(destination, info.size, info.sha256, offset)
-
-
-@contextlib.contextmanager
-def part_file(destination: str) -> Iterator[BinaryIO]:
-    """Write to ``destination + ".part"``; on success rename it into place, else remove it."""
-    part = destination + ".part"
-    out = open(part, "wb")  # noqa: SIM115 - closed on both paths below
-    try:
-        yield out
-        out.close()
-        os.replace(part, destination)
-    except BaseException:
-        out.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
-        raise
 
 
 def sha256_of(path: str) -> tuple[int, str]:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, interfaces
-from twisted.internet.endpoints import connectProtocol
+from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python import usage
@@ -25,10 +24,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.connections import LimitedFactory, describe_peer
-from tcpfiles.core.options import positive_float
-from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
-from tcpfiles.core.tls import can_half_close
-from tcpfiles.files.transfer import part_file
 from tcpfiles.files.wire import escape_name, escape_text
 from tcpfiles.tree.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.tree.producer import CHUNK_SIZE, FileBodyProducer
@@ -185,100 +180,4 @@ class OneShotFactory(LimitedFactory):
         return OneShotProtocol()
 
 
-class OneShotOptions(ConnectionOptions):
-    """Options of ``oneshot``."""
-
-    optParameters = [
-        [
-            "quiet",
-            None,
-            0.5,
-            "Seconds of silence that end a name sent without a newline.",
-            positive_float,
-        ],
-        [
-            "name-timeout",
-            None,
-            30.0,
-            "Seconds from the connection within which the whole name must arrive.",
-            positive_float,
-        ],
-        ["stall-timeout", None, 60.0, "Seconds a transfer may make no progress.", positive_float],
-    ]
-
-
-def _build(options: usage.Options, context: Context) -> OneShotFactory:
-    """Serve ``context.root`` read-only; with none (--auth without --anonymous), nothing."""
-    store = None if context.root is None else FileStore(context.root)
-    return OneShotFactory(store, context.reactor, options)
-
-
-oneshot = Behaviour(
-    "oneshot",
-    "the tutorial's one-shot downloader protocol (name in, bytes out)",
-    f"tcp:{DEFAULT_PORT}",
-    OneShotOptions,
-    _build,
-    uses_root=True,
-)
-
-
 # --- client -------------------------------------------------------------------------------------
-
-
-class MissingFile(Exception):
-    """The one-shot server answered ``1``: it has no such file."""
-
-
-class NothingReceived(Exception):
-    """The server closed without sending a byte: not a file, and not the protocol's ``1``."""
-
-
-class _Receiver(Protocol):
-    """Send the name, half-close, write everything that comes back to ``out``."""
-
-    transport: Any
-
-    def __init__(self, name: bytes, out: Any) -> None:
-        self.name = name
-        self.out = out
-        self.size = 0
-        self.first = b""
-        self.done: defer.Deferred[int] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        if can_half_close(self.transport):
-            self.transport.write(self.name)
-            self.transport.loseWriteConnection()  # the whole name; fine for old servers
-        else:  # TLS cannot half-close: end the name with a newline instead
-            self.transport.write(self.name + b"\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.size == 0:
-            self.first = data[:1]
-        self.size += len(data)
-        self.out.write(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.done.callback(self.size)
-
-
-@defer.inlineCallbacks
-def fetch_oneshot(endpoint: Any, name: str, destination: str) -> Any:
-    """Download ``name`` from a one-shot server into ``destination`` (via ``.part``).
-
-    Fails with :class:`MissingFile` when the server answers ``1``, and with
-    :class:`NothingReceived` when it sends nothing at all (a server of another kind, or one that
-    dropped the connection): in both cases ``destination`` is left as it was.  Fires with the size.
-    """
-    with part_file(destination) as out:
-        receiver = _Receiver(name.encode("utf-8"), out)
-        yield connectProtocol(endpoint, receiver)
-        size = yield receiver.done
-        if size == 1 and receiver.first == MISSING:
-            raise MissingFile(f"the server has no file {name!r}")
-        if size == 0:
-            raise NothingReceived(
-                "the server closed without sending anything (is it a one-shot server?)"
-            )
-    return size

@@ -1,8 +1,8 @@
 """The behaviours that ship with tcpfiles, found by ``getPlugins`` like any third-party one."""
 
-from tcpfiles.chat.protocol import chat
-from tcpfiles.echo.protocol import echo, upper
-from tcpfiles.oneshot.protocol import oneshot
-from tcpfiles.udp_echo.protocol import udp_echo
+from tcpfiles.chat.plugin import chat
+from tcpfiles.echo.plugin import echo, upper
+from tcpfiles.oneshot.plugin import oneshot
+from tcpfiles.udp_echo.plugin import udp_echo
 
 __all__ = ["chat", "echo", "oneshot", "udp_echo", "upper"]

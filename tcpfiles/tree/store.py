@@ -16,8 +16,8 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from tcpfiles.core.interfaces import IFileStore
 from tcpfiles.tree.hashing import Hasher, inline
+from tcpfiles.tree.interfaces import IFileStore
 from tcpfiles.tree.listing import TEMP_PREFIX, DirListing, Entry, open_listing
 from tcpfiles.tree.paths import (
     NotFound,

@@ -20,35 +20,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application import service
 from twisted.internet import error
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
-from twisted.python import usage
-
-from tcpfiles.core.options import positive_float, positive_int, size
-from tcpfiles.core.plugin import Behaviour, Context
-from tcpfiles.core.service import listen_failure
 
 log = Logger(namespace="tcpfiles.udp_echo.protocol")
-
-
-def parse_udp(description: str) -> tuple[int, str]:
-    """``udp:7777:interface=127.0.0.1`` -> ``(7777, "127.0.0.1")``; ValueError if malformed."""
-    kind, _, rest = description.partition(":")
-    if kind.lower() != "udp" or not rest:
-        raise ValueError(f"expected udp:PORT[:interface=HOST], got {description!r}")
-    port_text, *extras = rest.split(":")
-    interface = ""
-    for extra in extras:
-        key, sep, value = extra.partition("=")
-        if key != "interface" or not sep:
-            raise ValueError(f"unknown udp endpoint argument {extra!r}")
-        interface = value
-    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise ValueError(f"bad UDP port {port_text!r}")
-    return int(port_text), interface
 
 
 # --- rate limits ---------------------------------------------------------------------------------
@@ -293,104 +270,3 @@ class UDPEcho(DatagramProtocol):
 
 
 # --- options and the behaviour --------------------------------------------------------------------
-
-
-def port_floor(text: str) -> int:
-    """A port number, 0 to 65535."""
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError(f"must be 0 to 65535, got {text}")
-    return value
-
-
-port_floor.coerceDoc = "0 to 65535."  # type: ignore[attr-defined]
-
-
-class UDPEchoOptions(usage.Options):
-    """Options of ``udp-echo``: what it refuses to answer and how fast it may answer."""
-
-    optParameters = [
-        [
-            "min-source-port",
-            None,
-            1024,
-            "Drop datagrams from source ports below this (services); 0: only port 0.",
-            port_floor,
-        ],
-        ["peer-rate", None, 100.0, "Replies per second to one address.", positive_float],
-        ["peer-bytes", None, 1 << 20, "Reply bytes per second to one address.", size],
-        ["total-rate", None, 10_000.0, "Replies per second in total.", positive_float],
-        ["total-bytes", None, 32 << 20, "Reply bytes per second in total.", size],
-        ["burst", None, 2.0, "Seconds of each rate a full bucket holds.", positive_float],
-        ["max-peers", None, 10_000, "Source addresses remembered at once.", positive_int],
-        ["log-interval", None, 10.0, "Seconds between reports of drops.", positive_float],
-    ]
-
-    def settings(self) -> EchoSettings:
-        """The parsed options as :class:`EchoSettings`."""
-        return EchoSettings(
-            min_source_port=self["min-source-port"],
-            per_peer=Rates(self["peer-rate"], self["peer-bytes"], self["burst"]),
-            total=Rates(self["total-rate"], self["total-bytes"], self["burst"]),
-            max_peers=self["max-peers"],
-            log_interval=self["log-interval"],
-        )
-
-
-def _build(options: usage.Options, context: Context) -> UDPEcho:
-    """A :class:`UDPEcho` timed by the server's reactor."""
-    assert isinstance(options, UDPEchoOptions)
-    return UDPEcho(context.reactor, options.settings())
-
-
-class UDPListenerService(service.Service):
-    """Listen for datagrams on a ``udp:`` endpoint string while running."""
-
-    def __init__(
-        self, description: str, protocol: DatagramProtocol, reactor: Any, label: str
-    ) -> None:
-        self.port_number, self.interface = parse_udp(description)
-        self.description = description
-        self.protocol = protocol
-        self.reactor = reactor
-        self.label = label
-        self.port: Any = None
-
-    def privilegedStartService(self) -> None:
-        """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
-        super().privilegedStartService()
-        if self.port is None:
-            try:
-                self.port = self.reactor.listenUDP(
-                    self.port_number, self.protocol, interface=self.interface, maxPacketSize=65535
-                )
-            except (error.CannotListenError, OSError) as exc:
-                raise listen_failure(self.label, self.description, exc) from None
-            host = self.port.getHost()
-            log.info(
-                "{label} listening on udp {host}:{port}",
-                label=self.label,
-                host=host.host,
-                port=host.port,
-            )
-
-    def startService(self) -> None:
-        """Bind, unless done in the privileged phase."""
-        if self.port is None:
-            self.privilegedStartService()
-        super().startService()
-
-    def stopService(self) -> Any:
-        """Stop listening."""
-        super().stopService()
-        port, self.port = self.port, None
-        return port.stopListening() if port is not None else None
-
-
-udp_echo = Behaviour(
-    "udp-echo",
-    "returns each datagram to its sender (loop-proof, rate-limited)",
-    "udp:7777",
-    UDPEchoOptions,
-    _build,
-)

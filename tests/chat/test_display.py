@@ -1,6 +1,6 @@
 """Display spoofing: the chat relays no character the codec deems unsafe to display.
 
-One classification for the whole code base (:func:`tcpfiles.files.wire.unsafe_to_display`):
+One classification for the whole code base (:func:`tcpfiles.core.text.unsafe_to_display`):
 LIST names escape these characters, and so does every line the chat relays; nicks holding them
 are refused.
 """
@@ -11,6 +11,7 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.chat.room import BAD_NICK_CHARS, Room
+from tcpfiles.core import text
 from tcpfiles.files import wire
 from tests.chat.test_flood import feed, lines, make_factory
 from tests.chat.test_room import Person
@@ -45,11 +46,11 @@ class DisplayTests(SynchronousTestCase):
         """The shared classification covers each class, and LIST escapes each the same way."""
         for code in EVERY_CLASS:
             ch = chr(code)
-            self.assertTrue(wire.unsafe_to_display(ch), hex(code))
+            self.assertTrue(text.unsafe_to_display(ch), hex(code))
             self.assertEqual(wire.escape_name(ch.encode("utf-8")), shown(code))
             self.assertEqual(wire.unescape_name(shown(code)), ch.encode("utf-8"))
         for ordinary in "aé漢😀 \u00a0-\\":
-            self.assertFalse(wire.unsafe_to_display(ordinary), ordinary)
+            self.assertFalse(text.unsafe_to_display(ordinary), ordinary)
 
     def test_messages_me_and_msg_escape_every_class(self) -> None:
         """Said lines, /me and /msg show each unsafe character as an escape, whole or by bytes."""
@@ -85,7 +86,7 @@ class DisplayTests(SynchronousTestCase):
             feed(self.ann, f"a{packed}\tb\n/msg bob {packed}\n".encode(), byte_by_byte)
             feed(self.ann, f"/nosuch{packed}\n/msg {packed}x hi\n".encode(), byte_by_byte)
             for line in lines(self.bob_t) + lines(self.ann_t):
-                unsafe = [c for c in line if c != "\t" and wire.unsafe_to_display(c)]
+                unsafe = [c for c in line if c != "\t" and text.unsafe_to_display(c)]
                 self.assertEqual(unsafe, [], line)
 
     def test_notices_escape_what_the_user_typed(self) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.chat.protocol import ChatFactory, ChatOptions, ChatProtocol
+from tcpfiles.chat.plugin import ChatOptions
+from tcpfiles.chat.protocol import ChatFactory, ChatProtocol
 from tcpfiles.chat.room import FANOUT_COST, SLOW_DOWN, WHO_NAMES_PER_TOKEN, Room, who_cost
 from tests.chat.test_protocol import make_with_accounts
 from tests.chat.test_room import Person

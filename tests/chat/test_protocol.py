@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from twisted.internet import task
 
-from tcpfiles.chat.protocol import GREETING, ChatFactory, ChatOptions
+from tcpfiles.chat.plugin import ChatOptions
+from tcpfiles.chat.protocol import GREETING, ChatFactory
 from tests.helpers import connect
 
 
@@ -124,7 +125,8 @@ def make_with_accounts(clock=None):
 
     from twisted.cred import strcred
 
-    from tcpfiles.tree.accounts import FilesRealm, make_portal
+    from tcpfiles.core.auth import make_portal
+    from tcpfiles.tree.accounts import FilesRealm
     from tcpfiles.tree.paths import Root
 
     realm = FilesRealm(Root.at(tempfile.gettempdir()), False, {}, 1, lambda f, *a: None)

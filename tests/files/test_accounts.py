@@ -13,19 +13,16 @@ from twisted.internet import defer, task
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.core.interfaces import IFilesAccount
-from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.tree.accounts import (
-    ANONYMOUS,
+from tcpfiles.core.auth import (
     EitherEncoding,
-    FilesRealm,
     LoginLimiter,
-    Users,
     make_portal,
     network_of,
-    parse_users,
     password_credentials,
 )
+from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Users, parse_users
+from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
 from tests.helpers import connect, pump
 
@@ -517,7 +514,8 @@ class LoginOnTheWireTests(SynchronousTestCase):
 
     def test_chat_login_refuses_unlisted_and_is_limited(self):
         """chat /login: carol unlisted gets the bad-password line; the limiter takes the name."""
-        from tcpfiles.chat.protocol import ChatFactory, ChatOptions
+        from tcpfiles.chat.plugin import ChatOptions
+        from tcpfiles.chat.protocol import ChatFactory
 
         options = ChatOptions()
         options.parseOptions([])

@@ -20,7 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.files.client import RemoteError
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.transfer import Session
-from tcpfiles.oneshot.protocol import OneShotFactory, OneShotOptions
+from tcpfiles.oneshot.plugin import OneShotOptions
+from tcpfiles.oneshot.protocol import OneShotFactory
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads

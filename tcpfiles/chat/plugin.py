@@ -1,0 +1,49 @@
+"""The chat behaviour as a plugin: its options, and how it is built."""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from tcpfiles.chat.protocol import ChatFactory
+from tcpfiles.core.options import positive_float, positive_int
+from tcpfiles.core.plugin import Behaviour, Context
+
+
+class ChatOptions(usage.Options):
+    """Options of ``chat``."""
+
+    optParameters = [
+        ["history", None, 20, "Messages replayed to a newcomer.", int],
+        ["max-line", None, 4096, "Longest line, in bytes.", positive_int],
+        [
+            "max-queue",
+            None,
+            1 << 20,
+            "Bytes of unread output a user may pile up before being dropped.",
+            positive_int,
+        ],
+        ["rate", None, 5.0, "Lines a second a user may send, on average.", positive_float],
+        ["burst", None, 20.0, "Lines a user may send at once.", positive_float],
+        ["idle-timeout", None, 3600.0, "Seconds a user may stay silent.", positive_float],
+        ["max-per-peer", None, 64, "Connections from one address at once.", positive_int],
+        ["max-connections", None, 1024, "Connections in total at once.", positive_int],
+    ]
+
+    def postOptions(self) -> None:
+        """History cannot be negative."""
+        if self["history"] < 0:
+            raise usage.UsageError("--history must be 0 or more")
+
+
+def _build(options: usage.Options, context: Context) -> ChatFactory:
+    return ChatFactory(context.reactor, options, context.portal, context.limiter)
+
+
+chat = Behaviour(
+    "chat",
+    "a line chat room: /nick, /who, /msg, /me, /quit; history for newcomers",
+    "tcp:9000",
+    ChatOptions,
+    _build,
+    logs_in=True,
+)

@@ -1,0 +1,75 @@
+"""Listening for datagrams: the UDP listener service and its endpoint strings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import error
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from tcpfiles.core.service import listen_failure
+
+log = Logger(namespace="tcpfiles.udp")
+
+
+def parse_udp(description: str) -> tuple[int, str]:
+    """``udp:7777:interface=127.0.0.1`` -> ``(7777, "127.0.0.1")``; ValueError if malformed."""
+    kind, _, rest = description.partition(":")
+    if kind.lower() != "udp" or not rest:
+        raise ValueError(f"expected udp:PORT[:interface=HOST], got {description!r}")
+    port_text, *extras = rest.split(":")
+    interface = ""
+    for extra in extras:
+        key, sep, value = extra.partition("=")
+        if key != "interface" or not sep:
+            raise ValueError(f"unknown udp endpoint argument {extra!r}")
+        interface = value
+    if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"bad UDP port {port_text!r}")
+    return int(port_text), interface
+
+
+class UDPListenerService(service.Service):
+    """Listen for datagrams on a ``udp:`` endpoint string while running."""
+
+    def __init__(
+        self, description: str, protocol: DatagramProtocol, reactor: Any, label: str
+    ) -> None:
+        self.port_number, self.interface = parse_udp(description)
+        self.description = description
+        self.protocol = protocol
+        self.reactor = reactor
+        self.label = label
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
+        super().privilegedStartService()
+        if self.port is None:
+            try:
+                self.port = self.reactor.listenUDP(
+                    self.port_number, self.protocol, interface=self.interface, maxPacketSize=65535
+                )
+            except (error.CannotListenError, OSError) as exc:
+                raise listen_failure(self.label, self.description, exc) from None
+            host = self.port.getHost()
+            log.info(
+                "{label} listening on udp {host}:{port}",
+                label=self.label,
+                host=host.host,
+                port=host.port,
+            )
+
+    def startService(self) -> None:
+        """Bind, unless done in the privileged phase."""
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Any:
+        """Stop listening."""
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
