@@ -15,7 +15,9 @@ from twisted.cred import credentials, strcred
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
+from tcpfiles.core.connections import ConnectionTracker
 from tcpfiles.core.fdlimit import FdLimitCheck
+from tcpfiles.core.guard import ConnectionSettings, guard_stream
 from tcpfiles.core.options import positive_float, positive_int, size
 from tcpfiles.core.plugin import Context, StartWarning, blind_warning, context_for, discover
 from tcpfiles.core.service import (
@@ -353,13 +355,15 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         grants=options["grants"],
         anonymous=options["anonymous"],
     )
-    trackers = [files.tracker]
+    trackers: list[ConnectionTracker] = []  # every stream listener's, filled by guard_stream
     top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
     FdLimitCheck(trackers, options["root"]).setServiceParent(top)  # first: before any bind
     if options["writable"]:
         StaleTemporaries(options["root"]).setServiceParent(top)
+    # The kernel's limits, idle timeout and draining (--idle-timeout, --max-per-peer, ...):
+    guarded = guard_stream(files, ConnectionSettings.from_options(options), reactor, trackers)
     for description in options["listen"]:
-        ListenerService(description, files, reactor, "files").setServiceParent(top)
+        ListenerService(description, guarded, reactor, "files").setServiceParent(top)
     server = Context(
         reactor, options["root"], files.portal, files.limiter, writable=options["writable"]
     )
@@ -369,8 +373,10 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         if warning is not None:
             StartWarning(warning).setServiceParent(top)
         built = behaviour.build(own_options, context)
-        if getattr(built, "tracker", None) is not None:
-            trackers.append(built.tracker)
+        # The kernel's limits, idle timeout and draining (--NAME-idle-timeout, ...), if a stream:
+        served = guard_stream(
+            built, ConnectionSettings.from_options(own_options), reactor, trackers
+        )
         for index, description in enumerate(where):
             listener: service.Service
             if description.lower().startswith("udp:"):
@@ -385,7 +391,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
                     )
                 listener = UDPListenerService(description, protocol, reactor, name)
             else:
-                listener = ListenerService(description, built, reactor, name)
+                listener = ListenerService(description, served, reactor, name)
             listener.setServiceParent(top)
     _warn_plain_listeners(options, top)
     if _under_twistd(options):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+
+from tcpfiles.core.guard import ConnectionSettings, GuardedFactory
 
 
 def connect(factory, host: str = "192.0.2.7", port: int = 40000):
@@ -13,6 +16,13 @@ def connect(factory, host: str = "192.0.2.7", port: int = 40000):
     transport = StringTransport(peerAddress=address)
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+def guarded(factory, clock=None, **settings) -> GuardedFactory:
+    """``factory`` under the kernel's guard, as twistd listens with it; ``settings`` are
+    :class:`ConnectionSettings` fields (``idle_timeout=10``), the clock the factory's own."""
+    clock = clock or getattr(factory, "clock", None) or task.Clock()
+    return GuardedFactory(factory, clock, ConnectionSettings(**settings))
 
 
 def pump(transport: StringTransport, limit: int = 10_000) -> None:

@@ -6,15 +6,22 @@ import pytest
 from twisted.internet import task
 
 from tcpfiles.core.connections import RefusedProtocol
+from tcpfiles.core.guard import ConnectionSettings, GuardedFactory
 from tcpfiles.echo.plugin import EchoOptions
 from tcpfiles.echo.protocol import EchoFactory, EchoProtocol, UpperProtocol
 from tests.helpers import connect
 
 
-def make(protocol=EchoProtocol, clock=None, *args):
+def make(protocol=EchoProtocol):
+    return EchoFactory(protocol)
+
+
+def served(protocol=EchoProtocol, clock=None, *args):
+    """The factory as twistd listens with it: under the kernel's guard, with these options."""
     options = EchoOptions()
     options.parseOptions(list(args))
-    return EchoFactory(clock or task.Clock(), protocol, options)
+    settings = ConnectionSettings.from_options(options)
+    return GuardedFactory(make(protocol), clock or task.Clock(), settings)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +56,7 @@ def test_half_close_flushes_then_closes():
 def test_idle_timeout():
     """A silent connection closes after the idle timeout; traffic resets it."""
     clock = task.Clock()
-    protocol, transport = connect(make(EchoProtocol, clock, "--idle-timeout", "10"))
+    protocol, transport = connect(served(EchoProtocol, clock, "--idle-timeout", "10"))
     clock.advance(9)
     protocol.dataReceived(b"x")
     clock.advance(9)
@@ -62,7 +69,7 @@ def test_idle_timeout():
 
 def test_connection_limit_refuses_silently():
     """Past --max-per-peer a connection is closed without a word (echo has no error syntax)."""
-    factory = make(EchoProtocol, None, "--max-per-peer", "1")
+    factory = served(EchoProtocol, None, "--max-per-peer", "1")
     connect(factory)
     refused, transport = connect(factory)
     assert isinstance(refused, RefusedProtocol)

@@ -6,6 +6,11 @@ spends the member's flood budget in the room like any other.  Invalid UTF-8 is r
 fatal.  Output is capped: the protocol is registered as a push producer on its own transport, so
 it learns when Twisted's buffer is full; a member who lets more than ``max_queue`` bytes pile up
 beyond that is disconnected, and nobody else waits for them.
+
+A user who sends nothing for ``idle_timeout`` is told so and closed, however much the room says
+meanwhile: stricter than the kernel's idle timeout (:mod:`tcpfiles.core.guard`), which counts
+traffic either way and ends the same way (:meth:`ChatProtocol.timed_out`).  Limits and draining
+are the kernel's too.
 """
 
 from __future__ import annotations
@@ -13,14 +18,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import interfaces
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.chat.room import Room
 from tcpfiles.core.auth import UNAUTHORIZED, LoginLimiter, password_credentials
-from tcpfiles.core.connections import LimitedFactory, peer_key
+from tcpfiles.core.connections import peer_key
 from tcpfiles.core.interfaces import IAccount
 
 GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
@@ -83,7 +88,6 @@ class ChatProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """Greet; the user joins the room with /nick."""
-        self.factory.tracker.opened(self, self.transport.getPeer())
         self.address = peer_key(self.transport.getPeer())  # joins are limited per address
         self.transport.registerProducer(self, True)
         self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._idle_out)
@@ -217,7 +221,12 @@ class ChatProtocol(Protocol):
         self._leave_reason = "server shutting down"
         self._close()
 
+    def timed_out(self) -> None:
+        """The kernel's idle timeout (no traffic either way): as our own, stricter one."""
+        self._idle_out()
+
     def _idle_out(self) -> None:
+        """The user has said nothing for the idle timeout: say so, then close."""
         self._idle = None
         self.send(f"*** idle for {self.factory.idle_timeout:g} s; closing")
         self._leave_reason = "idle"
@@ -238,11 +247,12 @@ class ChatProtocol(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self.factory.room.leave(self, self._leave_reason)
-        self.factory.tracker.closed(self)
 
 
-class ChatFactory(LimitedFactory):
+class ChatFactory(Factory[ChatProtocol]):
     """One room and its users."""
+
+    protocol = ChatProtocol
 
     def __init__(
         self,
@@ -251,17 +261,13 @@ class ChatFactory(LimitedFactory):
         portal: Any = None,
         limiter: LoginLimiter | None = None,
     ) -> None:
-        super().__init__(clock, options["max-per-peer"], options["max-connections"])
+        self.clock = clock
         self.portal = portal  # with accounts: nicks are account names, /login to join
         self.limiter = limiter or LoginLimiter(clock.seconds)
         self.room = Room(options["history"], clock.seconds, options["rate"], options["burst"])
         self.max_line = options["max-line"]
         self.max_queue = options["max-queue"]
         self.idle_timeout = options["idle-timeout"]
-
-    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """A new user."""
-        return ChatProtocol()
 
     def refusal_message(self, reason: str) -> bytes:
         """``!!! busy: <reason>``."""

@@ -1,9 +1,10 @@
 """Who is connected: per-peer and total limits, and draining for a graceful shutdown.
 
 Twisted's ``policies.LimitConnectionsByPeer`` is broken on current Twisted (it indexes an
-``IPv4Address``), so the counting is done here.  A factory owns one :class:`ConnectionTracker`;
-its protocols call :meth:`opened` and :meth:`closed`, and provide ``drain()``: finish what you are
-doing, then close.
+``IPv4Address``), so the counting is done here.  The kernel's guard
+(:class:`tcpfiles.core.guard.GuardedFactory`) owns one :class:`ConnectionTracker` per behaviour
+and reports each connection's :meth:`~ConnectionTracker.opened` and
+:meth:`~ConnectionTracker.closed`; behaviours never call them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, interfaces
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 log = Logger(namespace="tcpfiles.core.connections")
@@ -126,36 +127,3 @@ class RefusedProtocol(Protocol):
         if self.message:
             self.transport.write(self.message)
         self.transport.loseConnection()
-
-
-class LimitedFactory(Factory):
-    """A factory whose connections are counted, limited and drained by one tracker.
-
-    Subclasses implement :meth:`make_protocol` (the accepted case) and may override
-    :meth:`refusal_message` (the bytes a refused connection is told before it is closed).
-    """
-
-    def __init__(
-        self, clock: interfaces.IReactorTime, max_per_peer: int = 64, max_connections: int = 1024
-    ) -> None:
-        self.clock = clock
-        self.tracker = ConnectionTracker(max_per_peer, max_connections)
-
-    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """The protocol for an accepted connection."""
-        raise NotImplementedError
-
-    def refusal_message(self, reason: str) -> bytes:
-        """What a refused connection is told; nothing by default."""
-        return b""
-
-    def buildProtocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """A protocol for an accepted connection, or a refusal past the connection limits."""
-        reason = self.tracker.refusal(addr)
-        protocol = (
-            self.make_protocol(addr)
-            if reason is None
-            else RefusedProtocol(reason, self.refusal_message(reason))
-        )
-        protocol.factory = self
-        return protocol

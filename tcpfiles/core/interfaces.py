@@ -35,7 +35,10 @@ class IBehaviour(Interface):
         ``context`` is a :class:`tcpfiles.core.plugin.Context` (reactor, the root it may serve
         or None, whether it may write there, portal, login limiter).  Return an
         ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for ``udp:``.  A
-        factory with a ``tracker`` attribute (a ``ConnectionTracker``) is drained on shutdown.
+        stream factory is served inside :class:`tcpfiles.core.guard.GuardedFactory`: connection
+        limits, the idle timeout and draining on shutdown, from the options' ``idle-timeout``,
+        ``max-per-peer`` and ``max-connections``; its protocols may have ``drain()`` and
+        ``timed_out()``, the factory ``refusal_message(reason)``.
         """
 
 

@@ -16,7 +16,7 @@ class EchoOptions(ConnectionOptions):
 
 def _builder(protocol: type[EchoProtocol]) -> Any:
     def build(options: usage.Options, context: Context) -> EchoFactory:
-        return EchoFactory(context.reactor, protocol, options)
+        return EchoFactory(protocol)
 
     return build
 

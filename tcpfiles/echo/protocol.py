@@ -4,6 +4,8 @@ Backpressure: the transport is registered as its own push producer, so when a cl
 does not read, the write buffer fills, Twisted pauses the transport, and the server stops reading
 from that client.  Memory per connection stays near one read plus one write buffer, whatever the
 client sends.  A client that half-closes gets everything echoed, then the connection closes.
+Limits, the idle timeout and draining are the kernel's (:mod:`tcpfiles.core.guard`); the idle
+timeout and draining call :meth:`EchoProtocol.timed_out` and :meth:`EchoProtocol.drain`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import interfaces
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python import usage
-from twisted.python.failure import Failure
+from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from tcpfiles.core.connections import LimitedFactory
 from tcpfiles.core.sending import adapt_read_size, send_now
 
 
@@ -27,23 +26,16 @@ class EchoProtocol(Protocol):
     transport: Any
     factory: EchoFactory
 
-    def __init__(self) -> None:
-        self._idle: interfaces.IDelayedCall | None = None
-
     def transform(self, data: bytes) -> bytes:
         """What to send back for ``data``: the bytes themselves."""
         return data
 
     def connectionMade(self) -> None:
-        """Count the connection; reading pauses whenever our output is not being read."""
-        self.factory.tracker.opened(self, self.transport.getPeer())
+        """Reading pauses whenever our output is not being read."""
         self.transport.registerProducer(self.transport, True)
-        self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._finish)
 
     def dataReceived(self, data: bytes) -> None:
         """Echo it."""
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.factory.idle_timeout)
         adapt_read_size(self.transport, len(data))
         send_now(self.transport, self.transform(data))
 
@@ -59,16 +51,14 @@ class EchoProtocol(Protocol):
         """Shutting down: flush what is buffered, then close."""
         self._finish()
 
+    def timed_out(self) -> None:
+        """Idle (the kernel's timeout): flush what is buffered, then close."""
+        self._finish()
+
     def _finish(self) -> None:
         if self.transport.producer is not None:
             self.transport.unregisterProducer()
         self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Forget the connection."""
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self.factory.tracker.closed(self)
 
 
 class UpperProtocol(EchoProtocol):
@@ -79,19 +69,11 @@ class UpperProtocol(EchoProtocol):
         return data.upper()
 
 
-class EchoFactory(LimitedFactory):
-    """Counts, limits and drains connections of an echo-like protocol."""
+class EchoFactory(Factory[EchoProtocol]):
+    """Makes an echo-like protocol per connection."""
 
-    def __init__(
-        self, clock: interfaces.IReactorTime, protocol: type[EchoProtocol], options: usage.Options
-    ) -> None:
-        super().__init__(clock, options["max-per-peer"], options["max-connections"])
-        self.protocol_class = protocol
-        self.idle_timeout = options["idle-timeout"]
-
-    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """A fresh echo protocol."""
-        return self.protocol_class()
+    def __init__(self, protocol: type[EchoProtocol]) -> None:
+        self.protocol = protocol
 
 
 # --- client -------------------------------------------------------------------------------------

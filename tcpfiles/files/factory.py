@@ -11,6 +11,8 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from tcpfiles.core.auth import make_portal
+from tcpfiles.core.connections import ConnectionTracker
+from tcpfiles.core.guard import ConnectionSettings, guard_stream
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users
@@ -49,6 +51,10 @@ def make_files_factory(
 
     Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
     (:func:`make_hasher`), so an fsync never waits behind a hash.
+
+    Connection limits, the idle timeout and draining are the kernel's: listen with
+    ``GuardedFactory(factory, reactor, connection_settings(limits))``
+    (:mod:`tcpfiles.core.guard`), as twistd and :func:`make_files_service` do.
     """
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -72,6 +78,13 @@ def make_files_factory(
         anonymous,
         anonymous_store=anonymous_store,
     )
+
+
+def connection_settings(limits: Limits | None) -> ConnectionSettings:
+    """The kernel's limits for files: ``--idle-timeout``, ``--max-per-peer``,
+    ``--max-connections`` (the ``Limits`` they are parsed into)."""
+    limits = limits or Limits()
+    return ConnectionSettings(limits.idle_timeout, limits.max_per_peer, limits.max_connections)
 
 
 def make_hasher(reactor: Any, limits: HashLimits, pool: ThreadPool | None = None) -> Hasher:
@@ -124,11 +137,16 @@ def make_files_service(
 ) -> DrainingService:
     """A service serving ``root`` on each endpoint string in ``listen``, drained on stop.
 
-    ``second_signal_forces``: see :class:`~tcpfiles.core.service.DrainingService`; for a process
-    that owns its signals, as under twistd.
+    Its connections are limited and timed out as ``limits`` say (by the kernel's guard, which
+    is ``top.factory``: its ``wrappedFactory`` is the files factory).  ``second_signal_forces``:
+    see :class:`~tcpfiles.core.service.DrainingService`; for a process that owns its signals, as
+    under twistd.
     """
-    factory = make_files_factory(root, reactor, limits)
-    top = DrainingService([factory.tracker], grace, reactor, second_signal_forces)
+    trackers: list[ConnectionTracker] = []
+    factory = guard_stream(
+        make_files_factory(root, reactor, limits), connection_settings(limits), reactor, trackers
+    )
+    top = DrainingService(trackers, grace, reactor, second_signal_forces)
     for description in listen:
         ListenerService(description, factory, reactor, "files").setServiceParent(top)
     top.factory = factory  # type: ignore[attr-defined]

@@ -22,13 +22,13 @@ from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet import defer, interfaces
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.auth import UNAUTHORIZED, LoginLimiter, password_credentials
-from tcpfiles.core.connections import LimitedFactory, describe_peer, peer_key
+from tcpfiles.core.connections import describe_peer, peer_key
 from tcpfiles.core.sending import write_paced
 from tcpfiles.files import wire
 from tcpfiles.tree.accounts import (
@@ -138,10 +138,9 @@ class FileServerProtocol(Protocol):
     # --- connection life ------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        """Count the connection and wait for a request."""
+        """Wait for a request."""
         address = self.transport.getPeer()
         self.peer = describe_peer(address)
-        self.factory.tracker.opened(self, address)
         self._pump()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -166,12 +165,19 @@ class FileServerProtocol(Protocol):
                 peer=self.peer,
                 count=self._bad_requests - BAD_REQUESTS_LOGGED,
             )
-        self.factory.tracker.closed(self)
 
     def drain(self) -> None:
         """Shutting down: close now if idle, else after the current response."""
         self._draining = True
         if self.state is State.WAITING:
+            self._close()
+
+    def timed_out(self) -> None:
+        """The kernel's idle timeout (tcpfiles.core.guard), which can fire in the same instant
+        as our own: the same answer between requests; otherwise just close."""
+        if self.state is State.WAITING:
+            self._idle_timed_out()
+        else:
             self._close()
 
     def readConnectionLost(self) -> None:
@@ -730,7 +736,7 @@ def request_path(request: wire.Request) -> str:
     return getattr(request, "path", "") or "/"
 
 
-class FileServerFactory(LimitedFactory):
+class FileServerFactory(Factory):
     """Builds :class:`FileServerProtocol` for one store; embeddable in any Twisted program.
 
     ``clock`` is the reactor (or a ``task.Clock`` in tests); it is used for timeouts only.
@@ -748,7 +754,7 @@ class FileServerFactory(LimitedFactory):
         anonymous_store: IFileStore | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        super().__init__(clock, self.limits.max_per_peer, self.limits.max_connections)
+        self.clock = clock
         self.store = store
         self.uploads = uploads  # None: a read-only server
         self.portal = portal  # with accounts (--auth): connections must LOGIN
@@ -763,7 +769,7 @@ class FileServerFactory(LimitedFactory):
         else:
             self.default_account = None
 
-    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
+    def buildProtocol(self, addr: interfaces.IAddress | None) -> Protocol:
         """A files protocol."""
         return FileServerProtocol(self)
 

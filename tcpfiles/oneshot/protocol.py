@@ -10,6 +10,10 @@ whole content is ``1`` cannot be told from a refusal: that is the tutorial proto
 
 oneshot cannot log users in: under ``--auth`` it serves only what an anonymous user may see
 (:func:`tcpfiles.core.plugin.context_for`), and with no root at all it answers ``1`` to every name.
+
+Limits, draining and the idle timeout are the kernel's (:mod:`tcpfiles.core.guard`): a
+connection with no traffic for ``--oneshot-idle-timeout`` seconds is answered ``1`` if its name is
+still awaited (:meth:`OneShotProtocol.timed_out`), then closed.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import interfaces
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.core.connections import LimitedFactory, describe_peer
+from tcpfiles.core.connections import describe_peer
 from tcpfiles.files.wire import escape_name, escape_text
 from tcpfiles.tree.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.tree.producer import CHUNK_SIZE, FileBodyProducer
@@ -55,7 +59,6 @@ class OneShotProtocol(Protocol):
     def connectionMade(self) -> None:
         """Wait for the name, until a fixed deadline from the connection."""
         self.peer = describe_peer(self.transport.getPeer())
-        self.factory.tracker.opened(self, self.transport.getPeer())
         self._started = self.factory.clock.seconds()
         self._timer = self.factory.clock.callLater(self.factory.name_timeout, self._name_late)
 
@@ -88,6 +91,14 @@ class OneShotProtocol(Protocol):
         if not self.answered:
             self.answered = True
             self._cancel()
+            self.transport.loseConnection()
+
+    def timed_out(self) -> None:
+        """The kernel's idle timeout: a name still awaited is refused like a late one; a
+        transfer (no longer in progress: it would not be idle) ends with the connection."""
+        if not self.answered:
+            self._refuse(f"idle for {self.factory.idle_timeout:g} s")
+        else:
             self.transport.loseConnection()
 
     def _name_late(self) -> None:
@@ -160,24 +171,23 @@ class OneShotProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the connection."""
         self._cancel()
-        self.factory.tracker.closed(self)
 
 
-class OneShotFactory(LimitedFactory):
+class OneShotFactory(Factory[OneShotProtocol]):
     """Serves one file per connection from a store (None: refuses every name)."""
+
+    protocol = OneShotProtocol
 
     def __init__(
         self, store: FileStore | None, clock: interfaces.IReactorTime, options: usage.Options
     ) -> None:
-        super().__init__(clock, options["max-per-peer"], options["max-connections"])
+        self.clock = clock
         self.store = store
         self.quiet = options["quiet"]
         self.name_timeout = options["name-timeout"]
         self.stall_timeout = options["stall-timeout"]
-
-    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """A fresh one-shot protocol."""
-        return OneShotProtocol()
+        #: the kernel's (``--oneshot-idle-timeout``), for the log line of a connection it ends
+        self.idle_timeout = options["idle-timeout"]
 
 
 # --- client -------------------------------------------------------------------------------------

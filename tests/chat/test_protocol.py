@@ -6,7 +6,7 @@ from twisted.internet import task
 
 from tcpfiles.chat.plugin import ChatOptions
 from tcpfiles.chat.protocol import GREETING, ChatFactory
-from tests.helpers import connect
+from tests.helpers import connect, guarded
 
 
 def make_factory(clock=None, **settings):
@@ -82,7 +82,7 @@ def test_slow_reader_is_dropped_and_nobody_else_loses_a_line():
 
 def test_drain_notifies_and_closes():
     """On graceful shutdown every user is told, then closed."""
-    factory = make_factory()
+    factory = guarded(make_factory())
     ann, ann_t = connect(factory)
     ann.dataReceived(b"/nick ann\n")
     factory.tracker.drain()
@@ -109,7 +109,7 @@ def test_quit_and_idle_timeout():
 
 def test_connection_lost_leaves_the_room():
     """A dropped connection is announced as a leave."""
-    factory = make_factory()
+    factory = guarded(make_factory())
     ann, ann_t = connect(factory, port=1)
     bob, bob_t = connect(factory, port=2)
     ann.dataReceived(b"/nick ann\n")

@@ -7,12 +7,14 @@ from pathlib import Path
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
+from tcpfiles.core.guard import GuardedFactory
+from tcpfiles.files.factory import connection_settings
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tests.helpers import connect, pump
 
-__all__ = ["connect", "make_factory", "pump", "respond"]
+__all__ = ["connect", "make_factory", "pump", "respond", "served_factory"]
 
 
 def make_factory(
@@ -20,6 +22,13 @@ def make_factory(
 ) -> FileServerFactory:
     store = FileStore(Root.at(str(root)), defer_to_thread)
     return FileServerFactory(store, clock or task.Clock(), Limits(**limits))
+
+
+def served_factory(root: Path, clock: task.Clock | None = None, **limits) -> GuardedFactory:
+    """A files factory as twistd listens with it: under the kernel's guard, whose limits
+    (per peer, in total, idle) come from the same ``Limits``."""
+    factory = make_factory(root, clock, **limits)
+    return GuardedFactory(factory, factory.clock, connection_settings(factory.limits))
 
 
 def respond(protocol, transport: StringTransport, data: bytes, byte_by_byte: bool = False) -> bytes:

@@ -11,7 +11,7 @@ from twisted.internet.address import IPv4Address
 from twisted.logger import capturedLogs, formatEvent
 
 from tcpfiles.core.connections import RefusedProtocol
-from tests.files.helpers import connect, make_factory, pump, respond
+from tests.files.helpers import connect, make_factory, pump, respond, served_factory
 from tests.helpers import PausingTransport
 
 
@@ -199,7 +199,7 @@ def test_pipelined_input_is_bounded_while_responding(root):
 
 def test_drain_closes_idle_at_once_and_busy_after_the_response(root):
     """On shutdown an idle connection closes now; a busy one after its current response."""
-    factory = make_factory(root, chunk_size=1024)
+    factory = served_factory(root, chunk_size=1024)
     idle, idle_transport = connect(factory, port=1)
     busy, busy_transport = connect(factory, port=2)
     busy.dataReceived(b"GET sub/b.bin\nGET a.txt\n")
@@ -218,7 +218,7 @@ def test_drain_closes_idle_at_once_and_busy_after_the_response(root):
 
 def test_per_peer_and_total_limits(root):
     """Past the limits a connection is refused with ERR busy; closing frees a place."""
-    factory = make_factory(root, max_per_peer=2, max_connections=3)
+    factory = served_factory(root, max_per_peer=2, max_connections=3)
     first, _ = connect(factory, host="192.0.2.1", port=1)
     connect(factory, host="192.0.2.1", port=2)
     refused = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 3))
@@ -234,7 +234,7 @@ def test_per_peer_and_total_limits(root):
 
 def test_refusal_says_busy_and_closes(root):
     """The refusal protocol sends one ERR busy line and closes."""
-    factory = make_factory(root, max_per_peer=1)
+    factory = served_factory(root, max_per_peer=1)
     connect(factory)
     refused, transport = connect(factory)
     assert transport.value() == (b"ERR busy too many connections from your address (limit 1)\n")

@@ -2,6 +2,9 @@
 
 This one module is the whole plugin: tcpfiles finds the module-level ``reverse`` object with
 ``getPlugins`` because the file lives in a ``tcpfiles/plugins`` directory on ``sys.path``.
+Connection limits, the idle timeout and draining on shutdown are tcpfiles' own: it applies
+``--reverse-max-per-peer``, ``--reverse-idle-timeout`` and the rest (``ConnectionOptions``) to
+the factory ``build`` returns, and calls ``drain()`` on shutdown.
 """
 
 from __future__ import annotations
@@ -9,14 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import interfaces
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python import usage
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
-from tcpfiles.core.connections import LimitedFactory
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -32,9 +33,8 @@ class ReverseProtocol(LineOnlyReceiver):
     transport: Any
 
     def connectionMade(self) -> None:
-        """Be counted (limits, and draining on shutdown)."""
+        """Lines may be as long as the option says."""
         self.MAX_LENGTH = self.factory.max_line
-        self.factory.tracker.opened(self, self.transport.getPeer())
 
     def lineReceived(self, line: bytes) -> None:
         """Send it back reversed."""
@@ -55,34 +55,28 @@ class ReverseProtocol(LineOnlyReceiver):
         self.transport.abortConnection()
 
     def drain(self) -> None:
-        """Shutting down: close after what is buffered."""
+        """Shutting down (tcpfiles calls this): close after what is buffered."""
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """No longer counted."""
-        self.factory.tracker.closed(self)
 
+class ReverseFactory(Factory[ReverseProtocol]):
+    """One reverser per connection."""
 
-class ReverseFactory(LimitedFactory):
-    """Connections are limited per peer and in total by tcpfiles' tracker."""
+    protocol = ReverseProtocol
 
-    def __init__(self, clock: interfaces.IReactorTime, options: usage.Options) -> None:
-        super().__init__(clock, options["max-per-peer"], options["max-connections"])
+    def __init__(self, options: usage.Options) -> None:
         self.max_line = options["max-line"]
-
-    def make_protocol(self, addr: interfaces.IAddress | None) -> Protocol:
-        """One reverser per connection."""
-        return ReverseProtocol()
 
 
 class ReverseOptions(ConnectionOptions):
-    """Settings, given to twistd as --reverse-max-line and so on."""
+    """Settings, given to twistd as --reverse-max-line; ConnectionOptions adds
+    --reverse-idle-timeout, --reverse-max-per-peer and --reverse-max-connections."""
 
     optParameters = [["max-line", None, 1024, "Longest line, in bytes.", int]]
 
 
 def _build(options: usage.Options, context: Context) -> ReverseFactory:
-    return ReverseFactory(context.reactor, options)
+    return ReverseFactory(options)
 
 
 reverse = Behaviour(

@@ -1,0 +1,68 @@
+"""The files protocol under the kernel's guard, as twistd serves it: the kernel's idle timeout
+and the protocol's own meet without saying anything twice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.files.helpers import connect, respond, served_factory
+
+
+class GuardedFilesTests(SynchronousTestCase):
+    """--idle-timeout is both files' own timer and the kernel's."""
+
+    def setUp(self) -> None:
+        self.root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.root)
+        with open(os.path.join(self.root, "a.txt"), "wb") as f:
+            f.write(b"alpha\n")
+        self.clock = task.Clock()
+
+    def test_both_timeouts_at_once_say_it_once(self) -> None:
+        """The kernel's timer and files' own fall due in the same instant: one ERR line."""
+        protocol, transport = connect(served_factory(self.root, self.clock, idle_timeout=300))
+        self.clock.advance(299)
+        respond(protocol, transport, b"GET a.txt\n")
+        transport.clear()
+        self.clock.advance(299)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(transport.value(), b"ERR timeout idle for 300 s; closing\n")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_kernel_first_gives_files_answer(self) -> None:
+        """Fired by the kernel alone (files' own timer gone), the answer is still files'."""
+        protocol, transport = connect(served_factory(self.root, self.clock, idle_timeout=300))
+        protocol.wrappedProtocol._cancel_timer()  # as if the kernel's fell due first
+        self.clock.advance(300)
+        self.assertEqual(transport.value(), b"ERR timeout idle for 300 s; closing\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_request_that_moves_nothing_for_the_timeout_is_closed(self) -> None:
+        """A request waiting on the file system with no byte moving either way (and no producer)
+        for the idle timeout is closed, without an answer."""
+        pending: list[defer.Deferred[object]] = []
+
+        def later(f: object, *args: object) -> defer.Deferred[object]:
+            d: defer.Deferred[object] = defer.Deferred()
+            pending.append(d)
+            return d
+
+        factory = served_factory(self.root, self.clock, idle_timeout=60, defer_to_thread=later)
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"STAT a.txt\n")
+        self.assertTrue(pending)
+        self.clock.advance(59.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
