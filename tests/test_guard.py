@@ -109,11 +109,37 @@ class IdleTests(SynchronousTestCase):
     def test_one_timer_per_connection_re_armed_lazily(self) -> None:
         """Traffic does not touch the timer: it waits for what is left when it fires."""
         protocol, _ = connect(guard(clock=self.clock, idle_timeout=10))
+        self.clock.advance(1)  # the connection has lasted a second: it has its timer
         (call,) = self.clock.getDelayedCalls()
+        self.assertEqual(call.getTime(), 10)
         for _ in range(100):
             protocol.dataReceived(b"x")
         self.assertEqual(self.clock.getDelayedCalls(), [call])
         self.assertEqual(call.getTime(), 10)
+
+    def test_short_connections_never_get_a_timer(self) -> None:
+        """Connections of the same second share one call that arms their timers; those gone
+        by then never had one, and with none left open that call is cancelled."""
+        factory = guard(clock=self.clock, idle_timeout=10)
+        short = [connect(factory, port=n)[0] for n in range(50)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        for protocol in short[1:]:
+            protocol.connectionLost(None)
+        self.clock.advance(1)
+        (call,) = self.clock.getDelayedCalls()  # the one still open
+        self.assertEqual(call.getTime(), 10)
+        short[0].connectionLost(None)
+        for protocol in [connect(factory, port=n)[0] for n in range(3)]:
+            protocol.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_short_idle_timeout_is_armed_in_time(self) -> None:
+        """Below two seconds the timers are armed within half the timeout."""
+        protocol, transport = connect(guard(clock=self.clock, idle_timeout=0.5))
+        self.clock.advance(0.25)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.25)
+        self.assertTrue(transport.disconnecting)
 
     def test_a_registered_producer_is_not_idle(self) -> None:
         """A producer at work (a body being sent) keeps the connection; idleness counts from

@@ -18,7 +18,10 @@ returns (and around the files factory), so a behaviour needs none of this code i
   closed at once.
 
 Activity costs one clock reading per read and per write: the idle timer is not reset on every
-chunk but re-armed lazily, when it fires, for whatever is left of the period.
+chunk but re-armed lazily, when it fires, for whatever is left of the period.  And a connection
+gets its timer only once it has lasted up to a second (one factory-wide call arms the timers
+of every connection made meanwhile): most connections of a request-per-connection client are
+gone by then, and never cost a DelayedCall.
 
 The wrapper is the wrapped protocol's transport (Twisted's ``policies.ProtocolWrapper``), and
 stays transparent to what protocols look at: it provides the real transport's interfaces (TLS
@@ -99,6 +102,7 @@ class GuardedProtocol(ProtocolWrapper):
         self._last = 0.0  # when a byte last moved (or a producer was unregistered)
         self._working = False  # a producer other than the connection itself is registered
         self._lost = False
+        self._young = False  # enlisted, no idle timer yet: see GuardedFactory.enlist
         self._idle_call: interfaces.IDelayedCall | None = None
         self._close_call: interfaces.IDelayedCall | None = None
 
@@ -114,9 +118,8 @@ class GuardedProtocol(ProtocolWrapper):
         self.wrappedProtocol.makeConnection(self)
         if self._lost:  # closed while it was being made: nothing to count
             return
-        factory = self.factory
-        self._idle_call = factory.clock.callLater(factory.settings.idle_timeout, self._check_idle)
-        factory.tracker.opened(self, transport.getPeer())  # drains it now if shutting down
+        self.factory.enlist(self)  # its idle timer, soon
+        self.factory.tracker.opened(self, transport.getPeer())  # drains it now if shutting down
 
     def _provide_like(self, transport: Any) -> None:
         """Provide what ``transport`` provides, and the protocol side the wrapped one does."""
@@ -136,8 +139,12 @@ class GuardedProtocol(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Stop the timers, stop counting the connection, tell the wrapped protocol."""
+        if self._lost:
+            return
         self._lost = True
         self.connected = False
+        if self._young:
+            self.factory.discharge()
         for call in (self._idle_call, self._close_call):
             if call is not None and call.active():
                 call.cancel()
@@ -158,6 +165,8 @@ class GuardedProtocol(ProtocolWrapper):
     def logPrefix(self) -> str:
         """The wrapped protocol's, so that log lines read as they would without the guard."""
         wrapped = self.wrappedProtocol
+        if wrapped is None:  # after connectionLost
+            return self.__class__.__name__
         if interfaces.ILoggingContext.providedBy(wrapped):
             return str(wrapped.logPrefix())
         return wrapped.__class__.__name__
@@ -240,6 +249,13 @@ class GuardedProtocol(ProtocolWrapper):
 
     # --- the idle timeout -------------------------------------------------------------------
 
+    def arm_idle_timer(self) -> None:
+        """Start the idle timer, due a whole period after the last activity."""
+        self._young = False
+        timeout = self.factory.settings.idle_timeout
+        left = max(0.0, self._last + timeout - self._seconds())
+        self._idle_call = self.factory.clock.callLater(left, self._check_idle)
+
     def _check_idle(self) -> None:
         """The period may be over: time out, or wait for what is left of it."""
         self._idle_call = None
@@ -291,6 +307,12 @@ class GuardedFactory(WrappingFactory[GuardedProtocol]):
         self.clock = clock
         self.close_within = close_within
         self.tracker = ConnectionTracker(settings.max_per_peer, settings.max_connections)
+        #: Connections without an idle timer yet, how many of them are still open, and the
+        #: call that arms their timers (well before any can fall due).
+        self._young: list[GuardedProtocol] = []
+        self._young_open = 0
+        self._arming: interfaces.IDelayedCall | None = None
+        self._arm_after = min(1.0, settings.idle_timeout / 2)
 
     def buildProtocol(self, addr: interfaces.IAddress | None) -> Protocol | None:  # type: ignore[override]
         """A guarded protocol, a refusal past the limits, or None if the wrapped factory
@@ -306,6 +328,30 @@ class GuardedFactory(WrappingFactory[GuardedProtocol]):
         if wrapped is None:
             return None
         return self.protocol(self, wrapped)
+
+    def enlist(self, protocol: GuardedProtocol) -> None:
+        """A new connection: its idle timer is armed within :attr:`_arm_after` seconds, if it
+        is still open then."""
+        protocol._young = True
+        self._young.append(protocol)
+        self._young_open += 1
+        if self._arming is None:
+            self._arming = self.clock.callLater(self._arm_after, self._arm_young)
+
+    def discharge(self) -> None:
+        """A connection without a timer yet is lost; with none left open, nothing to arm."""
+        self._young_open -= 1
+        if not self._young_open and self._arming is not None:
+            self._arming.cancel()
+            self._arming = None
+            self._young.clear()
+
+    def _arm_young(self) -> None:
+        self._arming = None
+        young, self._young, self._young_open = self._young, [], 0
+        for protocol in young:
+            if not protocol._lost:
+                protocol.arm_idle_timer()
 
     def logPrefix(self) -> str:
         """The wrapped factory's (the listening port logs with it)."""

@@ -23,7 +23,7 @@ from typing import Any
 from twisted.internet import defer, interfaces, tcp
 from zope.interface import implementer
 
-from tcpfiles.core.guard import GuardedProtocol, beneath
+from tcpfiles.core.guard import GuardedProtocol
 from tcpfiles.core.tls import is_tls_transport
 
 
@@ -45,7 +45,8 @@ def can_send_now(transport: Any) -> bool:
     The caller must know that nothing else writes to the socket behind Twisted's back (a
     sendfile producer in the middle of a body): that is not visible from here.
     """
-    transport = beneath(transport)
+    if isinstance(transport, GuardedProtocol):  # beneath(), inline: once per answer or echo
+        transport = transport.transport
     return (
         isinstance(transport, tcp.Connection)  # not TLS, not a test transport
         and not is_tls_transport(transport)
@@ -69,7 +70,8 @@ def adapt_read_size(transport: Any, got: int) -> None:
     less than an eighth of it gives both.  The transport's write-side pause threshold is the
     same attribute, so a connection buffers at most ``MAX_READ`` before reading stops.
     """
-    transport = beneath(transport)
+    if isinstance(transport, GuardedProtocol):  # beneath(), inline: once per read
+        transport = transport.transport
     if not isinstance(transport, tcp.Connection):  # TLS wrappers, test transports: as they are
         return
     size = transport.bufferSize
