@@ -8,8 +8,21 @@ from typing import Any
 from twisted.internet import defer
 
 from tcpfiles.chat.client import ChatSession
-from tcpfiles.cli.common import connection_failed, standard_io
-from tcpfiles.cli.options import endpoint_for
+from tcpfiles.cli.common import DEFAULT_CHAT, connection_failed, standard_io
+from tcpfiles.cli.options import add_server_options, endpoint_for
+
+
+def add_commands(commands: Any) -> None:
+    """``chat``, with its options."""
+    chat = commands.add_parser(
+        "chat",
+        help="join a chat room",
+        description="Chat: lines you type go to the room, the room's lines are printed. "
+        "Reconnects by itself if the server goes away. End with /quit or end of input.",
+    )
+    add_server_options(chat, DEFAULT_CHAT)
+    chat.add_argument("--nick", "-n", help="your nickname (else choose one with /nick NAME)")
+    chat.set_defaults(handler=run_chat)
 
 
 @defer.inlineCallbacks

@@ -7,9 +7,20 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.cli.common import EXIT_OK, connection_failed, standard_io
-from tcpfiles.cli.options import endpoint_for
+from tcpfiles.cli.common import DEFAULT_ECHO, EXIT_OK, connection_failed, standard_io
+from tcpfiles.cli.options import add_server_options, endpoint_for
 from tcpfiles.echo.client import run_echo_client
+
+
+def add_commands(commands: Any) -> None:
+    """``echo``, with its options."""
+    echo = commands.add_parser(
+        "echo",
+        help="send stdin to an echo server, print what comes back",
+        description="Send standard input to an echo (or upper) server and print the answer.",
+    )
+    add_server_options(echo, DEFAULT_ECHO)
+    echo.set_defaults(handler=run_echo)
 
 
 @defer.inlineCallbacks

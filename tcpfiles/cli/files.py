@@ -9,8 +9,9 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.cli.common import EXIT_LOCAL, EXIT_USAGE, Failed
+from tcpfiles.cli.common import DEFAULT_ONESHOT, DEFAULT_SERVER, EXIT_LOCAL, EXIT_USAGE, Failed
 from tcpfiles.cli.oneshot import get_oneshot
+from tcpfiles.cli.options import add_retry_options, add_server_options
 from tcpfiles.cli.session import Outcome, one_transfer, with_session
 from tcpfiles.files.transfer import (
     Session,
@@ -21,6 +22,83 @@ from tcpfiles.files.transfer import (
     sha256_of,
     upload_tree,
 )
+
+
+def add_commands(commands: Any) -> None:
+    """``get`` and ``put``, with their options."""
+    _add_get(commands)
+    _add_put(commands)
+
+
+def _add_get(commands: Any) -> None:
+    """``get``: files, trees (-r), or the tutorial's one-shot protocol (--oneshot)."""
+    get = commands.add_parser(
+        "get",
+        help="download files",
+        description="Download files, verified against the server's sha256.",
+    )
+    add_server_options(get, None)
+    get.add_argument("remote", nargs="+", metavar="REMOTE", help="path on the server")
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="DEST",
+        help="existing directory to download into, or (with one REMOTE) the file "
+        "to write (default: the current directory)",
+    )
+    get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    get.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="REMOTE is a directory: mirror the whole tree into DEST/<its name>",
+    )
+    add_retry_options(get)
+    get.add_argument(
+        "--oneshot",
+        action="store_true",
+        help="speak the socket tutorial's one-shot protocol (send the name, read until the "
+        f"server closes; default server {DEFAULT_ONESHOT}); nothing can be verified",
+    )
+    get.set_defaults(
+        handler=run_get,
+        planner=plan_get,
+        interrupted="interrupted; run the same command again to resume",
+    )
+
+
+def _add_put(commands: Any) -> None:
+    """``put``: a file, or a tree (-r)."""
+    put = commands.add_parser(
+        "put",
+        help="upload a file or a tree",
+        description="Upload LOCAL to REMOTE (default: its own name at the root; a REMOTE "
+        "ending in / is a directory to put it in). The server publishes a file only once it "
+        "has arrived whole and matches its sha256. Needs a server started with --writable.",
+    )
+    add_server_options(put, DEFAULT_SERVER)
+    put.add_argument("local", metavar="LOCAL", help="file (or, with -r, directory) to upload")
+    put.add_argument("remote", nargs="?", metavar="REMOTE", help="path on the server")
+    put.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files that exist on the server (else: refused)",
+    )
+    put.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="LOCAL is a directory: upload the whole tree (directories created)",
+    )
+    put.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_retry_options(put)
+    put.set_defaults(
+        handler=run_put,
+        planner=plan_put,
+        interrupted="interrupted; nothing partial is kept on the server: "
+        "run the same command again",
+    )
+
 
 # --- get ----------------------------------------------------------------------------------------
 

@@ -7,10 +7,29 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.cli.common import EXIT_CONNECTION, EXIT_OK, EXIT_REFUSED, refusal, say
+from tcpfiles.cli.common import (
+    DEFAULT_SERVER,
+    EXIT_CONNECTION,
+    EXIT_OK,
+    EXIT_REFUSED,
+    refusal,
+    say,
+)
+from tcpfiles.cli.options import add_retry_options, add_server_options
 from tcpfiles.cli.session import with_session
 from tcpfiles.files.client import ConnectionClosed, IncompleteListing, RemoteError
 from tcpfiles.files.transfer import Session
+
+
+def add_commands(commands: Any) -> None:
+    """``ls``, with its options."""
+    ls = commands.add_parser(
+        "ls", help="list a remote directory", description="List a directory on the server."
+    )
+    add_server_options(ls, DEFAULT_SERVER)
+    add_retry_options(ls)
+    ls.add_argument("path", nargs="?", default="", metavar="DIR", help="directory (default: /)")
+    ls.set_defaults(handler=run_ls)
 
 
 def human_size(size: int) -> str:

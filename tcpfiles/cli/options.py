@@ -1,4 +1,5 @@
-"""The options every command shares (server, TLS, login), checked before anything connects."""
+"""The options every command shares (server, TLS, login; retries and timeouts for the files
+commands), and their checks before anything connects."""
 
 from __future__ import annotations
 
@@ -16,6 +17,63 @@ from tcpfiles.cli.common import (
     say,
 )
 from tcpfiles.files.client import client_endpoint
+
+
+def add_server_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    """--server, --ca, --user, --netrc and --insecure, for every command."""
+    p.add_argument(
+        "--server",
+        "-s",
+        default=default,
+        metavar="HOST:PORT|ENDPOINT",
+        help="server to use: HOST[:PORT] or a Twisted client endpoint string "
+        f"such as tcp:host=example.org:port=8888 or tls:host=example.org:port=8888 "
+        f"(default {default or DEFAULT_SERVER})",
+    )
+    p.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="TLS: trust the certificate authority in this PEM file (instead of "
+        "the system's); with HOST:PORT it also turns TLS on",
+    )
+    p.add_argument(
+        "--user",
+        "-u",
+        metavar="NAME",
+        help="log in as NAME (servers with accounts); the password comes from "
+        "$TCPFILES_PASSWORD, a netrc file, or a prompt on the terminal",
+    )
+    p.add_argument(
+        "--netrc",
+        metavar="FILE",
+        default=os.path.expanduser("~/.netrc"),
+        help="netrc file with 'machine HOST login NAME password PW' lines (default ~/.netrc)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="TLS without checking the server's certificate: anyone in between "
+        "can read and change the traffic",
+    )
+
+
+def add_retry_options(p: argparse.ArgumentParser) -> None:
+    """--retry-for and --timeout, for the files commands."""
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the connection is lost, keep reconnecting (with backoff) and "
+        "resuming for this long (default 60; 0: give up at once)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="drop a connection that makes no progress for this long (default 30)",
+    )
 
 
 def check_values(args: argparse.Namespace) -> None:
