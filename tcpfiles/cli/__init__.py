@@ -77,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Entry point (see :mod:`tcpfiles.__main__`, which calls it)."""
+    """Entry point (see :mod:`tcpfiles.__main__`, which calls it): the one place of the command
+    that takes the global reactor, for the checks and for :func:`task.react`."""
     args = build_parser().parse_args(argv)
+    from twisted.internet import reactor
+
     try:
-        check_values(args)
+        check_values(reactor, args)
         planner = getattr(args, "planner", None)  # get and put check their files first
         args.plan = planner(args) if planner else None
         args.credentials = credentials(args)
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(exc.status)
     interruption.message = getattr(args, "interrupted", "interrupted")
     try:
-        task.react(_run, (args,))
+        task.react(_run, (args,))  # the same global reactor
     except SystemExit:
         if interruption.signum:
             sys.exit(128 + interruption.signum)

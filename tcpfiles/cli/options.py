@@ -76,8 +76,10 @@ def add_retry_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_values(args: argparse.Namespace) -> None:
-    """Usage errors that argparse's types cannot see; Failed (exit 2, one line) for each."""
+def check_values(reactor: Any, args: argparse.Namespace) -> None:
+    """Usage errors that argparse's types cannot see; Failed (exit 2, one line) for each.
+
+    The server is checked by making (not connecting) its endpoint with ``reactor``."""
     timeout = getattr(args, "timeout", None)
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise Failed(f"--timeout {timeout:g}: give a number of seconds above 0", EXIT_USAGE)
@@ -89,8 +91,6 @@ def check_values(args: argparse.Namespace) -> None:
         server = DEFAULT_ONESHOT if args.oneshot else DEFAULT_SERVER
     if args.ca and not os.access(args.ca, os.R_OK):
         raise Failed(f"--ca {args.ca!r}: cannot read it", EXIT_USAGE)
-    from twisted.internet import reactor
-
     try:
         client_endpoint(reactor, server, ca=args.ca, insecure=args.insecure)
     except ValueError as exc:
