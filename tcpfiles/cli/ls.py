@@ -44,11 +44,11 @@ def human_size(size: int) -> str:
 
 def run_ls(reactor: Any, args: argparse.Namespace) -> Any:
     """``tcpfiles ls``."""
-    return with_session(reactor, args, lambda session: _ls(session, args))
+    return with_session(reactor, args, lambda session: list_directory(session, args))
 
 
 @defer.inlineCallbacks
-def _ls(session: Session, args: argparse.Namespace) -> Any:
+def list_directory(session: Session, args: argparse.Namespace) -> Any:
     """Print a directory as a table, sorted by name: size, modification time (UTC), name.
 
     A listing the server ended early (its ``--max-list``) is printed, then a warning on stderr,
