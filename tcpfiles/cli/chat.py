@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet import defer
 
 from tcpfiles.chat.client import ChatSession
-from tcpfiles.cli.common import DEFAULT_CHAT, connection_failed, standard_io
+from tcpfiles.cli.common import DEFAULT_CHAT, standard_io
 from tcpfiles.cli.options import add_server_options, endpoint_for
 
 
@@ -28,10 +28,7 @@ def add_commands(commands: Any) -> None:
 @defer.inlineCallbacks
 def run_chat(reactor: Any, args: argparse.Namespace) -> Any:
     """``tcpfiles chat``: until /quit or the end of input."""
-    try:
-        endpoint = endpoint_for(reactor, args, args.server, 9000)
-    except ValueError as exc:
-        raise connection_failed(args.server, exc) from None
+    endpoint = endpoint_for(reactor, args, args.server, 9000)  # Failed for a bad --server
     session = ChatSession(reactor, endpoint, args.server, args.nick)
     session.login = args.credentials
     return (yield session.start(standard_io))

@@ -148,9 +148,14 @@ def credentials(args: argparse.Namespace) -> tuple[str, str] | None:
 
 def endpoint_for(reactor: Any, args: argparse.Namespace, server: str, default_port: int) -> Any:
     """The client endpoint for ``server`` with the command's TLS options; Failed on bad usage."""
-    if args.insecure:
-        say("warning: --insecure: the server's identity is not checked")
+    warn_if_insecure(args)
     try:
         return client_endpoint(reactor, server, default_port, ca=args.ca, insecure=args.insecure)
     except ValueError as exc:
         raise Failed(f"--server {server!r}: {exc}", EXIT_USAGE) from None
+
+
+def warn_if_insecure(args: argparse.Namespace) -> None:
+    """One line on stderr before connecting with --insecure."""
+    if args.insecure:
+        say("warning: --insecure: the server's identity is not checked")

@@ -20,6 +20,7 @@ from tcpfiles.cli.common import (
     refusal,
     say,
 )
+from tcpfiles.cli.options import warn_if_insecure
 from tcpfiles.cli.progress import ProgressBar
 from tcpfiles.files.client import (
     ConnectionClosed,
@@ -36,8 +37,7 @@ from tcpfiles.files.transfer import Session, TreeResult
 def with_session(reactor: Any, args: argparse.Namespace, work: Any) -> Any:
     """Connect (a first failure is final), run ``work(session)``, close."""
     server = args.server or DEFAULT_SERVER
-    if args.insecure:
-        say("warning: --insecure: the server's identity is not checked")
+    warn_if_insecure(args)
     session = Session(
         reactor,
         server,
