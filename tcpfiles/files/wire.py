@@ -193,6 +193,12 @@ HELP_LINES = (
 )
 
 
+def help_answer() -> bytes:
+    """The whole answer to HELP: ``OK <n>`` and its n lines."""
+    body = "".join(f"{text}\n" for text in HELP_LINES).encode()
+    return ok_line(len(HELP_LINES)) + body
+
+
 def parse_request(line: bytes) -> Request:
     """Turn one request line (without its line ending) into a request object.
 
@@ -325,6 +331,52 @@ def format_mtime(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
 
 
+def stat_line(kind: str, size: int | None, mtime: float, sha256: str | None) -> bytes:
+    """The STAT answer: ``OK type=<kind> [size=<n>] mtime=<utc> [sha256=<hex>]`` and LF."""
+    fields = [f"type={kind}"]
+    if size is not None:
+        fields.append(f"size={size}")
+    fields.append(f"mtime={format_mtime(mtime)}")
+    if sha256 is not None:
+        fields.append(f"sha256={sha256}")
+    return ok_line(*fields)
+
+
+@dataclass(frozen=True)
+class RemoteInfo:
+    """What STAT said."""
+
+    kind: str  # "file" or "dir"
+    size: int | None
+    mtime: str
+    sha256: str | None
+
+
+def parse_stat(fields: tuple[str, ...]) -> RemoteInfo:
+    """The fields of a STAT answer's status line; unknown fields are ignored."""
+    values = parse_fields(fields)
+    try:
+        size = values.get("size")
+        return RemoteInfo(
+            values["type"],
+            None if size is None else parse_size(size),
+            values["mtime"],
+            values.get("sha256"),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ProtocolError(f"bad STAT answer {' '.join(fields)[:120]!r}") from exc
+
+
+def parse_size(text: str) -> int | None:
+    """A size field: ``-`` (none) or a protocol number; ValueError otherwise."""
+    if text == "-":
+        return None
+    value = parse_number(text)
+    if value is None:
+        raise ValueError(f"bad size {text[:40]!r}")
+    return value
+
+
 def parse_fields(fields: tuple[str, ...]) -> dict[str, str]:
     """``("type=file", "size=3")`` -> ``{"type": "file", "size": "3"}``."""
     result = {}
@@ -359,6 +411,30 @@ def list_end(count: int, reason: str | None = None) -> bytes:
     if reason not in LIST_END_REASONS:
         raise ValueError(f"unknown listing end {reason!r}")
     return f"END {count} {reason}\n".encode()
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """One entry of a remote directory listing."""
+
+    kind: str  # "f" a file, "d" a directory, "x" an entry whose name no request can carry
+    size: int | None
+    mtime: str  # UTC, ISO 8601
+    name: bytes  # the name as stored on the server (unescaped)
+
+    @property
+    def display_name(self) -> str:
+        """The name as the server escaped it, safe for a terminal."""
+        return escape_name(self.name)
+
+
+def parse_list_row(line: bytes) -> RemoteEntry:
+    """One LIST row (without its LF), its name unescaped."""
+    try:
+        kind, size, mtime, name = line.decode("utf-8").split(" ", 3)
+        return RemoteEntry(kind, parse_size(size), mtime, unescape_name(name))
+    except ValueError as exc:
+        raise ProtocolError(f"bad LIST line {line[:80]!r}") from exc
 
 
 def parse_list_end(line: bytes) -> tuple[int, str | None] | None:
