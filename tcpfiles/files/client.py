@@ -97,9 +97,7 @@ class FilesClient:
 
     def get(self, path: str, sink: Callable[[bytes], None], offset: int = 0) -> defer.Deferred[int]:
         """Stream a file (from ``offset``) into ``sink``; fires with the number of bytes."""
-        line = f"GET {path}" if offset == 0 else f"RESUME {offset} {path}"
-        d = self.protocol.request(line, "bytes", sink)
-        return d.addCallback(lambda fields: int(fields[0]))
+        return self.protocol.send(wire.Get(path, offset), sink).addCallback(wire.parse_count)
 
     def list(self, path: str = "") -> defer.Deferred[Listing]:
         """The entries of a remote directory (the root by default), sorted by name.
@@ -107,27 +105,29 @@ class FilesClient:
         Check :attr:`Listing.complete`: a server ends a listing longer than its ``--max-list``
         early (``END <n> truncated``).
         """
-        d = self.protocol.request(f"LIST {path}" if path else "LIST", "listing")
 
         def parsed(result: tuple[builtins.list[bytes], str | None]) -> Listing:
             lines, reason = result
             return Listing([wire.parse_list_row(line) for line in lines], reason)
 
-        return d.addCallback(parsed)
+        return self.protocol.send(wire.List(path)).addCallback(parsed)
 
     def stat(self, path: str) -> defer.Deferred[RemoteInfo]:
         """Type, size, mtime and (for a file) sha256."""
-        return self.protocol.request(f"STAT {path}", "status").addCallback(wire.parse_stat)
+        return self.protocol.send(wire.Stat(path)).addCallback(wire.parse_stat)
 
     def login(self, user: str, password: str) -> defer.Deferred[str]:
         """Log in (servers with accounts); fires with the account name."""
-        d = self.protocol.request(f"LOGIN {user} {password}", "status")
-        return d.addCallback(lambda fields: fields[1] if len(fields) > 1 else user)
+
+        def welcomed(fields: tuple[str, ...]) -> str:
+            name = wire.parse_welcome(fields)
+            return user if name is None else name
+
+        return self.protocol.send(wire.Login(user, password)).addCallback(welcomed)
 
     def mkdir(self, path: str) -> defer.Deferred[bool]:
         """Create a remote directory; fires True if created, False if it was there."""
-        d = self.protocol.request(f"MKDIR {path}", "status")
-        return d.addCallback(lambda fields: fields[:1] == ("created",))
+        return self.protocol.send(wire.Mkdir(path)).addCallback(wire.parse_made)
 
     @defer.inlineCallbacks
     def put(
@@ -145,9 +145,8 @@ class FilesClient:
         streams with backpressure, and the server's final ``OK stored`` means the file is on disk
         under its name.
         """
-        verb = "REPLACE" if replace else "PUT"
-        yield self.protocol.request(f"{verb} {size} {sha256} {path}", "status")
-        stored = self.protocol.expect("status")
+        yield self.protocol.send(wire.Put(path, size, sha256, replace))
+        stored = self.protocol.expect(wire.STATUS)
         if size:
 
             def progress(n: int) -> None:
@@ -160,17 +159,16 @@ class FilesClient:
             )
             sent = producer.begin(self.protocol.transport)
             sent.addErrback(lambda _: None)  # a lost connection fails `stored` too
-        fields = yield stored
-        return fields[2] if len(fields) > 2 else sha256
+        digest = wire.parse_stored((yield stored))
+        return sha256 if digest is None else digest
 
     def help(self) -> defer.Deferred[builtins.list[str]]:
         """The server's HELP text, one str per line."""
-        d = self.protocol.request("HELP", "lines")
-        return d.addCallback(lambda lines: [line.decode("utf-8", "replace") for line in lines])
+        return self.protocol.send(wire.Help()).addCallback(wire.parse_help)
 
     def quit(self) -> defer.Deferred[None]:
         """Say goodbye; the server closes the connection."""
-        return self.protocol.request("QUIT", "status").addCallback(lambda _: None)
+        return self.protocol.send(wire.Quit()).addCallback(lambda _: None)
 
     def close(self) -> None:
         """Close the connection without QUIT."""

@@ -66,7 +66,7 @@ class _Pending:
     """A request sent and not yet fully answered."""
 
     done: defer.Deferred[Any]
-    kind: str  # "bytes", "lines", "listing" or "status": what follows an OK
+    kind: str  # what follows its OK: wire.STATUS, wire.BYTES, wire.LINES or wire.LISTING
     sink: Callable[[bytes], None] | None = None
     remaining: int = 0
     lines: list[bytes] | None = None
@@ -92,15 +92,34 @@ class FilesClientProtocol(Protocol):
         self.stalled = False
         self.heard = False  # any byte from the server yet
 
+    def send(
+        self, request: wire.Sendable, sink: Callable[[bytes], None] | None = None
+    ) -> defer.Deferred[Any]:
+        """Send one request; the Deferred fires with its answer's payload: the status line's
+        fields, the lines that follow it, or a listing's rows and how it ended."""
+        try:
+            line = wire.request_line(request)
+        except ValueError as exc:
+            return defer.fail(exc)
+        return self._send(line, request.answer, sink)
+
     def request(
         self, line: str, kind: str, sink: Callable[[bytes], None] | None = None
     ) -> defer.Deferred[Any]:
-        """Send one request line; the Deferred fires with the response's payload."""
-        if "\n" in line or "\r" in line:
-            return defer.fail(ValueError("a request cannot contain a line break"))
+        """Send one request line as given (``kind``: what follows its ``OK``, one of
+        :data:`wire.STATUS <tcpfiles.files.wire.STATUS>`, ``BYTES``, ``LINES``, ``LISTING``)."""
+        try:
+            data = wire.text_line(line)
+        except ValueError as exc:
+            return defer.fail(exc)
+        return self._send(data, kind, sink)
+
+    def _send(
+        self, line: bytes, kind: str, sink: Callable[[bytes], None] | None
+    ) -> defer.Deferred[Any]:
         d = self.expect(kind, sink)
         if not self.closed:
-            self.transport.write(line.encode("utf-8") + b"\n")
+            self.transport.write(line)
         return d
 
     def expect(self, kind: str, sink: Callable[[bytes], None] | None = None) -> defer.Deferred[Any]:
@@ -135,7 +154,7 @@ class FilesClientProtocol(Protocol):
         if (
             current is not None
             and current.started
-            and current.kind == "bytes"
+            and current.kind == wire.BYTES
             and not self.lines.pending
         ):
             # Fast path for file bodies: hand the bytes over without buffering them.
@@ -173,7 +192,7 @@ class FilesClientProtocol(Protocol):
                     continue
                 self._start(current, status.fields)
                 continue
-            if current.kind == "bytes":
+            if current.kind == wire.BYTES:
                 if not self.lines.pending:
                     return
                 self._deliver(current, self.lines.take(current.remaining))
@@ -190,7 +209,7 @@ class FilesClientProtocol(Protocol):
                     current.remaining -= 1
                 self.pending.popleft()
                 current.done.callback(
-                    (current.lines, None) if current.kind == "listing" else current.lines
+                    (current.lines, None) if current.kind == wire.LISTING else current.lines
                 )
 
     def _listing_lines(self, current: _Pending) -> bool:
@@ -212,19 +231,16 @@ class FilesClientProtocol(Protocol):
     def _start(self, current: _Pending, fields: tuple[str, ...]) -> None:
         current.started = True
         current.fields = fields
-        if current.kind == "status":
+        if current.kind == wire.STATUS:
             self.pending.popleft()
             current.done.callback(fields)
             return
-        if current.kind == "listing" and fields == (wire.LIST_STATUS,):
+        if current.kind == wire.LISTING and fields == (wire.LIST_STATUS,):
             current.until_end = True
             current.lines = []
             return
-        count = wire.parse_number(fields[0]) if fields else None
-        if count is None:
-            raise wire.ProtocolError(f"expected OK <count>, got OK {' '.join(fields)[:80]}")
-        current.remaining = count
-        if current.kind in ("lines", "listing"):  # a listing from an older server: OK <n>
+        current.remaining = wire.parse_count(fields)
+        if current.kind in (wire.LINES, wire.LISTING):  # a listing from an older server: OK <n>
             current.lines = []
         elif current.remaining == 0:
             self._deliver(current, b"")

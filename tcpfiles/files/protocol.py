@@ -218,8 +218,7 @@ class FileServerProtocol(Protocol):
         self._cancel_timer()
         request = wire.parse_request(line)
         # Never log a password: a LOGIN line is logged as "LOGIN <user> ****".
-        shown = str(request).encode() if isinstance(request, wire.Login) else line
-        self._request = wire.escape_name(shown[:200])
+        self._request = wire.shown(request, line)  # never a password
         self._started = self.factory.clock.seconds()
         try:
             if isinstance(request, wire.Login):
@@ -235,9 +234,9 @@ class FileServerProtocol(Protocol):
             elif isinstance(request, wire.Stat):
                 self._stat(request)
             elif isinstance(request, wire.Help):
-                self._respond(wire.help_answer(), "OK")
+                self._respond(wire.HELP_ANSWER, "OK")
             elif isinstance(request, wire.Quit):
-                self._respond(wire.ok_line("bye"), "OK")
+                self._respond(wire.BYE, "OK")
                 self._close()
             elif isinstance(request, wire.Put | wire.Mkdir) and self.account.uploads is None:
                 self._error("read-only", "uploads are not enabled for you on this server")
@@ -245,7 +244,7 @@ class FileServerProtocol(Protocol):
                 self._put(request)
             elif isinstance(request, wire.Mkdir):
                 created = make_directory(self.account.uploads.root, request.path)
-                self._respond(wire.ok_line("created" if created else "exists"), "OK")
+                self._respond(wire.made_line(created), "OK")
             else:
                 self._error("bad-request", request.message)
         except (PathError, OSError) as exc:
@@ -277,7 +276,7 @@ class FileServerProtocol(Protocol):
         zero_copy = self.limits.zero_copy and sendfile_possible(self.transport)
         if zero_copy:
             cork(self.transport, True)  # the status line waits for the body's first segment
-        self.transport.write(wire.ok_line(count))
+        self.transport.write(wire.count_line(count))
         self.state = State.RESPONDING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
         producer: FileBodyProducer | SendfileProducer
@@ -308,7 +307,7 @@ class FileServerProtocol(Protocol):
         finally:
             opened.close()
         # Nothing is sent yet: a file that shrank since fstat is served as it is now.
-        self._answer("OK", len(data), wire.ok_line(len(data)), data)
+        self._answer("OK", len(data), wire.count_line(len(data)), data)
 
     def _uncork(self, result: Any) -> Any:
         if self.transport.connected and not self.transport.disconnected:
@@ -347,7 +346,7 @@ class FileServerProtocol(Protocol):
             request.path, request.size, request.sha256, request.replace
         )
         self._upload, self._upload_error, self._discard = upload, None, 0
-        self.transport.write(wire.ok_line("send", request.size))
+        self.transport.write(wire.send_line(request.size))
         self.state = State.RECEIVING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
         # A client that sent the body without waiting for "OK send": it is already buffered.
@@ -388,7 +387,7 @@ class FileServerProtocol(Protocol):
     def _stored(self, digest: str, upload: Upload) -> None:
         if self.state is State.CLOSING:
             return
-        self._answer("OK", upload.size, wire.ok_line("stored", upload.size, digest))
+        self._answer("OK", upload.size, wire.stored_line(upload.size, digest))
 
     def _not_stored(self, failure: Failure) -> None:
         if self.state is State.CLOSING:
@@ -433,7 +432,7 @@ class FileServerProtocol(Protocol):
             return
         self.account = account
         log.info("{peer} logged in as {user}", peer=self.peer, user=account.name)
-        self._respond(wire.ok_line("welcome", account.name), "OK")
+        self._respond(wire.welcome_line(account.name), "OK")
 
     def _login_failed(self, failure: Failure, user: str, host: str) -> None:
         if not failure.check(*UNAUTHORIZED):
@@ -454,7 +453,7 @@ class FileServerProtocol(Protocol):
         self._list_bytes = 0
         self.state = State.RESPONDING
         self._arm("stall", self.limits.stall_timeout, self._stalled)
-        self._list_send(wire.ok_line(wire.LIST_STATUS))
+        self._list_send(wire.LIST_START)
 
     def _list_send(self, data: bytes) -> None:
         """Write part of a listing; the next batch is read once the transport can take more."""
