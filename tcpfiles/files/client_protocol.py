@@ -269,7 +269,7 @@ class FilesClientProtocol(Protocol):
 
 def _protocol_failure(exc: wire.ProtocolError, data: bytes) -> ConnectionClosed:
     """A response that breaks the protocol: a server of another kind says so at once."""
-    if str(exc).startswith("not a status line"):
+    if isinstance(exc, wire.NotAStatusLine):
         if data[:1] in (b"\x15", b"\x16") and data[1:2] == b"\x03":  # TLS alert, handshake
             return WrongServer("this looks like a TLS server: use tls:HOST:PORT or --ca FILE")
         return WrongServer(f"this is not a tcpfiles files server: {exc}")

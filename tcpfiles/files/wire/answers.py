@@ -45,6 +45,10 @@ def err_line(code: str, text: str) -> bytes:
     return f"ERR {code} {escape_text(text)}".encode() + b"\n"
 
 
+class NotAStatusLine(ProtocolError):
+    """An answer that starts with neither ``OK`` nor ``ERR``: not a files server at all."""
+
+
 @dataclass(frozen=True)
 class Ok:
     """A parsed ``OK`` status line."""
@@ -74,7 +78,7 @@ def parse_status(line: bytes) -> Ok | Err:
         if not code:
             raise ProtocolError("ERR status line without a code")
         return Err(code, message)
-    raise ProtocolError(f"not a status line: {text[:80]!r}")
+    raise NotAStatusLine(f"not a status line: {text[:80]!r}")
 
 
 def count_line(count: int) -> bytes:
