@@ -54,6 +54,8 @@ def get(conn: FileServerProtocol, request: wire.Get) -> None:
 class Sending(Stalling):
     """A file's body going out; the next request waits until it has all been taken."""
 
+    __slots__ = ("opened",)
+
     name = RESPONDING
 
     def __init__(self, conn: FileServerProtocol, opened: OpenedFile) -> None:

@@ -65,7 +65,7 @@ def quit_connection(conn: FileServerProtocol, _request: wire.Quit) -> None:
 
 
 def mkdir(conn: FileServerProtocol, request: wire.Mkdir) -> None:
-    """Create one directory (at once: one system call)."""
+    """Create one directory, at once (a few system calls, no thread)."""
     created = make_directory(conn.account.uploads.root, request.path)
     conn.respond(wire.made_line(created))
 
@@ -83,6 +83,8 @@ class Hashing(State):
     """A STAT waiting for its file's sha256.  Hashes are bounded per client address; a closed
     connection stops waiting (its Deferred is cancelled), which abandons a hash nobody else
     awaits."""
+
+    __slots__ = ("request", "hashed")
 
     name = RESPONDING
 
@@ -139,6 +141,8 @@ def login(conn: FileServerProtocol, request: wire.Login) -> None:
 
 class LoggingIn(State):
     """A LOGIN waiting for the checker."""
+
+    __slots__ = ("user", "host")
 
     name = RESPONDING
 

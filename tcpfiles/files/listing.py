@@ -40,6 +40,8 @@ def _row(entry: Entry) -> bytes:
 class Listing(Stalling):
     """A directory being listed: the rows sent so far, and the directory still open."""
 
+    __slots__ = ("directory", "listed", "sent", "_reading", "_again")
+
     name = RESPONDING
 
     def __init__(self, conn: FileServerProtocol, directory: DirListing) -> None:

@@ -39,6 +39,8 @@ CLOSING = "CLOSING"
 class State:
     """The base of every state: no timer, input buffered for later, nothing to release."""
 
+    __slots__ = ("conn", "timer")
+
     name: ClassVar[str]
     #: Whether the request loop may take the next request in this state.
     takes_requests: ClassVar[bool] = False
@@ -100,6 +102,8 @@ def while_current(method: Callable[..., None]) -> Callable[..., None]:
 class Stalling(State):
     """A state moving a body or an answer: dropped when it makes no progress for too long."""
 
+    __slots__ = ()
+
     def start_timer(self) -> None:
         """Start timing the progress."""
         self.arm(self.conn.limits.stall_timeout)
@@ -123,6 +127,8 @@ class Stalling(State):
 class Idle(State):
     """Waiting for a request, with nothing of one received: closed after ``idle_timeout``."""
 
+    __slots__ = ()
+
     name = WAITING
     takes_requests = True
 
@@ -141,6 +147,8 @@ class ReadingLine(Idle):
     """Part of a request line has arrived: the rest must follow within ``line_timeout`` of its
     first byte (more bytes do not push that back)."""
 
+    __slots__ = ()
+
     def expired(self) -> None:
         conn = self.conn
         conn.request_text = "(incomplete request line)"
@@ -153,6 +161,8 @@ class ReadingLine(Idle):
 class NextTurn(State):
     """A pipelined burst took its turn's share of requests: the rest waits for the next reactor
     turn, reading paused, so that other connections are answered meanwhile."""
+
+    __slots__ = ()
 
     name = WAITING
 
@@ -167,6 +177,8 @@ class NextTurn(State):
 class Answering(Stalling):
     """An answer written and not yet taken by the transport (a client that is not reading):
     the next request waits until it is."""
+
+    __slots__ = ("outcome", "nbytes")
 
     name = RESPONDING
 
@@ -191,6 +203,8 @@ class Closing(State):
     cut short): what it holds (the upload, the open directory) goes, and is logged, when the
     connection does.
     """
+
+    __slots__ = ("dropped",)
 
     name = CLOSING
 

@@ -38,6 +38,8 @@ def put(conn: FileServerProtocol, request: wire.Put) -> None:
 class Receiving(Stalling):
     """An upload's body coming in; what follows it is the next requests."""
 
+    __slots__ = ("upload",)
+
     name = RECEIVING
 
     def __init__(self, conn: FileServerProtocol, upload: Upload) -> None:
@@ -88,6 +90,8 @@ class Receiving(Stalling):
 class Discarding(Receiving):
     """The rest of a body that could not be written, skipped; then the connection says why."""
 
+    __slots__ = ("remaining", "error")
+
     def __init__(
         self, conn: FileServerProtocol, upload: Upload, remaining: int, error: PathError | None
     ) -> None:
@@ -113,6 +117,8 @@ class Discarding(Receiving):
 
 class Storing(State):
     """A whole body being checked, flushed and published (in the thread pool)."""
+
+    __slots__ = ("upload",)
 
     name = RESPONDING
 
