@@ -28,7 +28,7 @@ from tcpfiles.core.tls import server_endpoint
 from tcpfiles.core.udp import UDPListenerService, parse_udp
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
 from tcpfiles.files.server import Limits
-from tcpfiles.tree.accounts import Users, parse_users
+from tcpfiles.tree.accounts import Users, anonymous_root, parse_users
 from tcpfiles.tree.paths import Root
 
 log = Logger(namespace="tcpfiles.tap")
@@ -363,8 +363,9 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     server = Context(
         reactor, options["root"], files.portal, files.limiter, writable=options["writable"]
     )
+    anonymous = anonymous_root(files.portal) if files.portal is not None else None
     for name, (behaviour, own_options, where) in options["serving"].items():
-        context = context_for(behaviour, server)
+        context = context_for(behaviour, server, anonymous)
         warning = blind_warning(behaviour, server, context)
         if warning is not None:
             StartWarning(warning).setServiceParent(top)

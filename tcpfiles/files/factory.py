@@ -6,19 +6,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from tcpfiles.core.auth import make_portal
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users
-from tcpfiles.tree.hashing import Hasher, HashLimits
+from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.uploads import remove_stale_temporaries
 
 log = Logger(namespace="tcpfiles.files")
+
+#: make_hasher lives in tcpfiles.tree.hashing now; it is still importable from here.
+__all__ = [
+    "DEFAULT_MAX_UPLOAD",
+    "StaleTemporaries",
+    "make_files_factory",
+    "make_files_service",
+    "make_hasher",
+]
 
 
 DEFAULT_MAX_UPLOAD = 1 << 30
@@ -48,7 +56,7 @@ def make_files_factory(
     inline, for tests and tools: ``Hasher(tcpfiles.tree.hashing.inline)``).
 
     Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
-    (:func:`make_hasher`), so an fsync never waits behind a hash.
+    (:func:`~tcpfiles.tree.hashing.make_hasher`), so an fsync never waits behind a hash.
     """
     if not isinstance(root, Root):
         root = Root.at(root)
@@ -72,33 +80,6 @@ def make_files_factory(
         anonymous,
         anonymous_store=anonymous_store,
     )
-
-
-def make_hasher(reactor: Any, limits: HashLimits, pool: ThreadPool | None = None) -> Hasher:
-    """A :class:`Hasher` whose jobs run on a thread pool of its own, stopped with the reactor.
-
-    Its own pool: nothing else (upload fsyncs, on the reactor's pool) ever queues behind a hash.
-    The pool starts when the reactor runs.  At reactor shutdown ("during": after the services'
-    grace period, which runs "before") the hashes still queued are abandoned, then the pool is
-    stopped.  That order matters: Twisted's ``ThreadPool.stop`` runs every job still queued
-    before joining its threads; here at most ``limits.threads`` jobs are queued, and each stops
-    within one read, as a job checks its cancelled flag between reads.  ``pool``: for tests.
-    """
-    pool = pool or ThreadPool(0, limits.threads, "tcpfiles-hashing")
-
-    def run(f: Any, *args: Any) -> defer.Deferred[Any]:
-        return threads.deferToThreadPool(reactor, pool, f, *args)
-
-    hasher = Hasher(run, limits)
-
-    def stop() -> None:
-        if count := hasher.abandon():
-            log.info("shutting down: abandoned {count} hash(es) in progress", count=count)
-        pool.stop()
-
-    reactor.callWhenRunning(pool.start)
-    reactor.addSystemEventTrigger("during", "shutdown", stop)
-    return hasher
 
 
 class StaleTemporaries(service.Service):

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.cred import checkers, error, portal
+from twisted.cred import checkers, credentials, error, portal
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.auth import text_of
@@ -166,3 +167,19 @@ class FilesRealm:
             if interface in (IFilesAccount, IAccount):
                 return interface, self.account(name), lambda: None
         raise NotImplementedError("tcpfiles accounts only provide IAccount and IFilesAccount")
+
+
+def anonymous_root(portal: Any) -> Root | None:
+    """The root an anonymous login through ``portal`` reaches, or None when it is refused.
+
+    The realm answers at once (tcpfiles' does); one that would answer later counts as a
+    refusal, so nothing is ever served by mistake.
+    """
+    found: list[Root] = []
+
+    def refused(failure: Failure) -> None:
+        failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+
+    d = portal.login(credentials.Anonymous(), None, IFilesAccount)
+    d.addCallbacks(lambda result: found.append(result[1].store.root), refused)
+    return found[0] if found else None
