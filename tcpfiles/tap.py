@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 
 from tcpfiles.core.fdlimit import FdLimitCheck
-from tcpfiles.core.options import positive_float, positive_int, size
+from tcpfiles.core.options import positive_float, size
 from tcpfiles.core.plugin import Context, StartWarning, blind_warning, context_for, discover
 from tcpfiles.core.service import (
     DrainingService,
@@ -27,6 +27,7 @@ from tcpfiles.core.service import (
 from tcpfiles.core.tls import server_endpoint
 from tcpfiles.core.udp import UDPListenerService, parse_udp
 from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
+from tcpfiles.files.plugin import FilesOptions, limits_of
 from tcpfiles.files.server import Limits
 from tcpfiles.tree.accounts import Users, anonymous_root, parse_users
 from tcpfiles.tree.paths import Root
@@ -56,49 +57,6 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             "Seconds that transfers may take to finish on shutdown.",
             positive_float,
         ],
-        ["max-line", None, Limits.max_line, "Longest request line, in bytes.", positive_int],
-        [
-            "line-timeout",
-            None,
-            Limits.line_timeout,
-            "Seconds a request line may take to arrive, from its first byte.",
-            positive_float,
-        ],
-        [
-            "idle-timeout",
-            None,
-            Limits.idle_timeout,
-            "Seconds a connection may sit idle between requests.",
-            positive_float,
-        ],
-        [
-            "stall-timeout",
-            None,
-            Limits.stall_timeout,
-            "Seconds a transfer may make no progress before it is dropped.",
-            positive_float,
-        ],
-        [
-            "max-per-peer",
-            None,
-            Limits.max_per_peer,
-            "Connections allowed from one address at once.",
-            positive_int,
-        ],
-        [
-            "max-connections",
-            None,
-            Limits.max_connections,
-            "Connections allowed in total at once.",
-            positive_int,
-        ],
-        [
-            "max-list",
-            None,
-            Limits.max_list,
-            "Most entries one LIST answers; a longer listing ends with 'END <n> truncated'.",
-            positive_int,
-        ],
         [
             "max-upload",
             None,
@@ -107,6 +65,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             size,
         ],
     ]
+    optParameters += FilesOptions.optParameters  # files is served on every --listen
     supportedInterfaces = [credentials.IUsernamePassword]
     optFlags = [
         ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
@@ -116,8 +75,8 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             "With --auth: allow read-only access to --root (with --users: to its 'anonymous' "
             "line's root) without a login.",
         ],
-        ["no-sendfile", None, "Copy file bodies through Python instead of os.sendfile."],
     ]
+    optFlags += FilesOptions.optFlags
     optParameters += [
         [
             "tls-cert",
@@ -258,16 +217,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
 
     def limits(self) -> Limits:
         """The limits these options ask for."""
-        return Limits(
-            max_line=self["max-line"],
-            line_timeout=self["line-timeout"],
-            idle_timeout=self["idle-timeout"],
-            stall_timeout=self["stall-timeout"],
-            max_per_peer=self["max-per-peer"],
-            max_connections=self["max-connections"],
-            zero_copy=not self["no-sendfile"],
-            max_list=self["max-list"],
-        )
+        return limits_of(self)
 
 
 def _check_endpoint(name: str, endpoint: str, default: str) -> None:
