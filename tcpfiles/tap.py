@@ -26,11 +26,12 @@ from tcpfiles.core.service import (
 )
 from tcpfiles.core.tls import server_endpoint
 from tcpfiles.core.udp import UDPListenerService, parse_udp
-from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
+from tcpfiles.files.factory import make_files_factory
 from tcpfiles.files.plugin import FilesOptions, limits_of
 from tcpfiles.files.server import Limits
-from tcpfiles.tree.accounts import Users, anonymous_root, parse_users
+from tcpfiles.tree.accounts import DEFAULT_MAX_UPLOAD, Users, anonymous_root, parse_users
 from tcpfiles.tree.paths import Root
+from tcpfiles.tree.uploads import StaleTemporaries
 
 log = Logger(namespace="tcpfiles.tap")
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.application import service
 from twisted.internet import threads
-from twisted.logger import Logger
 
 from tcpfiles.core.auth import make_portal
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users
+from tcpfiles.tree.accounts import ANONYMOUS, DEFAULT_MAX_UPLOAD, FilesRealm, Grant, Users
 from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.paths import Root
-from tcpfiles.tree.uploads import remove_stale_temporaries
+from tcpfiles.tree.uploads import StaleTemporaries
 
-log = Logger(namespace="tcpfiles.files")
-
-#: make_hasher lives in tcpfiles.tree.hashing now; it is still importable from here.
+#: DEFAULT_MAX_UPLOAD, StaleTemporaries and make_hasher live in tcpfiles.tree now; they are still
+#: importable from here.
 __all__ = [
     "DEFAULT_MAX_UPLOAD",
     "StaleTemporaries",
@@ -27,9 +24,6 @@ __all__ = [
     "make_files_service",
     "make_hasher",
 ]
-
-
-DEFAULT_MAX_UPLOAD = 1 << 30
 
 
 def make_files_factory(
@@ -80,19 +74,6 @@ def make_files_factory(
         anonymous,
         anonymous_store=anonymous_store,
     )
-
-
-class StaleTemporaries(service.Service):
-    """At start, remove upload temporaries that a server which died left behind."""
-
-    def __init__(self, root: Root) -> None:
-        self.root = root
-
-    def startService(self) -> None:
-        """Walk the root once."""
-        super().startService()
-        for path in remove_stale_temporaries(self.root):
-            log.info("removed a stale upload temporary: {path}", path=path)
 
 
 def make_files_service(

@@ -30,6 +30,9 @@ from tcpfiles.tree.uploads import SpaceLedger, Uploads
 
 ANONYMOUS = "anonymous"
 
+#: Largest upload accepted unless the server says otherwise (``--max-upload``).
+DEFAULT_MAX_UPLOAD = 1 << 30
+
 
 @implementer(IFilesAccount)
 @dataclass(frozen=True)
