@@ -17,7 +17,7 @@ from twisted.python import reflect, usage
 
 from tcpfiles.core.fdlimit import FdLimitCheck
 from tcpfiles.core.options import positive_float, size
-from tcpfiles.core.plugin import Context, StartWarning, blind_warning, context_for, discover
+from tcpfiles.core.plugin import StartWarning, blind_warning, context_for, discover
 from tcpfiles.core.service import (
     DrainingService,
     ListenerService,
@@ -26,10 +26,16 @@ from tcpfiles.core.service import (
 )
 from tcpfiles.core.tls import server_endpoint
 from tcpfiles.core.udp import UDPListenerService, parse_udp
-from tcpfiles.files.factory import make_files_factory
+from tcpfiles.files.factory import factory_for
 from tcpfiles.files.plugin import FilesOptions, limits_of
 from tcpfiles.files.server import Limits
-from tcpfiles.tree.accounts import DEFAULT_MAX_UPLOAD, Users, anonymous_root, parse_users
+from tcpfiles.tree.accounts import (
+    DEFAULT_MAX_UPLOAD,
+    Users,
+    anonymous_root,
+    make_accounts,
+    parse_users,
+)
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.uploads import StaleTemporaries
 
@@ -294,16 +300,17 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     """The service twistd runs: files on every ``--listen``, each ``--serve`` beside it."""
     if reactor is None:
         from twisted.internet import reactor
-    files = make_files_factory(
+    accounts = make_accounts(
         options["root"],
         reactor,
-        options.limits(),
         writable=options["writable"],
         max_upload=options["max-upload"],
         checkers=options.get("credCheckers"),
-        grants=options["grants"],
+        users=options["grants"],
         anonymous=options["anonymous"],
     )
+    server = accounts.context(reactor)
+    files = factory_for(server, options.limits())
     trackers = [files.tracker]
     top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
     FdLimitCheck(trackers, options["root"]).setServiceParent(top)  # first: before any bind
@@ -311,10 +318,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         StaleTemporaries(options["root"]).setServiceParent(top)
     for description in options["listen"]:
         ListenerService(description, files, reactor, "files").setServiceParent(top)
-    server = Context(
-        reactor, options["root"], files.portal, files.limiter, writable=options["writable"]
-    )
-    anonymous = anonymous_root(files.portal) if files.portal is not None else None
+    anonymous = anonymous_root(accounts.portal) if accounts.portal is not None else None
     for name, (behaviour, own_options, where) in options["serving"].items():
         context = context_for(behaviour, server, anonymous)
         warning = blind_warning(behaviour, server, context)

@@ -36,6 +36,9 @@ class Context:
     limiter: Any = None
     #: whether the behaviour may write below ``root`` (--writable; never for the anonymous view)
     writable: bool = False
+    #: the accounts' realm (a tcpfiles.tree.accounts.FilesRealm): the one store and upload
+    #: registry of each root, shared by every behaviour; None when the server has none
+    realm: Any = None
 
 
 def context_for(behaviour: Any, server: Context, anonymous_root: Any) -> Context:

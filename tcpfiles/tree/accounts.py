@@ -5,24 +5,30 @@ Checkers come from ``--auth`` in twisted.cred's standard ``strcred`` form (``mem
 :class:`Account`: its own root and whether it may write, from the users file (see
 :func:`parse_users`), else the server's ``--root`` and ``--writable``.  Anonymous access (only
 with ``--anonymous``) is read-only.  With a users file, accounts are denied by default: a name it
-does not list (nor covers with ``*``) is refused like a wrong password.  :class:`LoginLimiter`
-slows down password guessing per network and per account, in bounded memory.
+does not list (nor covers with ``*``) is refused like a wrong password.
+
+:func:`make_accounts` builds them once for the whole server (:class:`Accounts`: the realm, the
+portal, and the :class:`~tcpfiles.core.auth.LoginLimiter` that slows down password guessing per
+network and per account); every behaviour is given them through its
+:class:`~tcpfiles.core.plugin.Context`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred import checkers, credentials, error, portal
+from twisted.internet import threads
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.core.auth import text_of
+from tcpfiles.core.auth import LoginLimiter, make_portal, text_of
 from tcpfiles.core.interfaces import IAccount
-from tcpfiles.tree.hashing import Hasher
+from tcpfiles.core.plugin import Context
+from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
@@ -186,3 +192,62 @@ def anonymous_root(portal: Any) -> Root | None:
     d = portal.login(credentials.Anonymous(), None, IFilesAccount)
     d.addCallbacks(lambda result: found.append(result[1].store.root), refused)
     return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """Who may log in and what each account reaches: built once, for every behaviour served."""
+
+    #: makes the accounts, and one store and upload registry per root, shared by everyone
+    realm: FilesRealm
+    #: the twisted.cred portal over the checkers (``--auth``), or None: no logins at all
+    portal: portal.Portal | None
+    #: failed logins, per network and per account, counted for every behaviour together
+    limiter: LoginLimiter
+
+    def context(self, reactor: Any) -> Context:
+        """The whole server's context: the realm's root, writable as it says, these accounts."""
+        default = self.realm.default
+        return Context(
+            reactor, default.root, self.portal, self.limiter, default.writable, self.realm
+        )
+
+
+def make_accounts(
+    root: str | Root,
+    reactor: Any,
+    *,
+    writable: bool = False,
+    checkers: Sequence[Any] | None = None,
+    users: Users | Mapping[str, Grant] | None = None,
+    anonymous: bool = False,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    hashing: HashLimits | None = None,
+    hasher: Hasher | None = None,
+) -> Accounts:
+    """The accounts of a server serving ``root`` (``--root``).
+
+    Without ``checkers`` (twisted.cred; ``--auth``) there are no logins: every behaviour serves
+    ``root``, writable when ``writable``.  With them, ``users`` (a users file, see
+    :func:`parse_users`) gives accounts their own roots and rights and refuses the others, and
+    ``anonymous`` lets anyone read without logging in (``root``, or the users file's
+    ``anonymous`` root: ValueError when it has none).  ``max_upload`` bounds every upload.
+    ``hashing`` bounds STAT's hashing (:class:`~tcpfiles.tree.hashing.HashLimits`); ``hasher``
+    is one to use instead of a new one (e.g. ``Hasher(tcpfiles.tree.hashing.inline)``, which
+    hashes at once, for tests and tools).
+
+    Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
+    (:func:`~tcpfiles.tree.hashing.make_hasher`), so an fsync never waits behind a hash.
+    """
+    if not isinstance(root, Root):
+        root = Root.at(root)
+
+    def defer_to_thread(f: Any, *args: Any) -> Any:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    realm = FilesRealm(root, writable, users, max_upload, defer_to_thread)
+    if checkers and anonymous and realm.grant(ANONYMOUS) is None:  # before any pool or trigger
+        raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
+    realm.hasher = hasher or make_hasher(reactor, hashing or HashLimits())  # before any store
+    cred_portal = make_portal(realm, list(checkers), anonymous) if checkers else None
+    return Accounts(realm, cred_portal, LoginLimiter(reactor.seconds))
