@@ -7,16 +7,14 @@ until twistd starts the service.  Behaviours are discovered when it is imported,
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.application import service
-from twisted.cred import credentials, strcred
 from twisted.logger import Logger
 from twisted.python import reflect, usage
 
 from tcpfiles.core.fdlimit import FdLimitCheck
-from tcpfiles.core.options import positive_float, size
+from tcpfiles.core.options import positive_float
 from tcpfiles.core.plugin import StartWarning, blind_warning, context_for, discover
 from tcpfiles.core.service import (
     DrainingService,
@@ -24,18 +22,12 @@ from tcpfiles.core.service import (
     ListenFailed,
     check_server_string,
 )
-from tcpfiles.core.tls import server_endpoint
+from tcpfiles.core.tls import TLSOptions, server_endpoint
 from tcpfiles.core.udp import UDPListenerService, parse_udp
 from tcpfiles.files.factory import factory_for
 from tcpfiles.files.plugin import FilesOptions, limits_of
 from tcpfiles.files.server import Limits
-from tcpfiles.tree.accounts import (
-    DEFAULT_MAX_UPLOAD,
-    Users,
-    anonymous_root,
-    make_accounts,
-    parse_users,
-)
+from tcpfiles.tree.accounts import AccountOptions, anonymous_root, make_accounts
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.uploads import StaleTemporaries
 
@@ -45,8 +37,9 @@ DEFAULT_LISTEN = "tcp:8888"
 BEHAVIOURS = discover()
 
 
-class BaseOptions(usage.Options, strcred.AuthOptionMixin):
-    """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed."""
+class BaseOptions(TLSOptions, AccountOptions):
+    """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed
+    (with the TLS and account groups of the floors that own them)."""
 
     synopsis = "--root DIR [--listen ENDPOINT]... [--serve NAME[=ENDPOINT]]... [options]"
     longdesc = (
@@ -55,7 +48,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
         "listeners close first and transfers in flight get --grace seconds to finish; "
         "a second signal stops at once."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["root", "r", None, "Directory to serve (required)."],
         [
             "grace",
@@ -64,44 +57,9 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             "Seconds that transfers may take to finish on shutdown.",
             positive_float,
         ],
-        [
-            "max-upload",
-            None,
-            DEFAULT_MAX_UPLOAD,
-            "Largest upload accepted (with --writable).",
-            size,
-        ],
     ]
     optParameters += FilesOptions.optParameters  # files is served on every --listen
-    supportedInterfaces = [credentials.IUsernamePassword]
-    optFlags = [
-        ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
-        [
-            "anonymous",
-            None,
-            "With --auth: allow read-only access to --root (with --users: to its 'anonymous' "
-            "line's root) without a login.",
-        ],
-    ]
-    optFlags += FilesOptions.optFlags
-    optParameters += [
-        [
-            "tls-cert",
-            None,
-            None,
-            "PEM certificate (chain): the default endpoints become TLS (ssl:) ones.",
-        ],
-        ["tls-key", None, None, "PEM private key that goes with --tls-cert."],
-        [
-            "users",
-            None,
-            None,
-            "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
-            "(relative to --root) and rights; accounts not listed are refused, unless a "
-            "'* ROOT ro|rw' line covers them ('anonymous ROOT ro' for --anonymous). Without "
-            "it, every account gets --root and --writable.",
-        ],
-    ]
+    optFlags: list[list[Any]] = list(FilesOptions.optFlags)
 
     def __init__(self) -> None:
         super().__init__()
@@ -135,49 +93,11 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(
                 f"--root {self['root']!r} does not exist or is not a directory"
             ) from None
-        self._check_tls()
-        self._check_accounts()
+        self.check_tls()
+        self.check_accounts(self["root"])
         if not self["listen"]:
             self["listen"] = [self.default_endpoint(DEFAULT_LISTEN)]
         self["serving"] = self._behaviours()
-
-    def _check_accounts(self) -> None:
-        self["grants"] = None  # no users file: every account gets --root (and --writable)
-        if not self.get("credCheckers"):
-            for option in ("users", "anonymous"):
-                if self[option]:
-                    raise usage.UsageError(f"--{option} needs --auth")
-            return
-        if self["users"]:
-            try:
-                self["grants"] = users = parse_users(self["users"], self["root"])
-            except (OSError, ValueError) as exc:
-                raise usage.UsageError(f"--users: {exc}") from None
-            self._check_anonymous(users)
-
-    def _check_anonymous(self, users: Users) -> None:
-        """With a users file, anonymous access is listed there too, or not at all."""
-        if self["anonymous"] and users.anonymous is None:
-            raise usage.UsageError(
-                f"--anonymous: {self['users']} has no 'anonymous ROOT ro' line "
-                "(with --users, anonymous access reads only what that line names)"
-            )
-        if users.anonymous is not None and not self["anonymous"]:
-            raise usage.UsageError(
-                f"--users: {self['users']} has an anonymous line but --anonymous is not given"
-            )
-
-    def _check_tls(self) -> None:
-        if bool(self["tls-cert"]) != bool(self["tls-key"]):
-            raise usage.UsageError("--tls-cert and --tls-key go together")
-        for option in ("tls-cert", "tls-key"):
-            if self[option] and not os.access(self[option], os.R_OK):
-                raise usage.UsageError(f"--{option} {self[option]!r}: cannot read it")
-        if self["tls-cert"]:
-            try:  # loads and matches the certificate and the key now, before anything starts
-                check_server_string(server_endpoint("tcp:0", self["tls-cert"], self["tls-key"]))
-            except Exception as exc:  # noqa: BLE001 - OpenSSL errors of every kind
-                raise usage.UsageError(f"--tls-cert/--tls-key: {exc}") from None
 
     def default_endpoint(self, description: str) -> str:
         """A default endpoint, made TLS when --tls-cert is given (UDP stays as it is)."""

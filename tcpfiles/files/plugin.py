@@ -14,7 +14,7 @@ from tcpfiles.files.server import Limits
 class FilesOptions(usage.Options):
     """Options of ``files``: the bounds of its connections and requests."""
 
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["max-line", None, Limits.max_line, "Longest request line, in bytes.", positive_int],
         [
             "line-timeout",
@@ -59,7 +59,7 @@ class FilesOptions(usage.Options):
             positive_int,
         ],
     ]
-    optFlags = [
+    optFlags: list[list[Any]] = [
         ["no-sendfile", None, "Copy file bodies through Python instead of os.sendfile."],
     ]
 

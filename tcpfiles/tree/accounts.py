@@ -20,13 +20,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.cred import checkers, credentials, error, portal
+from twisted.cred import checkers, credentials, error, portal, strcred
 from twisted.internet import threads
+from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.auth import LoginLimiter, make_portal, text_of
 from tcpfiles.core.interfaces import IAccount
+from tcpfiles.core.options import size
 from tcpfiles.core.plugin import Context
 from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.interfaces import IFilesAccount
@@ -251,3 +253,65 @@ def make_accounts(
     realm.hasher = hasher or make_hasher(reactor, hashing or HashLimits())  # before any store
     cred_portal = make_portal(realm, list(checkers), anonymous) if checkers else None
     return Accounts(realm, cred_portal, LoginLimiter(reactor.seconds))
+
+
+class AccountOptions(usage.Options, strcred.AuthOptionMixin):
+    """The accounts of a server's command line: ``--auth`` (twisted.cred's strcred strings),
+    ``--users``, ``--anonymous``, ``--writable`` and ``--max-upload``, for every behaviour."""
+
+    supportedInterfaces = [credentials.IUsernamePassword]
+    optParameters: list[list[Any]] = [
+        [
+            "max-upload",
+            None,
+            DEFAULT_MAX_UPLOAD,
+            "Largest upload accepted (with --writable).",
+            size,
+        ],
+        [
+            "users",
+            None,
+            None,
+            "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
+            "(relative to --root) and rights; accounts not listed are refused, unless a "
+            "'* ROOT ro|rw' line covers them ('anonymous ROOT ro' for --anonymous). Without "
+            "it, every account gets --root and --writable.",
+        ],
+    ]
+    optFlags: list[list[Any]] = [
+        ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
+        [
+            "anonymous",
+            None,
+            "With --auth: allow read-only access to --root (with --users: to its 'anonymous' "
+            "line's root) without a login.",
+        ],
+    ]
+
+    def check_accounts(self, root: Root) -> None:
+        """Read --users below ``root`` into ``self["grants"]`` (None without it); UsageError
+        for options that need --auth without it, and for a users file that does not fit."""
+        self["grants"] = None  # no users file: every account gets --root (and --writable)
+        if not self.get("credCheckers"):
+            for option in ("users", "anonymous"):
+                if self[option]:
+                    raise usage.UsageError(f"--{option} needs --auth")
+            return
+        if self["users"]:
+            try:
+                self["grants"] = users = parse_users(self["users"], root)
+            except (OSError, ValueError) as exc:
+                raise usage.UsageError(f"--users: {exc}") from None
+            self._check_anonymous(users)
+
+    def _check_anonymous(self, users: Users) -> None:
+        """With a users file, anonymous access is listed there too, or not at all."""
+        if self["anonymous"] and users.anonymous is None:
+            raise usage.UsageError(
+                f"--anonymous: {self['users']} has no 'anonymous ROOT ro' line "
+                "(with --users, anonymous access reads only what that line names)"
+            )
+        if users.anonymous is not None and not self["anonymous"]:
+            raise usage.UsageError(
+                f"--users: {self['users']} has an anonymous line but --anonymous is not given"
+            )
