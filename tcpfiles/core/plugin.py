@@ -77,6 +77,17 @@ def discover() -> dict[str, Any]:
     return dict(sorted(found.items()))
 
 
+def is_datagram(behaviour: Any) -> bool:
+    """Whether ``behaviour`` serves datagrams (a ``DatagramProtocol`` per ``udp:`` endpoint)
+    rather than streams: what its ``datagram`` attribute says, else whether its default endpoint
+    is a ``udp:`` one."""
+    declared = getattr(behaviour, "datagram", None)
+    if declared is not None:
+        return bool(declared)
+    default = str(getattr(behaviour, "default_endpoint", ""))
+    return default.partition(":")[0].lower() == "udp"
+
+
 @implementer(IPlugin, IBehaviour)
 class Behaviour:
     """A ready-made :class:`IBehaviour`: give it the parts, export an instance from a plugin."""
@@ -91,6 +102,7 @@ class Behaviour:
         *,
         logs_in: bool = False,
         uses_root: bool = False,
+        datagram: bool | None = None,
     ) -> None:
         self.name = name
         self.summary = summary
@@ -98,6 +110,7 @@ class Behaviour:
         self.options = options
         self.logs_in = logs_in
         self.uses_root = uses_root
+        self.datagram = is_datagram(self) if datagram is None else datagram
         self._build = build
 
     def build(self, options: usage.Options, context: Context) -> Any:

@@ -8,7 +8,9 @@ from typing import Any
 from twisted.python import usage
 
 from tcpfiles.core.options import positive_float, positive_int
-from tcpfiles.files.server import Limits
+from tcpfiles.core.plugin import Behaviour, Context
+from tcpfiles.files.factory import factory_for
+from tcpfiles.files.server import FileServerFactory, Limits
 
 
 class FilesOptions(usage.Options):
@@ -80,3 +82,19 @@ def limits_of(options: Mapping[str, Any]) -> Limits:
         zero_copy=not options["no-sendfile"],
         max_list=options["max-list"],
     )
+
+
+def _build(options: usage.Options, context: Context) -> FileServerFactory:
+    """Serve ``context.root`` through the server's accounts, within the options' limits."""
+    return factory_for(context, limits_of(options))
+
+
+files = Behaviour(
+    "files",
+    "the file service: GET, RESUME, LIST, STAT (sha256), PUT with --writable",
+    "tcp:8888",
+    FilesOptions,
+    _build,
+    logs_in=True,
+    uses_root=True,
+)
