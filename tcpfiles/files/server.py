@@ -52,7 +52,8 @@ class FileServerFactory(LimitedFactory):
         self.store = store
         self.uploads = uploads  # None: a read-only server
         self.portal = portal  # with accounts (--auth): connections must LOGIN
-        self.limiter = limiter or LoginLimiter(clock.seconds)
+        # not ``limiter or``: a LoginLimiter has a length, and a shared one is empty at first
+        self.limiter = limiter if limiter is not None else LoginLimiter(clock.seconds)
         #: Shared by every connection's LIST: batches read in the thread pool at once.
         self.list_reads = defer.DeferredSemaphore(self.limits.max_list_reads)
         if portal is None:
