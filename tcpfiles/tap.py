@@ -1,46 +1,40 @@
 """``twistd tcpfiles``: command-line options, and the service they describe.
 
-This module only translates options into arguments for the library classes; it opens nothing
-until twistd starts the service.  Behaviours are discovered when it is imported, so that
-``twistd tcpfiles --help`` can list them and their options.
+Generic over behaviours: the root, the listeners, the accounts, TLS and the grace period are the
+tap's; each behaviour's own settings are its plugin's Options, asked for here.  ``DEFAULT``
+(files) is served on every ``--listen``, its options offered as they are (``--max-line``); any
+other behaviour is switched on with ``--serve NAME[=ENDPOINT]``, its options prefixed with its
+name (``--chat-history``).  :func:`makeService` hands the parsed options to
+:func:`tcpfiles.compose.make_service`, which opens nothing until twistd starts the service.
+Behaviours are discovered when this module is imported, so that ``--help`` can list them.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.application import service
-from twisted.cred import credentials, strcred
-from twisted.logger import Logger
 from twisted.python import reflect, usage
 
-from tcpfiles.core.connections import ConnectionTracker
-from tcpfiles.core.fdlimit import FdLimitCheck
-from tcpfiles.core.guard import ConnectionSettings, guard_stream
-from tcpfiles.core.options import positive_float, positive_int, size
-from tcpfiles.core.plugin import Context, StartWarning, blind_warning, context_for, discover
-from tcpfiles.core.service import (
-    DrainingService,
-    ListenerService,
-    ListenFailed,
-    check_server_string,
-)
-from tcpfiles.core.tls import server_endpoint
-from tcpfiles.core.udp import UDPListenerService, parse_udp
-from tcpfiles.files.factory import DEFAULT_MAX_UPLOAD, StaleTemporaries, make_files_factory
-from tcpfiles.files.server import Limits
-from tcpfiles.tree.accounts import Users, parse_users
+from tcpfiles.compose import Serve, bind_now, check_endpoint, default_endpoints, make_service
+from tcpfiles.compose import parse_options as parse_own_options
+from tcpfiles.core.options import positive_float
+from tcpfiles.core.plugin import discover
+from tcpfiles.core.service import ListenFailed
+from tcpfiles.core.tls import TLSOptions
+from tcpfiles.tree.accounts import AccountOptions
 from tcpfiles.tree.paths import Root
 
-log = Logger(namespace="tcpfiles.tap")
-
-DEFAULT_LISTEN = "tcp:8888"
+#: The behaviour served on every --listen (tcp:8888 unless told), its options unprefixed.
+DEFAULT = "files"
 BEHAVIOURS = discover()
 
 
-class BaseOptions(usage.Options, strcred.AuthOptionMixin):
-    """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed."""
+class BaseOptions(TLSOptions, AccountOptions):
+    """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed:
+    the root, the listeners, the grace period, and the TLS and account groups of the floors
+    that own them (:class:`~tcpfiles.core.tls.TLSOptions`,
+    :class:`~tcpfiles.tree.accounts.AccountOptions`)."""
 
     synopsis = "--root DIR [--listen ENDPOINT]... [--serve NAME[=ENDPOINT]]... [options]"
     longdesc = (
@@ -49,7 +43,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
         "listeners close first and transfers in flight get --grace seconds to finish; "
         "a second signal stops at once."
     )
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["root", "r", None, "Directory to serve (required)."],
         [
             "grace",
@@ -57,85 +51,6 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             30.0,
             "Seconds that transfers may take to finish on shutdown.",
             positive_float,
-        ],
-        ["max-line", None, Limits.max_line, "Longest request line, in bytes.", positive_int],
-        [
-            "line-timeout",
-            None,
-            Limits.line_timeout,
-            "Seconds a request line may take to arrive, from its first byte.",
-            positive_float,
-        ],
-        [
-            "idle-timeout",
-            None,
-            Limits.idle_timeout,
-            "Seconds a connection may sit idle between requests.",
-            positive_float,
-        ],
-        [
-            "stall-timeout",
-            None,
-            Limits.stall_timeout,
-            "Seconds a transfer may make no progress before it is dropped.",
-            positive_float,
-        ],
-        [
-            "max-per-peer",
-            None,
-            Limits.max_per_peer,
-            "Connections allowed from one address at once.",
-            positive_int,
-        ],
-        [
-            "max-connections",
-            None,
-            Limits.max_connections,
-            "Connections allowed in total at once.",
-            positive_int,
-        ],
-        [
-            "max-list",
-            None,
-            Limits.max_list,
-            "Most entries one LIST answers; a longer listing ends with 'END <n> truncated'.",
-            positive_int,
-        ],
-        [
-            "max-upload",
-            None,
-            DEFAULT_MAX_UPLOAD,
-            "Largest upload accepted (with --writable).",
-            size,
-        ],
-    ]
-    supportedInterfaces = [credentials.IUsernamePassword]
-    optFlags = [
-        ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
-        [
-            "anonymous",
-            None,
-            "With --auth: allow read-only access to --root (with --users: to its 'anonymous' "
-            "line's root) without a login.",
-        ],
-        ["no-sendfile", None, "Copy file bodies through Python instead of os.sendfile."],
-    ]
-    optParameters += [
-        [
-            "tls-cert",
-            None,
-            None,
-            "PEM certificate (chain): the default endpoints become TLS (ssl:) ones.",
-        ],
-        ["tls-key", None, None, "PEM private key that goes with --tls-cert."],
-        [
-            "users",
-            None,
-            None,
-            "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
-            "(relative to --root) and rights; accounts not listed are refused, unless a "
-            "'* ROOT ro|rw' line covers them ('anonymous ROOT ro' for --anonymous). Without "
-            "it, every account gets --root and --writable.",
         ],
     ]
 
@@ -147,7 +62,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
     def opt_listen(self, description: str) -> None:
         """Twisted server endpoint string to serve files on; repeatable [default: tcp:8888]."""
         try:
-            check_server_string(description)
+            check_endpoint(BEHAVIOURS[DEFAULT], description)
         except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
             raise usage.UsageError(f"--listen {description!r}: {exc}") from None
         self["listen"].append(description)
@@ -162,7 +77,7 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
     opt_s = opt_serve
 
     def postOptions(self) -> None:
-        """Check the root before anything listens."""
+        """Check the root, TLS, accounts and behaviours before anything listens."""
         if self["root"] is None:
             raise usage.UsageError("--root DIR is required (the directory to serve)")
         try:
@@ -171,138 +86,72 @@ class BaseOptions(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(
                 f"--root {self['root']!r} does not exist or is not a directory"
             ) from None
-        self._check_tls()
-        self._check_accounts()
+        self.check_tls()
+        self.check_accounts(self["root"])
         if not self["listen"]:
-            self["listen"] = [self.default_endpoint(DEFAULT_LISTEN)]
+            self["listen"] = default_endpoints(BEHAVIOURS[DEFAULT], self.tls())
         self["serving"] = self._behaviours()
-
-    def _check_accounts(self) -> None:
-        self["grants"] = None  # no users file: every account gets --root (and --writable)
-        if not self.get("credCheckers"):
-            for option in ("users", "anonymous"):
-                if self[option]:
-                    raise usage.UsageError(f"--{option} needs --auth")
-            return
-        if self["users"]:
-            try:
-                self["grants"] = users = parse_users(self["users"], self["root"])
-            except (OSError, ValueError) as exc:
-                raise usage.UsageError(f"--users: {exc}") from None
-            self._check_anonymous(users)
-
-    def _check_anonymous(self, users: Users) -> None:
-        """With a users file, anonymous access is listed there too, or not at all."""
-        if self["anonymous"] and users.anonymous is None:
-            raise usage.UsageError(
-                f"--anonymous: {self['users']} has no 'anonymous ROOT ro' line "
-                "(with --users, anonymous access reads only what that line names)"
-            )
-        if users.anonymous is not None and not self["anonymous"]:
-            raise usage.UsageError(
-                f"--users: {self['users']} has an anonymous line but --anonymous is not given"
-            )
-
-    def _check_tls(self) -> None:
-        if bool(self["tls-cert"]) != bool(self["tls-key"]):
-            raise usage.UsageError("--tls-cert and --tls-key go together")
-        for option in ("tls-cert", "tls-key"):
-            if self[option] and not os.access(self[option], os.R_OK):
-                raise usage.UsageError(f"--{option} {self[option]!r}: cannot read it")
-        if self["tls-cert"]:
-            try:  # loads and matches the certificate and the key now, before anything starts
-                check_server_string(server_endpoint("tcp:0", self["tls-cert"], self["tls-key"]))
-            except Exception as exc:  # noqa: BLE001 - OpenSSL errors of every kind
-                raise usage.UsageError(f"--tls-cert/--tls-key: {exc}") from None
-
-    def default_endpoint(self, description: str) -> str:
-        """A default endpoint, made TLS when --tls-cert is given (UDP stays as it is)."""
-        if self["tls-cert"]:
-            return server_endpoint(description, self["tls-cert"], self["tls-key"])
-        return description
 
     def _behaviours(self) -> dict[str, tuple[Any, usage.Options, list[str]]]:
         """Check --serve and each behaviour's own options; name -> (plugin, options, endpoints)."""
-        serving: dict[str, tuple[Any, usage.Options, list[str]]] = {}
+        default = BEHAVIOURS[DEFAULT]
+        serving = {DEFAULT: (default, self._default_options(default), self["listen"])}
         for name, endpoint in self["serve"]:
             behaviour = BEHAVIOURS.get(name)
+            if name == DEFAULT:
+                raise usage.UsageError(
+                    f"--serve {name}: {name} is served on every --listen ENDPOINT; use --listen"
+                )
             if behaviour is None:
-                known = ", ".join(BEHAVIOURS) or "none"
+                known = ", ".join(n for n in BEHAVIOURS if n != DEFAULT) or "none"
                 raise usage.UsageError(f"--serve {name!r}: no such behaviour (known: {known})")
-            endpoint = endpoint or self.default_endpoint(behaviour.default_endpoint)
-            _check_endpoint(name, endpoint, behaviour.default_endpoint)
+            endpoint = endpoint or default_endpoints(behaviour, self.tls())[0]
+            try:
+                check_endpoint(behaviour, endpoint)
+            except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM
+                raise usage.UsageError(f"--serve {name}={endpoint}: {exc}") from None
             if name not in serving:
                 serving[name] = (behaviour, self._own_options(name, behaviour), [])
             serving[name][2].append(endpoint)
         for name in BEHAVIOURS:
             if name not in serving and _given(self, name):
                 raise usage.UsageError(
-                    f"--{_given(self, name)[0]} is given but {name} is not "
+                    f"--{name}-{next(iter(_given(self, name)))} is given but {name} is not "
                     f"served: add --serve {name}"
                 )
         return serving
 
+    def _default_options(self, behaviour: Any) -> usage.Options:
+        """The default behaviour's own Options, with the values parsed here (unprefixed)."""
+        options = behaviour.options()
+        options.update({key: self[key] for key in OWN_OPTION_KEYS[DEFAULT]})
+        options.postOptions()
+        return options
+
     def _own_options(self, name: str, behaviour: Any) -> usage.Options:
         """Parse ``--NAME-xyz`` values with the behaviour's own Options."""
-        argv = []
-        for long, value in _given(self, name, with_values=True):
-            argv += [f"--{long[len(name) + 1 :]}"] + ([] if value is True else [str(value)])
-        options = behaviour.options()
         try:
-            options.parseOptions(argv)
+            return parse_own_options(behaviour, _given(self, name))
         except usage.UsageError as exc:
             raise usage.UsageError(f"{name}: {exc}") from None
-        return options
 
     def getUsage(self, width: int | None = None) -> str:
         """Twisted's usage text, then the behaviours table (kept one per line)."""
         return super().getUsage(width) + "\n" + behaviour_table()
 
-    def limits(self) -> Limits:
-        """The limits these options ask for."""
-        return Limits(
-            max_line=self["max-line"],
-            line_timeout=self["line-timeout"],
-            idle_timeout=self["idle-timeout"],
-            stall_timeout=self["stall-timeout"],
-            max_per_peer=self["max-per-peer"],
-            max_connections=self["max-connections"],
-            zero_copy=not self["no-sendfile"],
-            max_list=self["max-list"],
-        )
 
-
-def _check_endpoint(name: str, endpoint: str, default: str) -> None:
-    """A datagram behaviour needs ``udp:``, a stream behaviour anything else that parses."""
-    wants_udp = default.lower().startswith("udp:")
-    try:
-        if endpoint.lower().startswith("udp:"):
-            if not wants_udp:
-                raise ValueError(f"{name} is a stream behaviour: use a tcp: (or other) endpoint")
-            parse_udp(endpoint)
-        else:
-            if wants_udp:
-                raise ValueError(f"{name} is a datagram behaviour: use udp:PORT")
-            check_server_string(endpoint)
-    except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
-        raise usage.UsageError(f"--serve {name}={endpoint}: {exc}") from None
-
-
-def _given(options: usage.Options, name: str, with_values: bool = False) -> list[Any]:
-    """The ``--NAME-...`` options the user set: names, or (name, value) pairs."""
-    prefix = f"{name}-"
-    found = [
-        (key, value)
+def _given(options: usage.Options, name: str) -> dict[str, Any]:
+    """The ``--NAME-...`` options the user set, by the behaviour's own names."""
+    return {
+        key[len(name) + 1 :]: value
         for key, value in options.items()
-        if key.startswith(prefix)
-        and key in OWN_OPTION_KEYS.get(name, ())
-        and value not in (None, False)
-    ]
-    return found if with_values else [key for key, _ in found]
+        if key in OWN_OPTION_KEYS.get(name, ()) and name != DEFAULT and value not in (None, 0)
+    }
 
 
 def _own_option_table() -> tuple[list[list[Any]], list[list[Any]], dict[str, set[str]]]:
-    """Every behaviour's own options, prefixed with its name, for the top-level parser."""
+    """Every behaviour's own options for the top-level parser: the default behaviour's as they
+    are, the others' prefixed with their name (parsed later, by their own Options)."""
     parameters: list[list[Any]] = []
     flags: list[list[Any]] = []
     keys: dict[str, set[str]] = {}
@@ -311,6 +160,11 @@ def _own_option_table() -> tuple[list[list[Any]], list[list[Any]], dict[str, set
         own_flags: list[Any] = []
         reflect.accumulateClassList(behaviour.options, "optParameters", own_parameters)
         reflect.accumulateClassList(behaviour.options, "optFlags", own_flags)
+        if name == DEFAULT:
+            parameters += own_parameters
+            flags += own_flags
+            keys[name] = {entry[0] for entry in own_parameters + own_flags}
+            continue
         for long, _short, default, doc, *_ in own_parameters:
             parameters.append(
                 [f"{name}-{long}", None, None, f"[{name}] {doc} [default: {default}]"]
@@ -322,9 +176,13 @@ def _own_option_table() -> tuple[list[list[Any]], list[list[Any]], dict[str, set
 
 
 def behaviour_table() -> str:
-    """The installed behaviours, one per line, for ``--help``."""
-    lines = ["Behaviours, for --serve NAME[=ENDPOINT] (their own options: --NAME-OPTION above):"]
-    for name, behaviour in BEHAVIOURS.items():
+    """The installed behaviours, one per line, for ``--help``: the default one first."""
+    lines = [
+        f"Behaviours: {DEFAULT} on every --listen, with its options above; the others with",
+        "--serve NAME[=ENDPOINT], with their own options as --NAME-OPTION above:",
+    ]
+    for name in sorted(BEHAVIOURS, key=lambda name: name != DEFAULT):
+        behaviour = BEHAVIOURS[name]
         lines.append(f"  {name:<10} {behaviour.default_endpoint:<10} {behaviour.summary}")
     return "\n".join(lines) + "\n"
 
@@ -345,57 +203,24 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     """The service twistd runs: files on every ``--listen``, each ``--serve`` beside it."""
     if reactor is None:
         from twisted.internet import reactor
-    files = make_files_factory(
-        options["root"],
+    top = make_service(
         reactor,
-        options.limits(),
+        options["root"],
+        [Serve(plugin, where, own) for plugin, own, where in options["serving"].values()],
+        grace=options["grace"],
+        tls=options.tls(),
         writable=options["writable"],
         max_upload=options["max-upload"],
-        checkers=options.get("credCheckers"),
-        grants=options["grants"],
+        checkers=options.get("credCheckers") or (),
+        users=options["grants"],
         anonymous=options["anonymous"],
+        second_signal_forces=True,
     )
-    trackers: list[ConnectionTracker] = []  # every stream listener's, filled by guard_stream
-    top = DrainingService(trackers, options["grace"], reactor, second_signal_forces=True)
-    FdLimitCheck(trackers, options["root"]).setServiceParent(top)  # first: before any bind
-    if options["writable"]:
-        StaleTemporaries(options["root"]).setServiceParent(top)
-    # The kernel's limits, idle timeout and draining (--idle-timeout, --max-per-peer, ...):
-    guarded = guard_stream(files, ConnectionSettings.from_options(options), reactor, trackers)
-    for description in options["listen"]:
-        ListenerService(description, guarded, reactor, "files").setServiceParent(top)
-    server = Context(
-        reactor, options["root"], files.portal, files.limiter, writable=options["writable"]
-    )
-    for name, (behaviour, own_options, where) in options["serving"].items():
-        context = context_for(behaviour, server)
-        warning = blind_warning(behaviour, server, context)
-        if warning is not None:
-            StartWarning(warning).setServiceParent(top)
-        built = behaviour.build(own_options, context)
-        # The kernel's limits, idle timeout and draining (--NAME-idle-timeout, ...), if a stream:
-        served = guard_stream(
-            built, ConnectionSettings.from_options(own_options), reactor, trackers
-        )
-        for index, description in enumerate(where):
-            listener: service.Service
-            if description.lower().startswith("udp:"):
-                # A DatagramProtocol serves one port: each further UDP endpoint gets its own,
-                # a sibling sharing the service's state when it can make one (udp-echo does).
-                protocol = built
-                if index:
-                    protocol = (
-                        built.sibling()
-                        if hasattr(built, "sibling")
-                        else behaviour.build(own_options, context)
-                    )
-                listener = UDPListenerService(description, protocol, reactor, name)
-            else:
-                listener = ListenerService(description, served, reactor, name)
-            listener.setServiceParent(top)
-    _warn_plain_listeners(options, top)
     if _under_twistd(options):
-        bind_now(top)
+        try:
+            bind_now(top)
+        except ListenFailed as exc:
+            raise SystemExit(f"twistd: {exc}") from None
     return top
 
 
@@ -403,37 +228,3 @@ def _under_twistd(options: usage.Options) -> bool:
     """Whether twistd parsed these options (as its ``tcpfiles`` subcommand)."""
     parent = getattr(options, "parent", None)
     return parent is not None and "nodaemon" in parent
-
-
-def bind_now(top: service.MultiService) -> None:
-    """Open every listener now, before twistd daemonizes; a failure is one line and exit 1.
-
-    twistd would bind in ``privilegedStartService``, after it has forked into the background:
-    a port in use then became a 37-line traceback in the foreground and a cut-off bytes repr
-    in daemon mode.  Binding first (as servers do) reports it while stderr is still the
-    operator's terminal; the listeners are inherited by the daemon, and twistd's own later call
-    finds them bound.
-    """
-    for child in top:
-        if isinstance(child, FdLimitCheck):  # the descriptor limit first, as at twistd's start
-            child.privilegedStartService()
-    for child in top:
-        if isinstance(child, ListenerService | UDPListenerService):
-            try:
-                child.privilegedStartService()
-            except ListenFailed as exc:
-                raise SystemExit(f"twistd: {exc}") from None
-
-
-def _warn_plain_listeners(options: usage.Options, top: service.MultiService) -> None:
-    """With --tls-cert, say so when a TCP listener was given as plain text anyway."""
-    if not options["tls-cert"]:
-        return
-    for child in top:
-        if isinstance(child, ListenerService) and child.security() == "plain TCP":
-            log.warn(
-                "{label}: --tls-cert is given but {endpoint} is plain TCP: its traffic is not "
-                "encrypted (use ssl:... or leave out --listen/=ENDPOINT to get TLS)",
-                label=child.label,
-                endpoint=child.requested,
-            )

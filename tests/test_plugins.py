@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from unittest import mock
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin
 from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from tcpfiles import tap
 from tcpfiles.core.interfaces import IBehaviour
-from tcpfiles.core.plugin import discover
+from tcpfiles.core.plugin import Behaviour, discover, is_datagram
 
 
 def test_builtins_are_found_as_plugins():
@@ -121,3 +124,51 @@ def test_make_service_listens_for_every_behaviour(tmp_path):
     assert [port for port, *_ in reactor.udpServers] == [17777]
     assert len(service.trackers) == 4  # files, chat, echo, oneshot are drained on stop
     service.stopService()
+
+
+class FilesPluginTests(SynchronousTestCase):
+    """files is a behaviour like the others, served by default on --listen."""
+
+    def test_found_by_get_plugins(self) -> None:
+        """getPlugins finds files; it logs users in, serves the root, listens on tcp:8888."""
+        from tcpfiles.files.plugin import FilesOptions, files
+
+        found = discover()
+        self.assertIs(found["files"], files)
+        self.assertTrue(verifyObject(IBehaviour, files) and verifyObject(IPlugin, files))
+        self.assertEqual(files.default_endpoint, "tcp:8888")
+        self.assertEqual((files.logs_in, files.uses_root, files.datagram), (True, True, False))
+        self.assertIs(files.options, FilesOptions)
+
+    def test_served_on_listen_with_its_own_options(self) -> None:
+        """--listen endpoints and the unprefixed options reach files' own parsed Options."""
+        options = parse(self.mktemp_dir(), "-l", "tcp:1", "--max-line", "100", "--no-sendfile")
+        behaviour, own, where = options["serving"]["files"]
+        self.assertIs(behaviour, discover()["files"])
+        self.assertEqual(where, ["tcp:1"])
+        self.assertEqual((own["max-line"], own["no-sendfile"]), (100, 1))
+        self.assertFalse(own.limits().zero_copy)
+
+    def test_serve_files_says_use_listen(self) -> None:
+        """--serve files is refused with the way to do it: --listen."""
+        with self.assertRaisesRegex(usage.UsageError, "files is served on every --listen"):
+            parse(self.mktemp_dir(), "--serve", "files=tcp:1")
+
+    def test_datagram_is_declared(self) -> None:
+        """udp-echo declares itself a datagram behaviour; undeclared, the default endpoint says."""
+        found = discover()
+        self.assertEqual(
+            {name for name, behaviour in found.items() if is_datagram(behaviour)}, {"udp-echo"}
+        )
+        self.assertTrue(is_datagram(Behaviour("d", "", "udp:1", usage.Options, print)))
+        self.assertFalse(is_datagram(Behaviour("s", "", "tcp:1", usage.Options, print)))
+
+        class Undeclared:
+            default_endpoint = "UDP:9"
+
+        self.assertTrue(is_datagram(Undeclared()))
+
+    def mktemp_dir(self) -> str:
+        path = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, path)
+        return path

@@ -41,7 +41,7 @@ def test_defaults(tmp_path):
     """Only --root is needed; files listen on tcp:8888 with backlog 511, documented limits."""
     options = parse("--root", str(tmp_path))
     assert options["listen"] == ["tcp:8888"]
-    limits = options.limits()
+    limits = options["serving"]["files"][1].limits()  # files' own options
     assert (
         limits.max_line,
         limits.line_timeout,

@@ -263,7 +263,8 @@ class ChatFactory(Factory[ChatProtocol]):
     ) -> None:
         self.clock = clock
         self.portal = portal  # with accounts: nicks are account names, /login to join
-        self.limiter = limiter or LoginLimiter(clock.seconds)
+        # not ``limiter or``: a LoginLimiter has a length, and the server's is empty at first
+        self.limiter = limiter if limiter is not None else LoginLimiter(clock.seconds)
         self.room = Room(options["history"], clock.seconds, options["rate"], options["burst"])
         self.max_line = options["max-line"]
         self.max_queue = options["max-queue"]

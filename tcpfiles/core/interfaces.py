@@ -4,7 +4,7 @@ from zope.interface import Attribute, Interface
 
 
 class IBehaviour(Interface):
-    """A service tcpfiles can run beside files: ``--serve NAME[=ENDPOINT]``.
+    """A service tcpfiles can run: files (on ``--listen``), and beside it ``--serve NAME``.
 
     Found with ``twisted.plugin.getPlugins(IBehaviour, tcpfiles.plugins)``: a module-level
     instance in any ``tcpfiles/plugins/*.py`` on ``sys.path`` (a third-party package ships one
@@ -24,6 +24,12 @@ class IBehaviour(Interface):
         "context.portal and serves each one only what its account allows.  Under --auth, one "
         "that does not is given only the anonymous view (see tcpfiles.core.plugin.context_for)"
     )
+    datagram = Attribute(
+        "bool, optional (when absent: whether default_endpoint is a udp: one): whether build() "
+        "returns a DatagramProtocol, listened on udp:PORT endpoints (each further endpoint gets "
+        "the protocol's sibling() when it has one, else a new build), rather than a factory for "
+        "stream endpoints (tcp:, ssl:, unix:...)"
+    )
     uses_root = Attribute(
         "bool, optional (False when absent): whether build() reads context.root; the server "
         "then warns at start when, under --auth without --anonymous, it is given no root"
@@ -33,12 +39,13 @@ class IBehaviour(Interface):
         """Make what serves the behaviour from its parsed ``options``.
 
         ``context`` is a :class:`tcpfiles.core.plugin.Context` (reactor, the root it may serve
-        or None, whether it may write there, portal, login limiter).  Return an
-        ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for ``udp:``.  A
-        stream factory is served inside :class:`tcpfiles.core.guard.GuardedFactory`: connection
-        limits, the idle timeout and draining on shutdown, from the options' ``idle-timeout``,
-        ``max-per-peer`` and ``max-connections``; its protocols may have ``drain()`` and
-        ``timed_out()``, the factory ``refusal_message(reason)``.
+        or None, whether it may write there, portal, login limiter, realm).  Return an
+        ``IProtocolFactory`` for stream endpoints, or a ``DatagramProtocol`` for a ``datagram``
+        behaviour.  A stream factory is served inside
+        :class:`tcpfiles.core.guard.GuardedFactory`: connection limits, the idle timeout and
+        draining on shutdown, from the options' ``idle-timeout``, ``max-per-peer`` and
+        ``max-connections``; its protocols may have ``drain()`` and ``timed_out()``, the factory
+        ``refusal_message(reason)``.
         """
 
 

@@ -7,17 +7,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.application import service
-from twisted.cred import credentials, error
 from twisted.logger import Logger
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.interfaces import IBehaviour
 from tcpfiles.core.options import positive_float, positive_int
-from tcpfiles.tree.interfaces import IFilesAccount
-from tcpfiles.tree.paths import Root
 
 log = Logger(namespace="tcpfiles.core.plugin")
 
@@ -31,43 +27,33 @@ class Context:
     """
 
     reactor: Any
-    #: the files the behaviour may serve, or None: none at all (it must still start and refuse)
-    root: Root | None
+    #: the files the behaviour may serve (a tcpfiles.tree.paths.Root), or None: none at all
+    #: (it must still start and refuse)
+    root: Any
     #: twisted.cred portal when the server has accounts (--auth): log users in with it
     portal: Any = None
     #: tcpfiles.core.auth.LoginLimiter shared by every behaviour, for failed logins per address
     limiter: Any = None
     #: whether the behaviour may write below ``root`` (--writable; never for the anonymous view)
     writable: bool = False
+    #: the accounts' realm (a tcpfiles.tree.accounts.FilesRealm): the one store and upload
+    #: registry of each root, shared by every behaviour; None when the server has none
+    realm: Any = None
 
 
-def context_for(behaviour: Any, server: Context) -> Context:
+def context_for(behaviour: Any, server: Context, anonymous_root: Any) -> Context:
     """The context ``behaviour`` is built with, from the whole server's.
 
     Without accounts, or for a behaviour that logs users in (and then serves each one what
     its account allows), that is ``server`` itself.  Under ``--auth`` a behaviour that does not
-    log users in gets only the anonymous view: the anonymous account's root, read-only, when
-    the portal lets anonymous users in (``--anonymous``); else no root at all.
+    log users in gets only the anonymous view: ``anonymous_root``, read-only.  That is the root
+    an anonymous login through the portal reaches (``--anonymous``), or None: no root at all;
+    the caller computes it (:func:`tcpfiles.tree.accounts.anonymous_root`), as the kernel
+    knows no file tree.
     """
     if server.portal is None or getattr(behaviour, "logs_in", False):
         return server
-    return replace(server, root=anonymous_root(server.portal), writable=False)
-
-
-def anonymous_root(portal: Any) -> Root | None:
-    """The root an anonymous login through ``portal`` reaches, or None when it is refused.
-
-    The realm answers at once (tcpfiles' does); one that would answer later counts as a
-    refusal, so nothing is ever served by mistake.
-    """
-    found: list[Root] = []
-
-    def refused(failure: Failure) -> None:
-        failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
-
-    d = portal.login(credentials.Anonymous(), None, IFilesAccount)
-    d.addCallbacks(lambda result: found.append(result[1].store.root), refused)
-    return found[0] if found else None
+    return replace(server, root=anonymous_root, writable=False)
 
 
 def blind_warning(behaviour: Any, server: Context, given: Context) -> str | None:
@@ -91,6 +77,17 @@ def discover() -> dict[str, Any]:
     return dict(sorted(found.items()))
 
 
+def is_datagram(behaviour: Any) -> bool:
+    """Whether ``behaviour`` serves datagrams (a ``DatagramProtocol`` per ``udp:`` endpoint)
+    rather than streams: what its ``datagram`` attribute says, else whether its default endpoint
+    is a ``udp:`` one."""
+    declared = getattr(behaviour, "datagram", None)
+    if declared is not None:
+        return bool(declared)
+    default = str(getattr(behaviour, "default_endpoint", ""))
+    return default.partition(":")[0].lower() == "udp"
+
+
 @implementer(IPlugin, IBehaviour)
 class Behaviour:
     """A ready-made :class:`IBehaviour`: give it the parts, export an instance from a plugin."""
@@ -105,6 +102,7 @@ class Behaviour:
         *,
         logs_in: bool = False,
         uses_root: bool = False,
+        datagram: bool | None = None,
     ) -> None:
         self.name = name
         self.summary = summary
@@ -112,6 +110,7 @@ class Behaviour:
         self.options = options
         self.logs_in = logs_in
         self.uses_root = uses_root
+        self.datagram = is_datagram(self) if datagram is None else datagram
         self._build = build
 
     def build(self, options: usage.Options, context: Context) -> Any:

@@ -10,9 +10,13 @@ older than TLS 1.2 (Twisted's default minimum, made explicit here).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.internet import endpoints, interfaces
+from twisted.python import usage
+
+from tcpfiles.core.service import check_server_string
 
 
 def quote(value: str) -> str:
@@ -26,6 +30,43 @@ def server_endpoint(description: str, cert: str, key: str) -> str:
     if kind.lower() != "tcp":
         return description
     return f"ssl:{rest}:certKey={quote(cert)}:privateKey={quote(key)}"
+
+
+def check_pair(cert: str, key: str) -> None:
+    """Load the PEM ``cert`` (chain) and ``key`` and check that they go together, opening
+    nothing; raise what Twisted and OpenSSL raise when they cannot be read or do not match."""
+    check_server_string(server_endpoint("tcp:0", cert, key))
+
+
+class TLSOptions(usage.Options):
+    """The TLS shortcut of a server's command line: every default endpoint becomes TLS."""
+
+    optParameters: list[list[Any]] = [
+        [
+            "tls-cert",
+            None,
+            None,
+            "PEM certificate (chain): the default endpoints become TLS (ssl:) ones.",
+        ],
+        ["tls-key", None, None, "PEM private key that goes with --tls-cert."],
+    ]
+
+    def check_tls(self) -> None:
+        """UsageError unless both or neither are given, readable, and matching."""
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        for option in ("tls-cert", "tls-key"):
+            if self[option] and not os.access(self[option], os.R_OK):
+                raise usage.UsageError(f"--{option} {self[option]!r}: cannot read it")
+        if self["tls-cert"]:
+            try:  # loads and matches the certificate and the key now, before anything starts
+                check_pair(self["tls-cert"], self["tls-key"])
+            except Exception as exc:  # noqa: BLE001 - OpenSSL errors of every kind
+                raise usage.UsageError(f"--tls-cert/--tls-key: {exc}") from None
+
+    def tls(self) -> tuple[str, str] | None:
+        """The (certificate, key) pair given, or None."""
+        return (self["tls-cert"], self["tls-key"]) if self["tls-cert"] else None
 
 
 def _split_endpoint_args(text: str) -> dict[str, str]:

@@ -14,6 +14,11 @@ from tcpfiles.core.service import listen_failure
 log = Logger(namespace="tcpfiles.udp")
 
 
+def is_udp(description: str) -> bool:
+    """Whether ``description`` names a UDP endpoint (``udp:...``), well-formed or not."""
+    return description.partition(":")[0].strip().lower() == "udp"
+
+
 def parse_udp(description: str) -> tuple[int, str]:
     """``udp:7777:interface=127.0.0.1`` -> ``(7777, "127.0.0.1")``; ValueError if malformed."""
     kind, _, rest = description.partition(":")

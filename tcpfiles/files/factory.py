@@ -5,25 +5,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.application import service
-from twisted.internet import defer, threads
-from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
-
-from tcpfiles.core.auth import make_portal
 from tcpfiles.core.connections import ConnectionTracker
 from tcpfiles.core.guard import ConnectionSettings, guard_stream
+from tcpfiles.core.plugin import Context
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Grant, Users
-from tcpfiles.tree.hashing import Hasher, HashLimits
+from tcpfiles.tree.accounts import (
+    DEFAULT_MAX_UPLOAD,
+    Grant,
+    Users,
+    anonymous_root,
+    make_accounts,
+)
+from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.paths import Root
-from tcpfiles.tree.uploads import remove_stale_temporaries
+from tcpfiles.tree.uploads import StaleTemporaries
 
-log = Logger(namespace="tcpfiles.files")
-
-
-DEFAULT_MAX_UPLOAD = 1 << 30
+#: DEFAULT_MAX_UPLOAD, StaleTemporaries and make_hasher live in tcpfiles.tree now; they are still
+#: importable from here.
+__all__ = [
+    "DEFAULT_MAX_UPLOAD",
+    "StaleTemporaries",
+    "connection_settings",
+    "make_files_factory",
+    "make_files_service",
+    "make_hasher",
+]
 
 
 def make_files_factory(
@@ -38,7 +45,7 @@ def make_files_factory(
     hashing: HashLimits | None = None,
     hasher: Hasher | None = None,
 ) -> FileServerFactory:
-    """A :class:`FileServerFactory` serving ``root``.
+    """A :class:`FileServerFactory` serving ``root``, with accounts of its own.
 
     Uploads (PUT, REPLACE, MKDIR) are refused unless ``writable``.  With ``checkers``
     (twisted.cred), connections must LOGIN; ``grants`` (a users file, see
@@ -47,36 +54,53 @@ def make_files_factory(
     or to the users file's ``anonymous`` root).  ``hashing`` bounds STAT's hashing (see
     :class:`~tcpfiles.tree.hashing.HashLimits`); ``hasher`` is one to use instead of a new one
     (shared by several factories, their hashing bounds are shared too; or one that hashes
-    inline, for tests and tools: ``Hasher(tcpfiles.tree.hashing.inline)``).
-
-    Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
-    (:func:`make_hasher`), so an fsync never waits behind a hash.
+    inline, for tests and tools: ``Hasher(tcpfiles.tree.hashing.inline)``).  See
+    :func:`~tcpfiles.tree.accounts.make_accounts`; to serve files beside other behaviours with
+    one set of accounts, use :func:`tcpfiles.compose.make_service`.
 
     Connection limits, the idle timeout and draining are the kernel's: listen with
     ``GuardedFactory(factory, reactor, connection_settings(limits))``
-    (:mod:`tcpfiles.core.guard`), as twistd and :func:`make_files_service` do.
+    (:mod:`tcpfiles.core.guard`), as :func:`tcpfiles.compose.make_service` and
+    :func:`make_files_service` do.
     """
-    if not isinstance(root, Root):
-        root = Root.at(root)
+    accounts = make_accounts(
+        root,
+        reactor,
+        writable=writable,
+        checkers=checkers,
+        users=grants,
+        anonymous=anonymous,
+        max_upload=max_upload,
+        hashing=hashing,
+        hasher=hasher,
+    )
+    return factory_for(accounts.context(reactor), limits)
 
-    def defer_to_thread(f: Any, *args: Any) -> Any:
-        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    realm = FilesRealm(root, writable, grants, max_upload, defer_to_thread)
-    if checkers and anonymous and realm.grant(ANONYMOUS) is None:  # before any pool or trigger
-        raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
-    realm.hasher = hasher or make_hasher(reactor, hashing or HashLimits())  # before any store
-    store, uploads = realm.store_for(root)
-    portal = make_portal(realm, checkers, anonymous) if checkers else None
-    anonymous_store = realm.account(ANONYMOUS).store if portal and anonymous else None
+def factory_for(context: Context, limits: Limits | None = None) -> FileServerFactory:
+    """A :class:`FileServerFactory` serving what ``context`` gives it.
+
+    Its root (writable as ``context.writable`` says) through the realm's store and uploads; with
+    a portal, connections must LOGIN and get what their account reaches, and anonymous users
+    (when the portal lets them in) read the anonymous view.  A context without a realm (made by
+    hand) gets accounts of its own, without logins.
+    """
+    if context.root is None:
+        raise ValueError("files needs a root to serve")
+    realm = context.realm
+    if realm is None:
+        realm = make_accounts(context.root, context.reactor, writable=context.writable).realm
+    store, uploads = realm.store_for(context.root)
+    anonymous_view = None if context.portal is None else anonymous_root(context.portal)
     return FileServerFactory(
         store,
-        reactor,
+        context.reactor,
         limits,
-        uploads if writable else None,
-        portal,
-        anonymous,
-        anonymous_store=anonymous_store,
+        uploads if context.writable else None,
+        context.portal,
+        anonymous_view is not None,
+        context.limiter,
+        anonymous_store=None if anonymous_view is None else realm.store_for(anonymous_view)[0],
     )
 
 
@@ -85,46 +109,6 @@ def connection_settings(limits: Limits | None) -> ConnectionSettings:
     ``--max-connections`` (the ``Limits`` they are parsed into)."""
     limits = limits or Limits()
     return ConnectionSettings(limits.idle_timeout, limits.max_per_peer, limits.max_connections)
-
-
-def make_hasher(reactor: Any, limits: HashLimits, pool: ThreadPool | None = None) -> Hasher:
-    """A :class:`Hasher` whose jobs run on a thread pool of its own, stopped with the reactor.
-
-    Its own pool: nothing else (upload fsyncs, on the reactor's pool) ever queues behind a hash.
-    The pool starts when the reactor runs.  At reactor shutdown ("during": after the services'
-    grace period, which runs "before") the hashes still queued are abandoned, then the pool is
-    stopped.  That order matters: Twisted's ``ThreadPool.stop`` runs every job still queued
-    before joining its threads; here at most ``limits.threads`` jobs are queued, and each stops
-    within one read, as a job checks its cancelled flag between reads.  ``pool``: for tests.
-    """
-    pool = pool or ThreadPool(0, limits.threads, "tcpfiles-hashing")
-
-    def run(f: Any, *args: Any) -> defer.Deferred[Any]:
-        return threads.deferToThreadPool(reactor, pool, f, *args)
-
-    hasher = Hasher(run, limits)
-
-    def stop() -> None:
-        if count := hasher.abandon():
-            log.info("shutting down: abandoned {count} hash(es) in progress", count=count)
-        pool.stop()
-
-    reactor.callWhenRunning(pool.start)
-    reactor.addSystemEventTrigger("during", "shutdown", stop)
-    return hasher
-
-
-class StaleTemporaries(service.Service):
-    """At start, remove upload temporaries that a server which died left behind."""
-
-    def __init__(self, root: Root) -> None:
-        self.root = root
-
-    def startService(self) -> None:
-        """Walk the root once."""
-        super().startService()
-        for path in remove_stale_temporaries(self.root):
-            log.info("removed a stale upload temporary: {path}", path=path)
 
 
 def make_files_service(

@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.connections import describe_peer
-from tcpfiles.files.wire import escape_name, escape_text
+from tcpfiles.core.text import escape_name, escape_text
 from tcpfiles.tree.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.tree.producer import CHUNK_SIZE, FileBodyProducer
 from tcpfiles.tree.store import FileStore, OpenedFile

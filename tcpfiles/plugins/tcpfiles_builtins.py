@@ -2,7 +2,8 @@
 
 from tcpfiles.chat.plugin import chat
 from tcpfiles.echo.plugin import echo, upper
+from tcpfiles.files.plugin import files
 from tcpfiles.oneshot.plugin import oneshot
 from tcpfiles.udp_echo.plugin import udp_echo
 
-__all__ = ["chat", "echo", "oneshot", "udp_echo", "upper"]
+__all__ = ["chat", "echo", "files", "oneshot", "udp_echo", "upper"]

@@ -5,29 +5,41 @@ Checkers come from ``--auth`` in twisted.cred's standard ``strcred`` form (``mem
 :class:`Account`: its own root and whether it may write, from the users file (see
 :func:`parse_users`), else the server's ``--root`` and ``--writable``.  Anonymous access (only
 with ``--anonymous``) is read-only.  With a users file, accounts are denied by default: a name it
-does not list (nor covers with ``*``) is refused like a wrong password.  :class:`LoginLimiter`
-slows down password guessing per network and per account, in bounded memory.
+does not list (nor covers with ``*``) is refused like a wrong password.
+
+:func:`make_accounts` builds them once for the whole server (:class:`Accounts`: the realm, the
+portal, and the :class:`~tcpfiles.core.auth.LoginLimiter` that slows down password guessing per
+network and per account); every behaviour is given them through its
+:class:`~tcpfiles.core.plugin.Context`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.cred import checkers, error, portal
+from twisted.cred import checkers, credentials, error, portal, strcred
+from twisted.internet import threads
+from twisted.python import usage
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.core.auth import text_of
+from tcpfiles.core.auth import LoginLimiter, make_portal, text_of
 from tcpfiles.core.interfaces import IAccount
-from tcpfiles.tree.hashing import Hasher
+from tcpfiles.core.options import size
+from tcpfiles.core.plugin import Context
+from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import SpaceLedger, Uploads
 
 ANONYMOUS = "anonymous"
+
+#: Largest upload accepted unless the server says otherwise (``--max-upload``).
+DEFAULT_MAX_UPLOAD = 1 << 30
 
 
 @implementer(IFilesAccount)
@@ -166,3 +178,140 @@ class FilesRealm:
             if interface in (IFilesAccount, IAccount):
                 return interface, self.account(name), lambda: None
         raise NotImplementedError("tcpfiles accounts only provide IAccount and IFilesAccount")
+
+
+def anonymous_root(portal: Any) -> Root | None:
+    """The root an anonymous login through ``portal`` reaches, or None when it is refused.
+
+    The realm answers at once (tcpfiles' does); one that would answer later counts as a
+    refusal, so nothing is ever served by mistake.
+    """
+    found: list[Root] = []
+
+    def refused(failure: Failure) -> None:
+        failure.trap(error.UnauthorizedLogin, error.UnhandledCredentials)
+
+    d = portal.login(credentials.Anonymous(), None, IFilesAccount)
+    d.addCallbacks(lambda result: found.append(result[1].store.root), refused)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Accounts:
+    """Who may log in and what each account reaches: built once, for every behaviour served."""
+
+    #: makes the accounts, and one store and upload registry per root, shared by everyone
+    realm: FilesRealm
+    #: the twisted.cred portal over the checkers (``--auth``), or None: no logins at all
+    portal: portal.Portal | None
+    #: failed logins, per network and per account, counted for every behaviour together
+    limiter: LoginLimiter
+
+    def context(self, reactor: Any) -> Context:
+        """The whole server's context: the realm's root, writable as it says, these accounts."""
+        default = self.realm.default
+        return Context(
+            reactor, default.root, self.portal, self.limiter, default.writable, self.realm
+        )
+
+
+def make_accounts(
+    root: str | Root,
+    reactor: Any,
+    *,
+    writable: bool = False,
+    checkers: Sequence[Any] | None = None,
+    users: Users | Mapping[str, Grant] | None = None,
+    anonymous: bool = False,
+    max_upload: int = DEFAULT_MAX_UPLOAD,
+    hashing: HashLimits | None = None,
+    hasher: Hasher | None = None,
+) -> Accounts:
+    """The accounts of a server serving ``root`` (``--root``).
+
+    Without ``checkers`` (twisted.cred; ``--auth``) there are no logins: every behaviour serves
+    ``root``, writable when ``writable``.  With them, ``users`` (a users file, see
+    :func:`parse_users`) gives accounts their own roots and rights and refuses the others, and
+    ``anonymous`` lets anyone read without logging in (``root``, or the users file's
+    ``anonymous`` root: ValueError when it has none).  ``max_upload`` bounds every upload.
+    ``hashing`` bounds STAT's hashing (:class:`~tcpfiles.tree.hashing.HashLimits`); ``hasher``
+    is one to use instead of a new one (e.g. ``Hasher(tcpfiles.tree.hashing.inline)``, which
+    hashes at once, for tests and tools).
+
+    Upload fsyncs run on the reactor's thread pool; hashing runs on a pool of its own
+    (:func:`~tcpfiles.tree.hashing.make_hasher`), so an fsync never waits behind a hash.
+    """
+    if not isinstance(root, Root):
+        root = Root.at(root)
+
+    def defer_to_thread(f: Any, *args: Any) -> Any:
+        return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    realm = FilesRealm(root, writable, users, max_upload, defer_to_thread)
+    if checkers and anonymous and realm.grant(ANONYMOUS) is None:  # before any pool or trigger
+        raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
+    realm.hasher = hasher or make_hasher(reactor, hashing or HashLimits())  # before any store
+    cred_portal = make_portal(realm, list(checkers), anonymous) if checkers else None
+    return Accounts(realm, cred_portal, LoginLimiter(reactor.seconds))
+
+
+class AccountOptions(usage.Options, strcred.AuthOptionMixin):
+    """The accounts of a server's command line: ``--auth`` (twisted.cred's strcred strings),
+    ``--users``, ``--anonymous``, ``--writable`` and ``--max-upload``, for every behaviour."""
+
+    supportedInterfaces = [credentials.IUsernamePassword]
+    optParameters: list[list[Any]] = [
+        [
+            "max-upload",
+            None,
+            DEFAULT_MAX_UPLOAD,
+            "Largest upload accepted (with --writable).",
+            size,
+        ],
+        [
+            "users",
+            None,
+            None,
+            "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
+            "(relative to --root) and rights; accounts not listed are refused, unless a "
+            "'* ROOT ro|rw' line covers them ('anonymous ROOT ro' for --anonymous). Without "
+            "it, every account gets --root and --writable.",
+        ],
+    ]
+    optFlags: list[list[Any]] = [
+        ["writable", "w", "Accept uploads: PUT, REPLACE and MKDIR (off by default)."],
+        [
+            "anonymous",
+            None,
+            "With --auth: allow read-only access to --root (with --users: to its 'anonymous' "
+            "line's root) without a login.",
+        ],
+    ]
+
+    def check_accounts(self, root: Root) -> None:
+        """Read --users below ``root`` into ``self["grants"]`` (None without it); UsageError
+        for options that need --auth without it, and for a users file that does not fit."""
+        self["grants"] = None  # no users file: every account gets --root (and --writable)
+        if not self.get("credCheckers"):
+            for option in ("users", "anonymous"):
+                if self[option]:
+                    raise usage.UsageError(f"--{option} needs --auth")
+            return
+        if self["users"]:
+            try:
+                self["grants"] = users = parse_users(self["users"], root)
+            except (OSError, ValueError) as exc:
+                raise usage.UsageError(f"--users: {exc}") from None
+            self._check_anonymous(users)
+
+    def _check_anonymous(self, users: Users) -> None:
+        """With a users file, anonymous access is listed there too, or not at all."""
+        if self["anonymous"] and users.anonymous is None:
+            raise usage.UsageError(
+                f"--anonymous: {self['users']} has no 'anonymous ROOT ro' line "
+                "(with --users, anonymous access reads only what that line names)"
+            )
+        if users.anonymous is not None and not self["anonymous"]:
+            raise usage.UsageError(
+                f"--users: {self['users']} has an anonymous line but --anonymous is not given"
+            )

@@ -27,8 +27,10 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from tcpfiles.tree.paths import FileChanging, PathError
 
@@ -37,6 +39,8 @@ Identity = tuple[int, int, int, int, int]
 RunInThread = Callable[..., defer.Deferred[Any]]
 
 READ_SIZE = 1 << 20
+
+log = Logger(namespace="tcpfiles.files")  # what the shutdown line has always been logged as
 
 
 class HashBusy(PathError):
@@ -246,3 +250,30 @@ class Hasher:
 def inline(f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
     """Run ``f`` now, on this thread (for tests and tools that do not mind blocking)."""
     return defer.maybeDeferred(f, *args)
+
+
+def make_hasher(reactor: Any, limits: HashLimits, pool: ThreadPool | None = None) -> Hasher:
+    """A :class:`Hasher` whose jobs run on a thread pool of its own, stopped with the reactor.
+
+    Its own pool: nothing else (upload fsyncs, on the reactor's pool) ever queues behind a hash.
+    The pool starts when the reactor runs.  At reactor shutdown ("during": after the services'
+    grace period, which runs "before") the hashes still queued are abandoned, then the pool is
+    stopped.  That order matters: Twisted's ``ThreadPool.stop`` runs every job still queued
+    before joining its threads; here at most ``limits.threads`` jobs are queued, and each stops
+    within one read, as a job checks its cancelled flag between reads.  ``pool``: for tests.
+    """
+    pool = pool or ThreadPool(0, limits.threads, "tcpfiles-hashing")
+
+    def run(f: Any, *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(reactor, pool, f, *args)
+
+    hasher = Hasher(run, limits)
+
+    def stop() -> None:
+        if count := hasher.abandon():
+            log.info("shutting down: abandoned {count} hash(es) in progress", count=count)
+        pool.stop()
+
+    reactor.callWhenRunning(pool.start)
+    reactor.addSystemEventTrigger("during", "shutdown", stop)
+    return hasher

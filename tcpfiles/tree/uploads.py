@@ -18,7 +18,9 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application import service
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from tcpfiles.tree.paths import (
     BadPath,
@@ -34,6 +36,8 @@ from tcpfiles.tree.paths import (
     stat_beneath,
 )
 from tcpfiles.tree.store import TEMP_PREFIX
+
+log = Logger(namespace="tcpfiles.files")  # what the removal line has always been logged as
 
 TEMP_SUFFIX = ".part"
 
@@ -342,3 +346,16 @@ def remove_stale_temporaries(root: Root) -> list[str]:
                 except OSError:
                     pass
     return removed
+
+
+class StaleTemporaries(service.Service):
+    """At start, remove upload temporaries that a server which died left behind."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+
+    def startService(self) -> None:
+        """Walk the root once."""
+        super().startService()
+        for path in remove_stale_temporaries(self.root):
+            log.info("removed a stale upload temporary: {path}", path=path)

@@ -63,4 +63,5 @@ udp_echo = Behaviour(
     "udp:7777",
     UDPEchoOptions,
     _build,
+    datagram=True,
 )

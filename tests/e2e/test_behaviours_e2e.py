@@ -268,3 +268,59 @@ def test_echo_stream_comes_back_byte_exact(everything):
         writer.join(timeout=20)
     assert received == len(data)
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def run_doc_example(document: str, marker: str, tmp_path: Path) -> tuple[subprocess.Popen, list]:
+    """Run the python block after ``marker`` in ``document`` on free loopback ports; the process
+    and the ports of its ``listening on`` line, in the order of its endpoints."""
+    text = (Path(__file__).parents[2] / document).read_text()
+    code = text.split(f"<!-- {marker} -->\n```python\n")[1].split("```")[0]
+    for port in ("8888", "9000", "7790"):
+        code = code.replace(f'"tcp:{port}"', f'"{LOOP}"')
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "hi.txt").write_bytes(b"composed")
+    (tmp_path / "example.py").write_text(code)
+    proc = subprocess.Popen(
+        [sys.executable, "example.py"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), line
+    return proc, [int(address.rsplit(":", 1)[1]) for address in line.split()[2:]]
+
+
+def stop_doc_example(proc: subprocess.Popen) -> None:
+    """SIGTERM: the shutdown trigger drains the service, then the process ends."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def first_line(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        return sock.makefile("rb").readline()
+
+
+def test_compose_example_from_readme(tmp_path):
+    """The README's make_service example serves files and the chat, as shown."""
+    proc, (files, chat) = run_doc_example("README.md", "compose-example", tmp_path)
+    try:
+        assert Wire(files).get("hi.txt") == b"composed"
+        assert first_line(chat).startswith(b"*** tcpfiles chat: /nick NAME to join")
+    finally:
+        stop_doc_example(proc)
+
+
+def test_compose_example_from_the_plugin_guide(tmp_path):
+    """docs/plugins.md's full example serves files, the chat and its own behaviour."""
+    proc, (files, chat, shout) = run_doc_example(
+        "docs/plugins.md", "compose-full-example", tmp_path
+    )
+    try:
+        assert Wire(files).get("hi.txt") == b"composed"
+        assert first_line(chat).startswith(b"*** tcpfiles chat")
+        with socket.create_connection(("127.0.0.1", shout), timeout=20) as sock:
+            sock.sendall(b"hello\nagain\n")  # no half-close: the example is not half-closeable
+            answers = sock.makefile("rb")
+            assert (answers.readline(), answers.readline()) == (b"HELLO\n", b"AGAIN\n")
+    finally:
+        stop_doc_example(proc)

@@ -10,6 +10,7 @@ import tempfile
 import pytest
 from twisted.cred import error, strcred
 from twisted.internet import defer, task
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,8 +21,18 @@ from tcpfiles.core.auth import (
     network_of,
     password_credentials,
 )
+from tcpfiles.core.plugin import Context
+from tcpfiles.files.factory import factory_for
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.tree.accounts import ANONYMOUS, FilesRealm, Users, parse_users
+from tcpfiles.tree.accounts import (
+    ANONYMOUS,
+    FilesRealm,
+    Users,
+    anonymous_root,
+    make_accounts,
+    parse_users,
+)
+from tcpfiles.tree.hashing import Hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
 from tests.helpers import connect, pump
@@ -546,3 +557,85 @@ class LimiterCompatibilityTests(SynchronousTestCase):
         limiter.failed("192.0.2.2")
         self.assertEqual(limiter.wait("192.0.2.3"), 60)
         self.assertEqual(len(limiter), 1)
+
+
+class ServerAccountsTests(SynchronousTestCase):
+    """make_accounts builds the accounts once; the files factory takes them from its Context."""
+
+    def setUp(self):
+        self.tmp = temporary_directory(self)
+        self.users = users_file(self.tmp, "alice alice rw\nanonymous sub ro\n")
+        self.accounts = make_accounts(
+            str(self.tmp / "files"),
+            task.Clock(),
+            writable=True,
+            checkers=[strcred.makeChecker("memory:alice:apw")],
+            users=self.users,
+            anonymous=True,
+            hasher=Hasher(inline),
+        )
+
+    def test_context_carries_the_whole_server(self):
+        """The server's context: --root, --writable, the portal, the limiter and the realm."""
+        clock = task.Clock()
+        context = self.accounts.context(clock)
+        self.assertIs(context.reactor, clock)
+        self.assertEqual(context.root.real, os.path.realpath(self.tmp / "files"))
+        self.assertTrue(context.writable)
+        self.assertIs(context.portal, self.accounts.portal)
+        self.assertIs(context.limiter, self.accounts.limiter)
+        self.assertIs(context.realm, self.accounts.realm)
+
+    def test_anonymous_root_is_the_anonymous_line(self):
+        """The anonymous view is the users file's anonymous root; without --anonymous, none."""
+        self.assertEqual(anonymous_root(self.accounts.portal).real, self.users.anonymous.root.real)
+        closed = make_accounts(
+            str(self.tmp / "files"),
+            task.Clock(),
+            checkers=[strcred.makeChecker("memory:alice:apw")],
+            users=self.users,
+            hasher=Hasher(inline),
+        )
+        self.assertIsNone(anonymous_root(closed.portal))
+
+    def test_files_factory_shares_the_realm_and_the_limiter(self):
+        """factory_for uses the realm's store and limiter: one of each for the whole server."""
+        context = self.accounts.context(task.Clock())
+        files = factory_for(context)
+        realm = self.accounts.realm
+        self.assertIs(files.store, realm.store_for(context.root)[0])
+        self.assertIs(files.uploads, realm.store_for(context.root)[1])
+        self.assertIs(files.limiter, self.accounts.limiter)
+        self.assertIs(files.portal, self.accounts.portal)
+        self.assertEqual(files.default_account.name, ANONYMOUS)
+        self.assertIs(files.default_account.store, realm.store_for(self.users.anonymous.root)[0])
+        self.assertIsNone(files.default_account.uploads)
+
+    def test_hand_made_context_gets_accounts_of_its_own(self):
+        """A Context made by hand (no realm): the root, read-only, no logins."""
+        reactor = MemoryReactorClock()  # its accounts start a hashing pool with the reactor
+        files = factory_for(Context(reactor, Root.at(str(self.tmp / "files"))))
+        self.assertIsNone(files.portal)
+        self.assertIsNone(files.uploads)
+        self.assertEqual(files.store.root.real, os.path.realpath(self.tmp / "files"))
+        with self.assertRaisesRegex(ValueError, "files needs a root"):
+            factory_for(Context(reactor, None))
+
+    def test_failed_logins_on_files_count_on_chat(self):
+        """One limiter for the server: guessing on files makes chat's /login wait too."""
+        from tcpfiles.chat.plugin import ChatOptions
+        from tcpfiles.chat.protocol import ChatFactory
+
+        clock = task.Clock()
+        context = self.accounts.context(clock)
+        files = factory_for(context)
+        options = ChatOptions()
+        options.parseOptions([])
+        chat = ChatFactory(clock, options, context.portal, context.limiter)
+        for _ in range(5):
+            protocol, transport = connect(files)
+            protocol.dataReceived(b"LOGIN alice nope\n")
+        protocol, transport = connect(chat)
+        transport.clear()
+        protocol.dataReceived(b"/login alice apw\n")
+        self.assertIn(b"!!! too many failed logins from your address; wait 60 s", transport.value())

@@ -40,7 +40,7 @@ class GuardedFilesTests(SynchronousTestCase):
     def test_the_kernel_first_gives_files_answer(self) -> None:
         """Fired by the kernel alone (files' own timer gone), the answer is still files'."""
         protocol, transport = connect(served_factory(self.root, self.clock, idle_timeout=300))
-        protocol.wrappedProtocol._cancel_timer()  # as if the kernel's fell due first
+        protocol.wrappedProtocol.state.leave()  # its timer gone: as if the kernel's fell due first
         self.clock.advance(300)
         self.assertEqual(transport.value(), b"ERR timeout idle for 300 s; closing\n")
         self.assertTrue(transport.disconnecting)

@@ -12,10 +12,10 @@ from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.files import factory as factory_module
-from tcpfiles.files.factory import make_files_factory, make_hasher
+from tcpfiles.files.factory import make_files_factory
 from tcpfiles.files.server import FileServerFactory
-from tcpfiles.tree.hashing import HashBusy, Hasher, HashLimits, hash_some
+from tcpfiles.tree import hashing as hashing_module
+from tcpfiles.tree.hashing import HashBusy, Hasher, HashLimits, hash_some, make_hasher
 from tcpfiles.tree.paths import FileChanging, Root
 from tcpfiles.tree.store import FileStore
 from tests.helpers import connect, pump
@@ -325,7 +325,7 @@ class FactoryTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.dir = Path(tempfile.mkdtemp())
         self.addCleanup(lambda: __import__("shutil").rmtree(self.dir))
-        self.patch(factory_module, "ThreadPool", FakePool)
+        self.patch(hashing_module, "ThreadPool", FakePool)
         self.reactor = ThreadedReactor()
         self.files = make_files_factory(str(self.dir), self.reactor, writable=True)
         self.hash_pool = FakePool.instances[-1]

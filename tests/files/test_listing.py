@@ -474,10 +474,10 @@ class OptionTests(TempDirs, SynchronousTestCase):
         base = self.tmpdir()
         options = Options()
         options.parseOptions(["--root", base])
-        self.assertEqual(options.limits().max_list, 100_000)
+        self.assertEqual(options["serving"]["files"][1].limits().max_list, 100_000)
         options = Options()
         options.parseOptions(["--root", base, "--max-list", "5"])
-        self.assertEqual(options.limits().max_list, 5)
+        self.assertEqual(options["serving"]["files"][1].limits().max_list, 5)
         from twisted.python import usage
 
         self.assertRaises(

@@ -1,0 +1,111 @@
+"""GET and RESUME: ``OK <n>``, then n bytes of the file, from the offset asked for.
+
+A short body is read whole and written with its status line (on an idle plain TCP connection,
+one ``sendmsg``).  A longer one is streamed by a producer while the connection is
+:class:`Sending`: with ``os.sendfile`` where the transport allows it, else copied chunk by
+chunk, with backpressure either way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpfiles.files import wire
+from tcpfiles.files.limits import SMALL_BODY
+from tcpfiles.files.states import RESPONDING, Stalling
+from tcpfiles.tree.producer import FileBodyProducer, FileShrank, TransferStopped
+from tcpfiles.tree.store import OpenedFile
+from tcpfiles.tree.zerocopy import SendfileProducer, cork, sendfile_possible
+
+if TYPE_CHECKING:
+    from tcpfiles.files.protocol import FileServerProtocol
+
+log = Logger(namespace="tcpfiles.files")
+
+
+def get(conn: FileServerProtocol, request: wire.Get) -> None:
+    """Send the file from ``request.offset`` on; a body is sent as the file is when opened."""
+    opened = conn.account.store.open_file(request.path)
+    if request.offset > opened.size:
+        opened.close()
+        conn.error(
+            "bad-request",
+            f"offset {request.offset} is past the end of the file ({opened.size} bytes)",
+        )
+        return
+    count = opened.size - request.offset
+    if count > SMALL_BODY:
+        sending = Sending(conn, opened)
+        conn.enter(sending)
+        sending.begin(request.offset, count)
+        return
+    try:
+        data = os.pread(opened.fd, count, request.offset) if count else b""
+    finally:
+        opened.close()
+    # Nothing is sent yet: a file that shrank since fstat is served as it is now.
+    conn.answer("OK", len(data), wire.count_line(len(data)), data)
+
+
+class Sending(Stalling):
+    """A file's body going out; the next request waits until it has all been taken."""
+
+    __slots__ = ("opened",)
+
+    name = RESPONDING
+
+    def __init__(self, conn: FileServerProtocol, opened: OpenedFile) -> None:
+        super().__init__(conn)
+        self.opened = opened
+
+    def begin(self, offset: int, count: int) -> None:
+        """The status line, then the body from ``offset``."""
+        conn, transport = self.conn, self.conn.transport
+        zero_copy = conn.limits.zero_copy and sendfile_possible(transport)
+        if zero_copy:
+            cork(transport, True)  # the status line waits for the body's first segment
+        transport.write(wire.count_line(count))
+        self.start_timer()
+        producer: FileBodyProducer | SendfileProducer
+        if zero_copy:
+            producer = SendfileProducer(self.opened.fd, offset, count, on_progress=self.progress)
+        else:
+            producer = FileBodyProducer(
+                self.opened.fd,
+                offset,
+                count,
+                conn.limits.chunk_size,
+                self.progress,
+                clock=conn.clock,
+            )
+        d = producer.begin(transport)
+        if zero_copy:
+            d.addBoth(self._uncork)
+        d.addBoth(self._done, producer)
+
+    def _uncork(self, result: Any) -> Any:
+        transport = self.conn.transport
+        if transport.connected and not transport.disconnected:
+            cork(transport, False)  # flush the last partial segment now
+        return result
+
+    def _done(self, result: int | Failure, producer: FileBodyProducer | SendfileProducer) -> None:
+        conn = self.conn
+        self.opened.close()
+        if not isinstance(result, Failure):
+            conn.finished("OK", result)
+            return
+        if result.check(TransferStopped):
+            conn.log_outcome("aborted: connection lost", producer.sent)
+            return
+        reason = "file shrank" if result.check(FileShrank) else "read error"
+        conn.log_outcome(f"aborted: {reason}", producer.sent)
+        if result.check(OSError):
+            log.failure(
+                "{peer} {request}: read failed", result, peer=conn.peer, request=conn.request_text
+            )
+        conn.abort()  # the promised size cannot be kept

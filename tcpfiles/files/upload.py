@@ -1,0 +1,147 @@
+"""PUT and REPLACE: checked first (``OK send <size>``), then the body, then ``OK stored``.
+
+The connection is :class:`Receiving` while the body comes in (to a hidden temporary, see
+:mod:`tcpfiles.tree.uploads`), :class:`Discarding` the rest of a body it could not write, and
+:class:`Storing` while the whole body is checked, flushed and published.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpfiles.files import wire
+from tcpfiles.files.refusals import refusal_of
+from tcpfiles.files.states import RECEIVING, RESPONDING, Stalling, State, while_current
+from tcpfiles.tree.paths import PathError
+from tcpfiles.tree.uploads import Upload
+
+if TYPE_CHECKING:
+    from tcpfiles.files.protocol import FileServerProtocol
+
+log = Logger(namespace="tcpfiles.files")
+
+
+def put(conn: FileServerProtocol, request: wire.Put) -> None:
+    """Check everything (a refusal raises), then ask for the body."""
+    upload = conn.account.uploads.begin(request.path, request.size, request.sha256, request.replace)
+    conn.transport.write(wire.send_line(request.size))
+    receiving = Receiving(conn, upload)
+    conn.enter(receiving)
+    receiving.start_timer()
+    # A client that sent the body without waiting for "OK send": it is already buffered.
+    receiving.body(conn.lines.take(min(upload.remaining, conn.lines.pending)))
+
+
+class Receiving(Stalling):
+    """An upload's body coming in; what follows it is the next requests."""
+
+    __slots__ = ("upload",)
+
+    name = RECEIVING
+
+    def __init__(self, conn: FileServerProtocol, upload: Upload) -> None:
+        super().__init__(conn)
+        self.upload = upload
+
+    def data_received(self, data: bytes) -> None:
+        rest = self.body(data)
+        self.conn.lines.feed(rest)
+        self.conn.pump()
+
+    def body(self, data: bytes) -> bytes:
+        """Write what belongs to the body; return what follows it."""
+        self.progress()
+        upload = self.upload
+        body, rest = data[: upload.remaining], data[upload.remaining :]
+        if body:
+            try:
+                upload.write(body)
+            except (PathError, OSError) as exc:
+                upload.abort()
+                error = exc if isinstance(exc, PathError) else None
+                skipping = Discarding(self.conn, upload, upload.remaining - len(body), error)
+                self.conn.enter(skipping)
+                skipping.start_timer()
+                if skipping.remaining == 0:
+                    skipping.say_why()
+                return rest
+        if upload.remaining == 0:  # whole: checked and published even if the client goes now
+            storing = Storing(self.conn, upload)
+            self.conn.enter(storing)
+            upload.finish().addCallbacks(storing.stored, storing.not_stored)
+        return rest
+
+    def input_ended(self) -> None:
+        """The body can never be completed now: nothing is stored."""
+        self.conn.close()
+        self.upload.abort()
+        self.conn.log_outcome("aborted: input ended mid-body", self.upload.received)
+
+    def lost(self) -> None:
+        """Cut off mid-body: the temporary goes (then the log says so)."""
+        self.leave()
+        self.upload.abort()
+        self.conn.log_outcome("aborted: connection lost", self.upload.received)
+
+
+class Discarding(Receiving):
+    """The rest of a body that could not be written, skipped; then the connection says why."""
+
+    __slots__ = ("remaining", "error")
+
+    def __init__(
+        self, conn: FileServerProtocol, upload: Upload, remaining: int, error: PathError | None
+    ) -> None:
+        super().__init__(conn, upload)
+        self.remaining = remaining
+        self.error = error
+
+    def body(self, data: bytes) -> bytes:
+        self.progress()
+        skipped, rest = data[: self.remaining], data[self.remaining :]
+        self.remaining -= len(skipped)
+        if self.remaining == 0:
+            self.say_why()
+        return rest
+
+    def say_why(self) -> None:
+        """The body has been skipped: answer the refusal; the connection goes on."""
+        if self.error is not None:
+            self.conn.error(self.error.code, str(self.error))
+        else:
+            self.conn.error("internal", "the server could not write the file")
+
+
+class Storing(State):
+    """A whole body being checked, flushed and published (in the thread pool)."""
+
+    __slots__ = ("upload",)
+
+    name = RESPONDING
+
+    def __init__(self, conn: FileServerProtocol, upload: Upload) -> None:
+        super().__init__(conn)
+        self.upload = upload
+
+    @while_current
+    def stored(self, digest: str) -> None:
+        """On disk under its name."""
+        self.conn.answer("OK", self.upload.size, wire.stored_line(self.upload.size, digest))
+
+    @while_current
+    def not_stored(self, failure: Failure) -> None:
+        """A refusal (mismatch, exists, too large...), or ``ERR internal``."""
+        error = refusal_of(failure.value)
+        if error is not None:
+            self.conn.error(error.code, str(error))
+            return
+        log.failure(
+            "{peer} {request}: upload failed",
+            failure,
+            peer=self.conn.peer,
+            request=self.conn.request_text,
+        )
+        self.conn.error("internal", "the server could not store the file")
