@@ -3,40 +3,44 @@
 from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files import make_files_service
 from tests.files.helpers import connect, pump
+from tests.helpers import temporary_directory
 
 
-def stop_during_a_transfer(root, grace: float):
-    """A started files service with a 1 MiB GET in flight, asked to stop."""
-    (root / "f.bin").write_bytes(b"x" * (1 << 20))
-    reactor = MemoryReactorClock()
-    service = make_files_service(str(root), ["tcp:0"], reactor, grace=grace)
-    service.startService()
-    protocol, transport = connect(service.factory)
-    protocol.dataReceived(b"GET f.bin\n")
-    return reactor, protocol, transport, service.stopService()
+class DrainingTests(SynchronousTestCase):
+    """A files service stopped while a 1 MiB GET is in flight."""
 
+    def stop_during_a_transfer(self, grace: float):
+        """A started files service with a 1 MiB GET in flight, asked to stop."""
+        root = temporary_directory(self)
+        (root / "f.bin").write_bytes(b"x" * (1 << 20))
+        reactor = MemoryReactorClock()
+        service = make_files_service(str(root), ["tcp:0"], reactor, grace=grace)
+        service.startService()
+        protocol, transport = connect(service.factory)
+        protocol.dataReceived(b"GET f.bin\n")
+        return reactor, protocol, transport, service.stopService()
 
-def test_stop_waits_for_a_transfer_then_finishes(tmp_path):
-    """Stopping waits while a body is going out and fires once it is done."""
-    reactor, protocol, transport, stopped = stop_during_a_transfer(tmp_path, grace=10)
-    assert reactor.tcpServers and not stopped.called
-    pump(transport)
-    assert transport.disconnecting
-    protocol.connectionLost(None)
-    assert stopped.called
-    assert not reactor.getDelayedCalls()
+    def test_stop_waits_for_a_transfer_then_finishes(self) -> None:
+        """Stopping waits while a body is going out and fires once it is done."""
+        reactor, protocol, transport, stopped = self.stop_during_a_transfer(grace=10)
+        assert reactor.tcpServers and not stopped.called
+        pump(transport)
+        assert transport.disconnecting
+        protocol.connectionLost(None)
+        assert stopped.called
+        assert not reactor.getDelayedCalls()
 
-
-def test_stop_drops_stragglers_after_the_grace_period(tmp_path):
-    """A transfer still running when the grace period ends is aborted, and stop completes."""
-    reactor, protocol, transport, stopped = stop_during_a_transfer(tmp_path, grace=5)
-    reactor.advance(4.9)
-    assert not stopped.called and not transport.disconnecting
-    reactor.advance(0.1)
-    assert transport.disconnecting  # aborted
-    protocol.connectionLost(None)
-    reactor.advance(0)
-    assert stopped.called
+    def test_stop_drops_stragglers_after_the_grace_period(self) -> None:
+        """A transfer still running when the grace period ends is aborted, and stop completes."""
+        reactor, protocol, transport, stopped = self.stop_during_a_transfer(grace=5)
+        reactor.advance(4.9)
+        assert not stopped.called and not transport.disconnecting
+        reactor.advance(0.1)
+        assert transport.disconnecting  # aborted
+        protocol.connectionLost(None)
+        reactor.advance(0)
+        assert stopped.called
