@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
-import pytest
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
@@ -19,17 +16,7 @@ from tcpfiles.oneshot.protocol import OneShotFactory
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tests.files.helpers import pump
-
-
-@pytest.fixture
-def root(tmp_path):
-    served = tmp_path / "files"
-    served.mkdir()
-    (served / "notes.txt").write_bytes(b"hello\n")
-    (served / "big.bin").write_bytes(os.urandom(3 << 20))
-    os.symlink("/etc/passwd", served / "escape")
-    os.mkfifo(served / "fifo")
-    return served
+from tests.helpers import cases, temporary_directory, with_cases
 
 
 def start(root, clock, *args):
@@ -43,68 +30,80 @@ def start(root, clock, *args):
     return protocol, transport
 
 
-def test_name_then_newline_gets_the_file(root):
-    """A name ended by a newline is answered at once with the file, then closed."""
-    protocol, transport = start(root, task.Clock())
-    for byte in b"big.bin\r\n":
-        protocol.dataReceived(bytes([byte]))
-    pump(transport)
-    assert transport.value() == (root / "big.bin").read_bytes()
-    assert transport.disconnecting
+@with_cases
+class ServeTests(SynchronousTestCase):
+    """A served root with a file, a big file, an escaping link and a FIFO."""
 
+    def setUp(self) -> None:
+        self.root = served = temporary_directory(self) / "files"
+        served.mkdir()
+        (served / "notes.txt").write_bytes(b"hello\n")
+        (served / "big.bin").write_bytes(os.urandom(3 << 20))
+        os.symlink("/etc/passwd", served / "escape")
+        os.mkfifo(served / "fifo")
 
-def test_bare_name_is_complete_after_a_quiet_period(root):
-    """A tutorial client sends the bare name and waits: the server answers after 0.5 s."""
-    clock = task.Clock()
-    protocol, transport = start(root, clock)
-    protocol.dataReceived(b"notes")
-    clock.advance(0.4)
-    protocol.dataReceived(b".txt")
-    clock.advance(0.4)
-    assert transport.value() == b""
-    clock.advance(0.1)
-    pump(transport)
-    assert transport.value() == b"hello\n"
+    def test_name_then_newline_gets_the_file(self) -> None:
+        """A name ended by a newline is answered at once with the file, then closed."""
+        protocol, transport = start(self.root, task.Clock())
+        for byte in b"big.bin\r\n":
+            protocol.dataReceived(bytes([byte]))
+        pump(transport)
+        assert transport.value() == (self.root / "big.bin").read_bytes()
+        assert transport.disconnecting
 
+    def test_bare_name_is_complete_after_a_quiet_period(self) -> None:
+        """A tutorial client sends the bare name and waits: the server answers after 0.5 s."""
+        clock = task.Clock()
+        protocol, transport = start(self.root, clock)
+        protocol.dataReceived(b"notes")
+        clock.advance(0.4)
+        protocol.dataReceived(b".txt")
+        clock.advance(0.4)
+        assert transport.value() == b""
+        clock.advance(0.1)
+        pump(transport)
+        assert transport.value() == b"hello\n"
 
-def test_half_close_ends_the_name(root):
-    """A client that half-closes after the name is answered without waiting."""
-    protocol, transport = start(root, task.Clock())
-    protocol.dataReceived(b"notes.txt")
-    protocol.readConnectionLost()
-    pump(transport)
-    assert transport.value() == b"hello\n"
+    def test_half_close_ends_the_name(self) -> None:
+        """A client that half-closes after the name is answered without waiting."""
+        protocol, transport = start(self.root, task.Clock())
+        protocol.dataReceived(b"notes.txt")
+        protocol.readConnectionLost()
+        pump(transport)
+        assert transport.value() == b"hello\n"
 
+    @cases(
+        missing=(b"missing",),
+        dotdot_etc_passwd=(b"../etc/passwd",),
+        escape=(b"escape",),
+        fifo=(b"fifo",),
+        empty=(b"",),
+        undecodable=(b"\xff\xfe",),
+        oversized=(b"x" * 5000,),
+    )
+    def test_anything_not_servable_is_a_lone_1(self, name) -> None:
+        """Missing, outside, special, undecodable or oversized names all get the byte 1."""
+        clock = task.Clock()
+        protocol, transport = start(self.root, clock)
+        protocol.dataReceived(name)
+        protocol.readConnectionLost()
+        clock.advance(1)
+        assert transport.value() == b"1"
+        assert transport.disconnecting
 
-@pytest.mark.parametrize(
-    "name", [b"missing", b"../etc/passwd", b"escape", b"fifo", b"", b"\xff\xfe", b"x" * 5000]
-)
-def test_anything_not_servable_is_a_lone_1(root, name):
-    """Missing, outside, special, undecodable or oversized names all get the byte 1."""
-    clock = task.Clock()
-    protocol, transport = start(root, clock)
-    protocol.dataReceived(name)
-    protocol.readConnectionLost()
-    clock.advance(1)
-    assert transport.value() == b"1"
-    assert transport.disconnecting
-
-
-def test_silent_client_times_out(root):
-    """A client that never sends a name gets '1' after the name timeout."""
-    clock = task.Clock()
-    protocol, transport = start(root, clock)
-    clock.advance(30)
-    assert transport.value() == b"1"
+    def test_silent_client_times_out(self) -> None:
+        """A client that never sends a name gets '1' after the name timeout."""
+        clock = task.Clock()
+        protocol, transport = start(self.root, clock)
+        clock.advance(30)
+        assert transport.value() == b"1"
 
 
 def served_directory(case: SynchronousTestCase) -> str:
     """A fresh directory holding notes.txt ("hello\\n")."""
-    path = tempfile.mkdtemp()
-    case.addCleanup(shutil.rmtree, path)
-    with open(os.path.join(path, "notes.txt"), "wb") as f:
-        f.write(b"hello\n")
-    return path
+    path = temporary_directory(case)
+    (path / "notes.txt").write_bytes(b"hello\n")
+    return str(path)
 
 
 class NameDeadlineTests(SynchronousTestCase):
