@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import signal
 import socket
 import stat
-import tempfile
-from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tcpfiles.tree import paths
 from tcpfiles.tree.paths import (
@@ -32,87 +28,7 @@ from tcpfiles.tree.paths import (
     parse_path,
 )
 from tcpfiles.tree.store import FileStore
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "..",
-        "a/../b",
-        "./a",
-        "a/.",
-        "a\\b",
-        "a\x00b",
-        "a\nb",
-        "\x1b[2J",
-        "a\x7fb",
-        "a\u0085b",
-        "x" * 256,
-        "/".join(["d" * 200] * 21),
-    ],
-)
-def test_parse_path_rejects(text):
-    """Dot parts, control characters, backslashes and over-long paths are refused, not fixed."""
-    with pytest.raises(BadPath):
-        parse_path(text)
-
-
-@pytest.mark.parametrize(
-    ("text", "parts"),
-    [
-        ("a.txt", ("a.txt",)),
-        ("/a.txt", ("a.txt",)),
-        ("a//b/", ("a", "b")),
-        ("with space/x y", ("with space", "x y")),
-        ("%2e%2e/x", ("%2e%2e", "x")),
-        ("\uff0e\uff0e/x", ("\uff0e\uff0e", "x")),  # fullwidth dots are just a name
-        ("...", ("...",)),
-        ("", ()),
-        ("/", ()),
-        ("x" * 255, ("x" * 255,)),
-    ],
-)
-def test_parse_path_accepts(text, parts):
-    """Ordinary paths split into parts verbatim; nothing is decoded or normalised."""
-    assert parse_path(text) == parts
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Root:
-    """A root with good and hostile entries, and a sibling whose name starts with the root's."""
-    root = tmp_path / "root"
-    (root / "sub" / "deeper").mkdir(parents=True)
-    (root / "a.txt").write_bytes(b"A")
-    (root / "sub" / "b.txt").write_bytes(b"B")
-    (root / "sub" / "deeper" / "c.txt").write_bytes(b"C")
-    evil = tmp_path / "root_evil"
-    evil.mkdir()
-    (evil / "secret").write_bytes(b"S")
-    (tmp_path / "outside.txt").write_bytes(b"O")
-    links = {
-        "up": "../outside.txt",
-        "abs-out": str(tmp_path / "outside.txt"),
-        "sibling": "../root_evil/secret",
-        "etc": "/etc/passwd",
-        "zero": "/dev/zero",
-        "in-rel": "sub/b.txt",
-        "in-abs": str(root / "a.txt"),
-        "in-dir": "sub",
-        "loop1": "loop2",
-        "loop2": "loop1",
-        "dangling": "nothing-here",
-        "sub/deeper/back": "../../a.txt",
-        "sub/deeper/too-far": "../../../outside.txt",
-        "sub/updir": "..",
-        "sub/root-dir": str(root),
-    }
-    for name, target in links.items():
-        os.symlink(target, root / name)
-    os.mkfifo(root / "fifo")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(root / "sock"))
-    sock.close()
-    return Root.at(str(root))
+from tests.helpers import cases, temporary_directory, with_cases
 
 
 def read(root: Root, path: str) -> bytes:
@@ -121,106 +37,6 @@ def read(root: Root, path: str) -> bytes:
         return os.pread(fd, 100, 0)
     finally:
         os.close(fd)
-
-
-@pytest.mark.parametrize(
-    ("path", "content"),
-    [
-        ("a.txt", b"A"),
-        ("sub/b.txt", b"B"),
-        ("in-rel", b"B"),
-        ("in-abs", b"A"),
-        ("in-dir/deeper/c.txt", b"C"),
-        ("sub/deeper/back", b"A"),
-        ("sub/updir/a.txt", b"A"),
-        ("sub/root-dir/sub/b.txt", b"B"),
-    ],
-)
-def test_inside_paths_and_inside_symlinks_work(tree, path, content):
-    """Plain paths and symlinks that stay inside the root are served."""
-    assert read(tree, path) == content
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "up",
-        "abs-out",
-        "sibling",
-        "etc",
-        "zero",
-        "loop1",
-        "dangling",
-        "missing",
-        "sub/deeper/too-far",
-        "a.txt/x",
-        "sub/updir/..x",
-        "in-rel/x",
-    ],
-)
-def test_outside_missing_and_broken_look_the_same(tree, path):
-    """Escaping links, loops, dangling links and missing files give one identical answer."""
-    with pytest.raises(NotFound) as caught:
-        read(tree, path)
-    assert str(caught.value) == "no such file or directory"
-
-
-@pytest.mark.parametrize("path", ["fifo", "sock", "sub", "in-dir", ""])
-def test_non_regular_files_are_refused_without_blocking(tree, path):
-    """A FIFO, a socket or a directory is 'not a file'; a FIFO never blocks the caller."""
-    signal.alarm(5)  # an open() of the FIFO would hang here; fail loudly instead
-    try:
-        with pytest.raises(NotAFile):
-            read(tree, path)
-    finally:
-        signal.alarm(0)
-
-
-def test_device_node_is_refused(tree):
-    """A character device inside the root is not a file (skipped where mknod is not allowed)."""
-    try:
-        os.mknod(os.path.join(tree.real, "null"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
-    except PermissionError:
-        pytest.skip("mknod needs CAP_MKNOD")
-    with pytest.raises(NotAFile):
-        read(tree, "null")
-
-
-def test_directories(tree):
-    """want='dir' opens directories (through inside links) and refuses files."""
-    os.close(open_beneath(tree, ("in-dir", "deeper"), want="dir"))
-    os.close(open_beneath(tree, (), want="dir"))
-    with pytest.raises(NotADirectory):
-        open_beneath(tree, ("a.txt",), want="dir")
-    with pytest.raises(NotFound):
-        open_beneath(tree, ("up",), want="dir")
-
-
-def test_unreadable_file_is_forbidden(tree, monkeypatch):
-    """A file the server may not open (EACCES) is 'forbidden'; the check works as root too."""
-    real_open = os.open
-
-    def open_refusing_locked(path, flags, *args, **kwargs):
-        if path == "a.txt":
-            raise PermissionError(13, "Permission denied")
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", open_refusing_locked)
-    with pytest.raises(PathError) as caught:
-        read(tree, "a.txt")
-    assert caught.value.code == "forbidden"
-
-
-def test_no_descriptor_leaks(tree):
-    """Success and every kind of refusal close every directory descriptor they opened."""
-    tree.fd()  # the root's own descriptor is opened once and kept on purpose
-    before = len(os.listdir("/proc/self/fd"))
-    for path in ["a.txt", "up", "loop1", "fifo", "sub/deeper/back", "in-dir/deeper", "missing"]:
-        try:
-            os.close(open_beneath(tree, parse_path(path), want="any"))
-        except PathError:
-            pass
-    assert len(os.listdir("/proc/self/fd")) == before
 
 
 NAMES = [
@@ -246,22 +62,196 @@ NAMES = [
 ]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    st.lists(st.sampled_from(NAMES), min_size=0, max_size=8),
-    st.sampled_from(["file", "dir", "any"]),
-)
-def test_nothing_outside_the_root_is_ever_opened(tree, parts, want):
-    """Property: whatever path is walked, what gets opened lies inside the root."""
-    try:
-        fd = open_beneath(tree, tuple(parts), want=want)
-    except PathError:
-        return
-    try:
-        opened = os.readlink(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
-    assert opened == tree.real or opened.startswith(tree.real + "/"), (parts, opened)
+@with_cases
+class ParsePathTests(SynchronousTestCase):
+    """A wire path is split into parts verbatim, or refused; nothing is fixed up."""
+
+    @cases(
+        dotdot=("..",),
+        dotdot_inside=("a/../b",),
+        dot_first=("./a",),
+        dot_last=("a/.",),
+        backslash=("a\\b",),
+        nul=("a\x00b",),
+        newline=("a\nb",),
+        terminal_escape=("\x1b[2J",),
+        delete=("a\x7fb",),
+        nel=("a\u0085b",),
+        part_too_long=("x" * 256,),
+        path_too_long=("/".join(["d" * 200] * 21),),
+    )
+    def test_parse_path_rejects(self, text) -> None:
+        """Dot parts, control characters, backslashes and over-long paths are refused, not fixed."""
+        with self.assertRaises(BadPath):
+            parse_path(text)
+
+    @cases(
+        plain=("a.txt", ("a.txt",)),
+        leading_slash=("/a.txt", ("a.txt",)),
+        double_and_trailing_slash=("a//b/", ("a", "b")),
+        spaces=("with space/x y", ("with space", "x y")),
+        percent_encoded_dots=("%2e%2e/x", ("%2e%2e", "x")),
+        fullwidth_dots=("\uff0e\uff0e/x", ("\uff0e\uff0e", "x")),
+        three_dots=("...", ("...",)),
+        empty=("", ()),
+        slash=("/", ()),
+        part_of_255=("x" * 255, ("x" * 255,)),
+    )
+    def test_parse_path_accepts(self, text, parts) -> None:
+        """Ordinary paths split into parts verbatim; nothing is decoded or normalised."""
+        assert parse_path(text) == parts
+
+
+@with_cases
+class BeneathTests(SynchronousTestCase):
+    """Opening beneath a root with good and hostile entries: what is inside, and only that."""
+
+    def setUp(self) -> None:
+        """A root with good and hostile entries, and a sibling whose name starts with the root's."""
+        tmp_path = temporary_directory(self)
+        root = tmp_path / "root"
+        (root / "sub" / "deeper").mkdir(parents=True)
+        (root / "a.txt").write_bytes(b"A")
+        (root / "sub" / "b.txt").write_bytes(b"B")
+        (root / "sub" / "deeper" / "c.txt").write_bytes(b"C")
+        evil = tmp_path / "root_evil"
+        evil.mkdir()
+        (evil / "secret").write_bytes(b"S")
+        (tmp_path / "outside.txt").write_bytes(b"O")
+        links = {
+            "up": "../outside.txt",
+            "abs-out": str(tmp_path / "outside.txt"),
+            "sibling": "../root_evil/secret",
+            "etc": "/etc/passwd",
+            "zero": "/dev/zero",
+            "in-rel": "sub/b.txt",
+            "in-abs": str(root / "a.txt"),
+            "in-dir": "sub",
+            "loop1": "loop2",
+            "loop2": "loop1",
+            "dangling": "nothing-here",
+            "sub/deeper/back": "../../a.txt",
+            "sub/deeper/too-far": "../../../outside.txt",
+            "sub/updir": "..",
+            "sub/root-dir": str(root),
+        }
+        for name, target in links.items():
+            os.symlink(target, root / name)
+        os.mkfifo(root / "fifo")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(root / "sock"))
+        sock.close()
+        self.tree = Root.at(str(root))
+
+    @cases(
+        plain=("a.txt", b"A"),
+        in_sub=("sub/b.txt", b"B"),
+        link_relative=("in-rel", b"B"),
+        link_absolute=("in-abs", b"A"),
+        through_dir_link=("in-dir/deeper/c.txt", b"C"),
+        link_back_up=("sub/deeper/back", b"A"),
+        through_updir_link=("sub/updir/a.txt", b"A"),
+        through_root_link=("sub/root-dir/sub/b.txt", b"B"),
+    )
+    def test_inside_paths_and_inside_symlinks_work(self, path, content) -> None:
+        """Plain paths and symlinks that stay inside the root are served."""
+        assert read(self.tree, path) == content
+
+    @cases(
+        up=("up",),
+        abs_out=("abs-out",),
+        sibling=("sibling",),
+        etc=("etc",),
+        zero=("zero",),
+        loop1=("loop1",),
+        dangling=("dangling",),
+        missing=("missing",),
+        too_far=("sub/deeper/too-far",),
+        under_a_file=("a.txt/x",),
+        updir_dotdot_x=("sub/updir/..x",),
+        under_a_link_to_a_file=("in-rel/x",),
+    )
+    def test_outside_missing_and_broken_look_the_same(self, path) -> None:
+        """Escaping links, loops, dangling links and missing files give one identical answer."""
+        with self.assertRaises(NotFound) as caught:
+            read(self.tree, path)
+        assert str(caught.exception) == "no such file or directory"
+
+    @cases(
+        fifo=("fifo",),
+        sock=("sock",),
+        sub=("sub",),
+        in_dir=("in-dir",),
+        root=("",),
+    )
+    def test_non_regular_files_are_refused_without_blocking(self, path) -> None:
+        """A FIFO, a socket or a directory is 'not a file'; a FIFO never blocks the caller."""
+        signal.alarm(5)  # an open() of the FIFO would hang here; fail loudly instead
+        try:
+            with self.assertRaises(NotAFile):
+                read(self.tree, path)
+        finally:
+            signal.alarm(0)
+
+    def test_device_node_is_refused(self) -> None:
+        """A character device inside the root is not a file (skipped where mknod is not allowed)."""
+        try:
+            os.mknod(os.path.join(self.tree.real, "null"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        except PermissionError:
+            raise SkipTest("mknod needs CAP_MKNOD") from None
+        with self.assertRaises(NotAFile):
+            read(self.tree, "null")
+
+    def test_directories(self) -> None:
+        """want='dir' opens directories (through inside links) and refuses files."""
+        os.close(open_beneath(self.tree, ("in-dir", "deeper"), want="dir"))
+        os.close(open_beneath(self.tree, (), want="dir"))
+        with self.assertRaises(NotADirectory):
+            open_beneath(self.tree, ("a.txt",), want="dir")
+        with self.assertRaises(NotFound):
+            open_beneath(self.tree, ("up",), want="dir")
+
+    def test_unreadable_file_is_forbidden(self) -> None:
+        """A file the server may not open (EACCES) is 'forbidden'; the check works as root too."""
+        real_open = os.open
+
+        def open_refusing_locked(path, flags, *args, **kwargs):
+            if path == "a.txt":
+                raise PermissionError(13, "Permission denied")
+            return real_open(path, flags, *args, **kwargs)
+
+        self.patch(os, "open", open_refusing_locked)
+        with self.assertRaises(PathError) as caught:
+            read(self.tree, "a.txt")
+        assert caught.exception.code == "forbidden"
+
+    def test_no_descriptor_leaks(self) -> None:
+        """Success and every kind of refusal close every directory descriptor they opened."""
+        self.tree.fd()  # the root's own descriptor is opened once and kept on purpose
+        before = len(os.listdir("/proc/self/fd"))
+        for path in ["a.txt", "up", "loop1", "fifo", "sub/deeper/back", "in-dir/deeper", "missing"]:
+            try:
+                os.close(open_beneath(self.tree, parse_path(path), want="any"))
+            except PathError:
+                pass
+        assert len(os.listdir("/proc/self/fd")) == before
+
+    @settings(max_examples=300)
+    @given(
+        st.lists(st.sampled_from(NAMES), min_size=0, max_size=8),
+        st.sampled_from(["file", "dir", "any"]),
+    )
+    def test_nothing_outside_the_root_is_ever_opened(self, parts, want) -> None:
+        """Property: whatever path is walked, what gets opened lies inside the root."""
+        try:
+            fd = open_beneath(self.tree, tuple(parts), want=want)
+        except PathError:
+            return
+        try:
+            opened = os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        assert opened == self.tree.real or opened.startswith(self.tree.real + "/"), (parts, opened)
 
 
 # --- running out of descriptors is "busy", never "missing" -------------------------------------
@@ -282,8 +272,7 @@ class ExhaustionTests(SynchronousTestCase):
     """EMFILE/ENFILE/ENOMEM anywhere a path opens a descriptor answer Exhausted (busy)."""
 
     def setUp(self) -> None:
-        self.dir = Path(tempfile.mkdtemp())
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = temporary_directory(self)
         (self.dir / "sub").mkdir()
         (self.dir / "a.txt").write_bytes(b"alpha")
         (self.dir / "sub" / "b.txt").write_bytes(b"beta")
