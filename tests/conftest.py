@@ -1,4 +1,5 @@
-"""Shared fixtures.  No module-level reactor import here: pytest-twisted installs it first."""
+"""Under pytest, no test may leave a DelayedCall on the global reactor (under trial, its
+TestCase checks that itself; SynchronousTestCase does not)."""
 
 import pytest
 

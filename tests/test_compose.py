@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest_twisted
 from twisted.internet import defer, protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tcpfiles import tap
 from tcpfiles.compose import Serve, make_service, serve_stream
@@ -23,6 +20,7 @@ from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.core.udp import UDPListenerService
 from tcpfiles.echo.plugin import echo
 from tcpfiles.tree.uploads import StaleTemporaries
+from tests.helpers import temporary_directory
 
 BIG = 64 << 20  # more than loopback socket buffers hold: a paused reader holds up the GET
 
@@ -62,11 +60,9 @@ shout = Behaviour(
 
 
 def temporary_root(case: SynchronousTestCase) -> str:
-    root = tempfile.mkdtemp()
-    case.addCleanup(shutil.rmtree, root)
-    with open(os.path.join(root, "hi.txt"), "wb") as f:
-        f.write(b"hi")
-    return root
+    root = temporary_directory(case)
+    (root / "hi.txt").write_bytes(b"hi")
+    return str(root)
 
 
 def children(top: Any, kind: type) -> list[Any]:
@@ -230,7 +226,7 @@ class Collect(protocol.Protocol):
         self.done.callback(bytes(self.data))
 
 
-class RealReactorTests(SynchronousTestCase):
+class RealReactorTests(TestCase):
     """files + echo + a third party on 127.0.0.1:0 with the real reactor: served, then drained."""
 
     def setUp(self) -> None:
@@ -250,36 +246,43 @@ class RealReactorTests(SynchronousTestCase):
         )
         self.top.privilegedStartService()
         self.top.startService()
+        self.addCleanup(self.stop_if_running)
         self.ports = {c.label: c.port.getHost().port for c in children(self.top, ListenerService)}
 
-    def wait(self, d: defer.Deferred[Any], seconds: float = 20) -> Any:
-        """Run the real reactor until ``d`` fires (at most ``seconds``)."""
-        return pytest_twisted.blockon(d.addTimeout(seconds, self.reactor))
+    def stop_if_running(self) -> defer.Deferred[None] | None:
+        """After a failed test: drop what is still connected, stop listening if not stopped."""
+        for tracker in self.top.trackers:
+            tracker.abort_all()
+        return defer.maybeDeferred(self.top.stopService) if self.top.running else None
 
-    def connect(self, label: str, request: bytes) -> Collect:
+    def wait(self, d: defer.Deferred[Any], seconds: float = 20) -> defer.Deferred[Any]:
+        """``d``, failed with a timeout if it has not fired within ``seconds``."""
+        return d.addTimeout(seconds, self.reactor)
+
+    async def connect(self, label: str, request: bytes) -> Collect:
         client = Collect(request)
         creator = protocol.ClientCreator(self.reactor, lambda: client)
-        self.wait(creator.connectTCP("127.0.0.1", self.ports[label]))
+        await self.wait(creator.connectTCP("127.0.0.1", self.ports[label]))
         return client
 
-    def test_serves_each_then_drains_on_stop(self) -> None:
+    async def test_serves_each_then_drains_on_stop(self) -> None:
         """Each answers; on stop a GET in flight finishes whole, idle ones close, then done."""
-        answered = self.connect("files", b"GET hi.txt\nQUIT\n")
-        self.assertEqual(self.wait(answered.done), b"OK 2\nhiOK bye\n")
-        echoed = self.connect("echo", b"ping")
-        self.assertEqual(self.wait(echoed.first), b"ping")
-        shouted = self.connect("shout", b"hey\n")
-        self.assertEqual(self.wait(shouted.first), b"HEY!\n")
-        download = self.connect("files", b"GET big.bin\n")
-        self.wait(download.first)
+        answered = await self.connect("files", b"GET hi.txt\nQUIT\n")
+        self.assertEqual(await self.wait(answered.done), b"OK 2\nhiOK bye\n")
+        echoed = await self.connect("echo", b"ping")
+        self.assertEqual(await self.wait(echoed.first), b"ping")
+        shouted = await self.connect("shout", b"hey\n")
+        self.assertEqual(await self.wait(shouted.first), b"HEY!\n")
+        download = await self.connect("files", b"GET big.bin\n")
+        await self.wait(download.first)
         download.transport.pauseProducing()  # a reader that stops: the GET cannot finish yet
         stopped = self.top.stopService()
-        self.assertEqual(self.wait(echoed.done), b"ping")  # idle: closed at once
-        self.assertEqual(self.wait(shouted.done), b"HEY!\n")
+        self.assertEqual(await self.wait(echoed.done), b"ping")  # idle: closed at once
+        self.assertEqual(await self.wait(shouted.done), b"HEY!\n")
         self.assertEqual([c.port for c in children(self.top, ListenerService)], [None] * 3)
         self.assertFalse(stopped.called)  # still draining: a GET is in flight
         download.transport.resumeProducing()
-        body = self.wait(download.done)
+        body = await self.wait(download.done)
         self.assertEqual(body, f"OK {BIG}\n".encode() + bytes(BIG))  # finished, not cut
-        self.assertIsNone(self.wait(stopped))
+        self.assertIsNone(await self.wait(stopped))
         self.assertEqual(sum(len(t.active) for t in self.top.trackers), 0)
