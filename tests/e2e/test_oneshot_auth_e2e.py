@@ -29,7 +29,8 @@ class OneshotAuthTests(E2ETestCase):
         (self.root / "alice" / "secret.txt").write_bytes(b"alice's secret\n")
 
     def test_oneshot_without_anonymous_answers_1_and_warns_once(self) -> None:
-        """--auth, no --anonymous: no file through oneshot, one warning at start, files locked."""
+        """--auth without --anonymous: no file through oneshot, one warning at start, files
+        locked."""
         server = self.start_server(
             "--auth", "memory:alice:pw", "--serve", f"oneshot={LOOP}", "--serve", f"oneshot={LOOP}"
         )
