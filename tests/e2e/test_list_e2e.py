@@ -154,6 +154,8 @@ class BigListingTests(SynchronousTestCase):
         baseline = server.rss_kib()
         probe.start()
         idle = [non_reader(server.port) for _ in range(20)]
+        for sock in idle:  # closed before the server stops, even when an assertion fails
+            self.addCleanup(sock.close)
         reader = Wire(server.port, timeout=60)
         started = time.monotonic()
         reader.send(b"LIST big\n")
