@@ -25,7 +25,10 @@ from tests.e2e.cases import E2ETestCase
 from tests.e2e.harness import Wire, script, serving
 
 BIG = 200_000
-PROBE_LIMIT = 0.100  # seconds: the worst GET of another client while the listings run
+#: Seconds: the worst GET of another client while the listings run.  Unloaded it is 13-31 ms;
+#: before LIST streamed it was 29 s.  0.1 s failed on the 2-CPU machine shared with other test
+#: runs (116-422 ms seen), so the bound keeps two orders of magnitude below the bug instead.
+PROBE_LIMIT = 0.500
 RSS_LIMIT_KIB = 32 * 1024
 
 
