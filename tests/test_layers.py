@@ -238,7 +238,7 @@ class ReactorTests(SynchronousTestCase):
 class ArchitectureDocTests(SynchronousTestCase):
     def test_the_architecture_page_shows_the_imports_as_they_are(self) -> None:
         page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
-        self.assertIn(diagram(), page, "regenerate with: python -m tests.test_imports")
+        self.assertIn(diagram(), page, "regenerate with: python -m tests.test_layers")
 
 
 #: Longest module and longest function, in lines (docs/architecture.md).

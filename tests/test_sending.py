@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 from twisted.internet import interfaces, tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
 from tcpfiles.core.sending import (
@@ -24,21 +24,6 @@ from tcpfiles.core.sending import (
 from tests.helpers import PausingTransport
 
 
-@pytest.fixture
-def pair():
-    """A connected Twisted TCP connection object over one end of a socket pair, and the other
-    end (blocking) to read what was sent.  Nothing runs a reactor: doWrite is called by hand."""
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    connection = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
-    connection.connected = 1
-    yield connection, theirs
-    ours.close()
-    theirs.close()
-
-
 def read_all(sock: socket.socket, n: int) -> bytes:
     data = b""
     while len(data) < n:
@@ -46,125 +31,132 @@ def read_all(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def test_idle_connection_sends_everything_at_once(pair):
-    connection, theirs = pair
-    assert can_send_now(connection)
-    assert send_now(connection, b"OK 3\n", b"abc") is True
-    assert buffered(connection) == 0 and connection._tempDataBuffer == []
-    assert read_all(theirs, 8) == b"OK 3\nabc"
-    assert drained(connection).called
+class SendingTests(SynchronousTestCase):
+    """send_now, drained and write_paced on real and fake transports."""
 
+    def pair(self) -> tuple[tcp.Connection, socket.socket]:
+        """A connected Twisted TCP connection object over one end of a socket pair, and the
+        other end (blocking) to read what was sent.  Nothing runs a reactor: doWrite is called
+        by hand.  Both ends are closed when the test is done."""
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        self.addCleanup(ours.close)
+        ours.setblocking(False)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        connection = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
+        connection.connected = 1
+        return connection, theirs
 
-def test_what_the_socket_does_not_take_is_queued_in_order(pair):
-    """A peer that is not reading: the rest waits in Twisted's buffer, in order, and drained()
-    fires only once Twisted has handed it all to the kernel."""
-    connection, theirs = pair
-    body = bytes(range(256)) * 4096  # 1 MiB, far more than the socket buffers hold
-    assert send_now(connection, b"OK 1048576\n", body) is False
-    queued = buffered(connection)
-    assert 0 < queued <= len(body)
-    assert not can_send_now(connection)
-    assert send_now(connection, b"next\n") is False  # queued behind, never ahead
-    done = drained(connection)
-    assert not done.called and connection.producer is not None
-    received = b""
-    while not done.called:
-        received += theirs.recv(1 << 16)
-        connection.doWrite()
-    assert connection.producer is None
-    theirs.setblocking(False)
-    try:
-        while True:
-            chunk = theirs.recv(1 << 16)
-            if not chunk:
-                break
-            received += chunk
-    except BlockingIOError:
-        pass
-    assert received == b"OK 1048576\n" + body + b"next\n"
+    def test_idle_connection_sends_everything_at_once(self) -> None:
+        connection, theirs = self.pair()
+        assert can_send_now(connection)
+        assert send_now(connection, b"OK 3\n", b"abc") is True
+        assert buffered(connection) == 0 and connection._tempDataBuffer == []
+        assert read_all(theirs, 8) == b"OK 3\nabc"
+        assert drained(connection).called
 
+    def test_what_the_socket_does_not_take_is_queued_in_order(self) -> None:
+        """A peer that is not reading: the rest waits in Twisted's buffer, in order, and drained()
+        fires only once Twisted has handed it all to the kernel."""
+        connection, theirs = self.pair()
+        body = bytes(range(256)) * 4096  # 1 MiB, far more than the socket buffers hold
+        assert send_now(connection, b"OK 1048576\n", body) is False
+        queued = buffered(connection)
+        assert 0 < queued <= len(body)
+        assert not can_send_now(connection)
+        assert send_now(connection, b"next\n") is False  # queued behind, never ahead
+        done = drained(connection)
+        assert not done.called and connection.producer is not None
+        received = b""
+        while not done.called:
+            received += theirs.recv(1 << 16)
+            connection.doWrite()
+        assert connection.producer is None
+        theirs.setblocking(False)
+        try:
+            while True:
+                chunk = theirs.recv(1 << 16)
+                if not chunk:
+                    break
+                received += chunk
+        except BlockingIOError:
+            pass
+        assert received == b"OK 1048576\n" + body + b"next\n"
 
-def test_connection_lost_while_waiting_fails_the_wait(pair):
-    connection, _ = pair
-    send_now(connection, b"x" * (1 << 20))
-    done = drained(connection)
-    failures: list = []
-    done.addErrback(failures.append)
-    connection.producer.stopProducing()
-    assert failures and failures[0].check(TransferStopped)
+    def test_connection_lost_while_waiting_fails_the_wait(self) -> None:
+        connection, _ = self.pair()
+        send_now(connection, b"x" * (1 << 20))
+        done = drained(connection)
+        failures: list = []
+        done.addErrback(failures.append)
+        connection.producer.stopProducing()
+        assert failures and failures[0].check(TransferStopped)
 
+    def test_other_transports_get_plain_writes(self) -> None:
+        """A test transport or a TLS one: no raw socket send, nothing reordered."""
+        plain = StringTransport()
+        assert not can_send_now(plain)
+        assert send_now(plain, b"a", b"b") is False
+        assert plain.value() == b"ab"
+        assert drained(plain).called  # cannot tell: counts as drained
 
-def test_other_transports_get_plain_writes():
-    """A test transport or a TLS one: no raw socket send, nothing reordered."""
-    plain = StringTransport()
-    assert not can_send_now(plain)
-    assert send_now(plain, b"a", b"b") is False
-    assert plain.value() == b"ab"
-    assert drained(plain).called  # cannot tell: counts as drained
+    def test_tls_and_closing_connections_are_never_written_raw(self) -> None:
+        connection, _ = self.pair()
+        directlyProvides(connection, interfaces.INegotiated)
+        assert not can_send_now(connection)
+        directlyProvides(connection)
+        connection.disconnecting = True
+        assert not can_send_now(connection)
 
+    def test_paced_answer_below_the_limit_is_ready_at_once(self) -> None:
+        transport = PausingTransport(limit=100)
+        ready = write_paced(transport, b"OK ", b"fine\n")
+        assert ready.called and transport.value() == b"OK fine\n"
+        assert transport.producer is None
 
-def test_tls_and_closing_connections_are_never_written_raw(pair):
-    connection, _ = pair
-    directlyProvides(connection, interfaces.INegotiated)
-    assert not can_send_now(connection)
-    directlyProvides(connection)
-    connection.disconnecting = True
-    assert not can_send_now(connection)
+    def test_paced_answer_over_the_limit_waits_for_the_drain(self) -> None:
+        """Any transport but an idle plain TCP one (TLS): the transport's own pause says when
+        the next answer must wait."""
+        transport = PausingTransport(limit=100)
+        ready = write_paced(transport, b"x" * 101)
+        assert not ready.called and transport.producer is not None
+        transport.drain()
+        assert ready.called and transport.producer is None
 
+    def test_paced_answer_lost_with_the_connection(self) -> None:
+        transport = PausingTransport(limit=100)
+        ready = write_paced(transport, b"x" * 101)
+        failures: list = []
+        ready.addErrback(failures.append)
+        transport.producer.stopProducing()
+        assert failures and failures[0].check(TransferStopped)
 
-def test_paced_answer_below_the_limit_is_ready_at_once():
-    transport = PausingTransport(limit=100)
-    ready = write_paced(transport, b"OK ", b"fine\n")
-    assert ready.called and transport.value() == b"OK fine\n"
-    assert transport.producer is None
+    def test_paced_answer_on_plain_tcp_sends_now_or_waits_for_the_kernel(self) -> None:
+        connection, theirs = self.pair()
+        assert write_paced(connection, b"small\n").called
+        assert read_all(theirs, 6) == b"small\n"
+        ready = write_paced(connection, b"y" * (1 << 20))
+        assert not ready.called
+        got = 0
+        while not ready.called:
+            got += len(theirs.recv(1 << 16))
+            connection.doWrite()
+        assert connection.producer is None and buffered(connection) == 0
 
+    def test_read_size_grows_while_reads_fill_it_and_shrinks_back(self) -> None:
+        connection, _ = self.pair()
+        assert connection.bufferSize == MIN_READ
+        for _ in range(10):
+            adapt_read_size(connection, connection.bufferSize)  # every read filled the buffer
+        assert connection.bufferSize == MAX_READ
+        adapt_read_size(connection, MAX_READ // 2)  # half full: stays
+        assert connection.bufferSize == MAX_READ
+        for _ in range(10):
+            adapt_read_size(connection, 1024)  # small messages
+        assert connection.bufferSize == MIN_READ
 
-def test_paced_answer_over_the_limit_waits_for_the_drain():
-    """Any transport but an idle plain TCP one (TLS): the transport's own pause says when
-    the next answer must wait."""
-    transport = PausingTransport(limit=100)
-    ready = write_paced(transport, b"x" * 101)
-    assert not ready.called and transport.producer is not None
-    transport.drain()
-    assert ready.called and transport.producer is None
-
-
-def test_paced_answer_lost_with_the_connection():
-    transport = PausingTransport(limit=100)
-    ready = write_paced(transport, b"x" * 101)
-    failures: list = []
-    ready.addErrback(failures.append)
-    transport.producer.stopProducing()
-    assert failures and failures[0].check(TransferStopped)
-
-
-def test_paced_answer_on_plain_tcp_sends_now_or_waits_for_the_kernel(pair):
-    connection, theirs = pair
-    assert write_paced(connection, b"small\n").called
-    assert read_all(theirs, 6) == b"small\n"
-    ready = write_paced(connection, b"y" * (1 << 20))
-    assert not ready.called
-    got = 0
-    while not ready.called:
-        got += len(theirs.recv(1 << 16))
-        connection.doWrite()
-    assert connection.producer is None and buffered(connection) == 0
-
-
-def test_read_size_grows_while_reads_fill_it_and_shrinks_back(pair):
-    connection, _ = pair
-    assert connection.bufferSize == MIN_READ
-    for _ in range(10):
-        adapt_read_size(connection, connection.bufferSize)  # every read filled the buffer
-    assert connection.bufferSize == MAX_READ
-    adapt_read_size(connection, MAX_READ // 2)  # half full: stays
-    assert connection.bufferSize == MAX_READ
-    for _ in range(10):
-        adapt_read_size(connection, 1024)  # small messages
-    assert connection.bufferSize == MIN_READ
-
-
-def test_read_size_of_other_transports_is_left_alone():
-    transport = StringTransport()
-    adapt_read_size(transport, 1 << 20)
-    assert not hasattr(transport, "bufferSize")
+    def test_read_size_of_other_transports_is_left_alone(self) -> None:
+        transport = StringTransport()
+        adapt_read_size(transport, 1 << 20)
+        assert not hasattr(transport, "bufferSize")

@@ -19,6 +19,7 @@ from pathlib import Path
 if __name__ == "__main__":  # run as a script: make ``tests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.e2e.cases import E2ETestCase
 from tests.e2e.harness import Twistd
 
 MEMBERS = 50
@@ -106,15 +107,19 @@ def toggle_nicks(port: int, drain_timeout: float = DRAIN_TIMEOUT) -> dict[str, i
             member.sock.close()
 
 
-def test_nick_toggling_is_bounded(start_server):
-    """A member toggling /nick for 2 s costs a passive member of a 50-member room a few lines."""
-    server = start_server("--serve", "chat=tcp:0:interface=127.0.0.1")
-    figures = toggle_nicks(server.port_of("chat"))
-    print(f"\nnick toggling, {MEMBERS} members, {TOGGLE_SECONDS:g} s: {figures}")
-    assert figures["nick_lines_sent"] > 1000  # the toggler really flooded
-    # Budget: 20 tokens at once + 5/s for ~2 s, 5 tokens a rename: at most ~8 renames of ~50
-    # bytes each, plus the leave line; 2 KiB leaves room for a slow run.
-    assert figures["passive_bytes"] < 2048, figures
+class ChatFloodTests(E2ETestCase):
+    """Chat flood control against a real twistd."""
+
+    def test_nick_toggling_is_bounded(self) -> None:
+        """A member toggling /nick for 2 s costs a passive member of a 50-member room a
+        few lines."""
+        server = self.start_server("--serve", "chat=tcp:0:interface=127.0.0.1")
+        figures = toggle_nicks(server.port_of("chat"))
+        print(f"\nnick toggling, {MEMBERS} members, {TOGGLE_SECONDS:g} s: {figures}")
+        assert figures["nick_lines_sent"] > 1000  # the toggler really flooded
+        # Budget: 20 tokens at once + 5/s for ~2 s, 5 tokens a rename: at most ~8 renames of ~50
+        # bytes each, plus the leave line; 2 KiB leaves room for a slow run.
+        assert figures["passive_bytes"] < 2048, figures
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
-
+from tests.e2e.cases import E2ETestCase
 from tests.e2e.harness import Twistd
-from tests.helpers import temporary_directory
 
 LOOP = "tcp:0:interface=127.0.0.1"
 EXAMPLE = Path(__file__).parents[2] / "examples" / "tcpfiles-reverse"
@@ -58,13 +56,8 @@ def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=20)
 
 
-class GuardE2ETests(SynchronousTestCase):
+class GuardE2ETests(E2ETestCase):
     """The kernel's promises kept in a real twistd for behaviours that do nothing about them."""
-
-    def setUp(self) -> None:
-        self.tmp_path = temporary_directory(self)
-        self.root = self.tmp_path / "files"
-        self.root.mkdir()
 
     def plain_plugin(self) -> dict[str, str]:
         """The environment of a twistd that finds PLAIN_PLUGIN as a drop-in module."""

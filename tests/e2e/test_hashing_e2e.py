@@ -14,6 +14,7 @@ import socket
 import time
 from pathlib import Path
 
+from tests.e2e.cases import E2ETestCase
 from tests.e2e.harness import Wire, wait_until
 
 BIG = 1 << 30  # 1 GiB: about 2.5 CPU-s to read (sparse: the kernel zeroes pages) and hash here
@@ -64,39 +65,6 @@ def spelling(levels: int) -> str:
     return "dotlink/" * levels + "big"
 
 
-def test_twenty_spellings_of_one_file_hash_it_once(root, start_server):
-    """20 STATs via dotlink/…/big cost one hash; a small STAT and a PUT meanwhile take < 1 s."""
-    sparse(root / "big")
-    os.symlink(".", root / "dotlink")
-    (root / "small").write_bytes(b"x")
-    one_hash, expected = hash_here(root / "big")  # cold: the slowest a hash gets here
-    server = start_server("--writable")
-    before = cpu_seconds(server.proc.pid)
-    started = time.monotonic()
-    wires = [Wire(server.port, timeout=120) for _ in range(SPELLINGS)]
-    for levels, wire in enumerate(wires, 1):
-        wire.send(f"STAT {spelling(levels)}\n".encode())
-    body = b"hello, world\n"
-    put = f"PUT {len(body)} {hashlib.sha256(body).hexdigest()} new.txt\n".encode()
-    probes = [Wire(server.port, timeout=120) for _ in range(2)]
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both at once, while hashing
-        stat_probe = pool.submit(timed, probes[0], b"STAT small\n")
-        put_probe = pool.submit(timed, probes[1], put + body)
-        (small, stat_seconds), (stored, put_seconds) = stat_probe.result(), put_probe.result()
-    answers = {wire.line() for wire in wires}
-    elapsed = time.monotonic() - started
-    used = cpu_seconds(server.proc.pid) - before
-
-    print(
-        f"\n20 spellings: {elapsed:.2f} s, server CPU {used:.2f} s (one local hash "
-        f"{one_hash:.2f} s); probe STAT {stat_seconds:.3f} s, PUT {put_seconds:.3f} s"
-    )
-    assert len(answers) == 1 and answers.pop().endswith(expected.encode())
-    assert small.endswith(hashlib.sha256(b"x").hexdigest().encode()) and stat_seconds < 1.0
-    assert stored.startswith(b"OK ") and put_seconds < 1.0
-    assert used < 2 * one_hash + 1, "the file was hashed more than once"
-
-
 def start_hashing(root: Path, server, files: int = 8, sources: int = 4) -> list[Wire]:
     """STAT ``files`` distinct 2 GiB files from ``sources`` loopback addresses; hashing underway."""
     wires = []
@@ -121,29 +89,65 @@ def unanswered(wires: list[Wire]) -> int:
     return count
 
 
-def test_grace_period_abandons_queued_hashes(root, start_server):
-    """SIGTERM with --grace 3 while 8 large files are being hashed: exit within 5 s."""
-    server = start_server("--grace", "3")
-    wires = start_hashing(root, server)
-    started = time.monotonic()
-    server.stop(timeout=60)
-    took = time.monotonic() - started
-    dropped = unanswered(wires)
-    print(f"\n--grace 3 with 8 hashes of 2 GiB queued: exited in {took:.2f} s, {dropped} dropped")
-    assert took < 5.0
-    assert dropped > 0, "every hash finished: the test did not queue enough work"
+class HashingTests(E2ETestCase):
+    """Hashing through a real twistd."""
 
+    def test_twenty_spellings_of_one_file_hash_it_once(self) -> None:
+        """20 STATs via dotlink/…/big cost one hash; a small STAT and a PUT meanwhile take < 1 s."""
+        sparse(self.root / "big")
+        os.symlink(".", self.root / "dotlink")
+        (self.root / "small").write_bytes(b"x")
+        one_hash, expected = hash_here(self.root / "big")  # cold: the slowest a hash gets here
+        server = self.start_server("--writable")
+        before = cpu_seconds(server.proc.pid)
+        started = time.monotonic()
+        wires = [Wire(server.port, timeout=120) for _ in range(SPELLINGS)]
+        for levels, wire in enumerate(wires, 1):
+            wire.send(f"STAT {spelling(levels)}\n".encode())
+        body = b"hello, world\n"
+        put = f"PUT {len(body)} {hashlib.sha256(body).hexdigest()} new.txt\n".encode()
+        probes = [Wire(server.port, timeout=120) for _ in range(2)]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both at once, while hashing
+            stat_probe = pool.submit(timed, probes[0], b"STAT small\n")
+            put_probe = pool.submit(timed, probes[1], put + body)
+            (small, stat_seconds), (stored, put_seconds) = stat_probe.result(), put_probe.result()
+        answers = {wire.line() for wire in wires}
+        elapsed = time.monotonic() - started
+        used = cpu_seconds(server.proc.pid) - before
 
-def test_second_signal_abandons_hashes_at_once(root, start_server):
-    """SIGTERM, then SIGTERM again with --grace 600 while hashing: exit within 2 s."""
-    server = start_server("--grace", "600")
-    wires = start_hashing(root, server)
-    server.proc.send_signal(signal.SIGTERM)
-    server.wait_for(r"signal again to stop now")
-    started = time.monotonic()
-    server.stop(timeout=60)
-    took = time.monotonic() - started
-    dropped = unanswered(wires)
-    print(f"\nsecond SIGTERM with 8 hashes of 2 GiB queued: exited in {took:.2f} s")
-    assert took < 2.0
-    assert dropped > 0, "every hash finished: the test did not queue enough work"
+        print(
+            f"\n20 spellings: {elapsed:.2f} s, server CPU {used:.2f} s (one local hash "
+            f"{one_hash:.2f} s); probe STAT {stat_seconds:.3f} s, PUT {put_seconds:.3f} s"
+        )
+        assert len(answers) == 1 and answers.pop().endswith(expected.encode())
+        assert small.endswith(hashlib.sha256(b"x").hexdigest().encode()) and stat_seconds < 1.0
+        assert stored.startswith(b"OK ") and put_seconds < 1.0
+        assert used < 2 * one_hash + 1, "the file was hashed more than once"
+
+    def test_grace_period_abandons_queued_hashes(self) -> None:
+        """SIGTERM with --grace 3 while 8 large files are being hashed: exit within 5 s."""
+        server = self.start_server("--grace", "3")
+        wires = start_hashing(self.root, server)
+        started = time.monotonic()
+        server.stop(timeout=60)
+        took = time.monotonic() - started
+        dropped = unanswered(wires)
+        print(
+            f"\n--grace 3 with 8 hashes of 2 GiB queued: exited in {took:.2f} s, {dropped} dropped"
+        )
+        assert took < 5.0
+        assert dropped > 0, "every hash finished: the test did not queue enough work"
+
+    def test_second_signal_abandons_hashes_at_once(self) -> None:
+        """SIGTERM, then SIGTERM again with --grace 600 while hashing: exit within 2 s."""
+        server = self.start_server("--grace", "600")
+        wires = start_hashing(self.root, server)
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for(r"signal again to stop now")
+        started = time.monotonic()
+        server.stop(timeout=60)
+        took = time.monotonic() - started
+        dropped = unanswered(wires)
+        print(f"\nsecond SIGTERM with 8 hashes of 2 GiB queued: exited in {took:.2f} s")
+        assert took < 2.0
+        assert dropped > 0, "every hash finished: the test did not queue enough work"

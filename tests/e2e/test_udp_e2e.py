@@ -9,13 +9,11 @@ from __future__ import annotations
 import re
 import socket
 import time
+import unittest
 
-import pytest
-
+from tests.e2e.cases import E2ETestCase
 from tests.e2e.harness import Twistd
 from tests.e2e.udpraw import Sniffer, can_spoof, spoof
-
-pytestmark = pytest.mark.skipif(can_spoof() is not None, reason=str(can_spoof()))
 
 HOST = "127.0.0.1"
 REPORT = re.compile(r"udp-echo dropped (\d+) datagrams \((\d+) rate, (\d+) looped, (\d+) failed\)")
@@ -57,41 +55,47 @@ def probe(port: int, sniffer: Sniffer) -> None:
         sniffer.wait_for((port, client.getsockname()[1]))
 
 
-def test_two_servers_pointed_at_each_other_stop_bouncing(start_server):
-    """One datagram spoofed from server B to server A bounces ~2x A's burst, then stops."""
-    a, port_a = serve_udp_echo(start_server)  # defaults: 100 replies/s, burst 200, per address
-    b, port_b = serve_udp_echo(start_server, "--udp-echo-peer-rate", "1000")  # A runs dry first
-    sniffer = Sniffer({port_a, port_b})
-    try:
-        spoof((HOST, port_b), (HOST, port_a), b"ping-pong")
-        counts = wait_drops(a, "rate", 1)
-        probe(port_a, sniffer)
-        bounced = sniffer.between(port_a, port_b)
-        # the crafted one, 200 replies from A (its burst), 200 from B; a little refill at most
-        assert 401 <= bounced <= 1000, bounced
-        probe(port_b, sniffer)
-        assert sniffer.between(port_a, port_b) == bounced, "the loop went on"
-        passed, missed = sniffer.kernel_count()
-        assert missed == 0 and passed == sum(sniffer.seen.values()), (passed, missed)
-    finally:
-        sniffer.close()
-    assert counts["looped"] == 0 and drops(b) == {"rate": 0, "looped": 0, "failed": 0}
+@unittest.skipIf(can_spoof() is not None, str(can_spoof()))
+class UdpEchoLoopTests(E2ETestCase):
+    """udp-echo against spoofed datagrams in a real twistd (root only)."""
 
+    def test_two_servers_pointed_at_each_other_stop_bouncing(self) -> None:
+        """One datagram spoofed from server B to server A bounces ~2x A's burst, then stops."""
+        # defaults: 100 replies/s, burst 200, per address
+        a, port_a = serve_udp_echo(self.start_server)
+        # A runs dry first
+        b, port_b = serve_udp_echo(self.start_server, "--udp-echo-peer-rate", "1000")
+        sniffer = Sniffer({port_a, port_b})
+        try:
+            spoof((HOST, port_b), (HOST, port_a), b"ping-pong")
+            counts = wait_drops(a, "rate", 1)
+            probe(port_a, sniffer)
+            bounced = sniffer.between(port_a, port_b)
+            # the crafted one, 200 replies from A (its burst), 200 from B; a little refill at most
+            assert 401 <= bounced <= 1000, bounced
+            probe(port_b, sniffer)
+            assert sniffer.between(port_a, port_b) == bounced, "the loop went on"
+            passed, missed = sniffer.kernel_count()
+            assert missed == 0 and passed == sum(sniffer.seen.values()), (passed, missed)
+        finally:
+            sniffer.close()
+        assert counts["looped"] == 0 and drops(b) == {"rate": 0, "looped": 0, "failed": 0}
 
-def test_datagrams_from_itself_or_a_service_port_are_dropped(start_server):
-    """20 datagrams "from itself" and 2 from ports 7 and 0: no reply, counted; clients answered."""
-    server, port = serve_udp_echo(start_server)
-    sniffer = Sniffer({port})
-    try:
-        for _ in range(20):
-            spoof((HOST, port), (HOST, port), b"from myself")
-        spoof((HOST, 7), (HOST, port), b"from echo")
-        spoof(("127.0.0.2", 0), (HOST, port), b"from port 0")
-        counts = wait_drops(server, "looped", 22)
-        probe(port, sniffer)
-        sent_by_server = {pair: n for pair, n in sniffer.seen.items() if pair[0] == port}
-        assert sent_by_server.pop((port, port)) == 20  # the spoofed ones: no reply among them
-        assert list(sent_by_server.values()) == [1]  # the answer to the probe
-    finally:
-        sniffer.close()
-    assert counts == {"rate": 0, "looped": 22, "failed": 0}
+    def test_datagrams_from_itself_or_a_service_port_are_dropped(self) -> None:
+        """20 datagrams "from itself" and 2 from ports 7 and 0: no reply, counted;
+        clients answered."""
+        server, port = serve_udp_echo(self.start_server)
+        sniffer = Sniffer({port})
+        try:
+            for _ in range(20):
+                spoof((HOST, port), (HOST, port), b"from myself")
+            spoof((HOST, 7), (HOST, port), b"from echo")
+            spoof(("127.0.0.2", 0), (HOST, port), b"from port 0")
+            counts = wait_drops(server, "looped", 22)
+            probe(port, sniffer)
+            sent_by_server = {pair: n for pair, n in sniffer.seen.items() if pair[0] == port}
+            assert sent_by_server.pop((port, port)) == 20  # the spoofed ones: no reply among them
+            assert list(sent_by_server.values()) == [1]  # the answer to the probe
+        finally:
+            sniffer.close()
+        assert counts == {"rate": 0, "looped": 22, "failed": 0}
