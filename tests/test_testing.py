@@ -15,7 +15,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import pytest_twisted
 from twisted.internet import defer, task
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -97,21 +96,6 @@ def temporary_root(case: SynchronousTestCase, files: dict[str, bytes]) -> str:
         with open(os.path.join(root, name), "wb") as f:
             f.write(data)
     return root
-
-
-@pytest_twisted.ensureDeferred
-async def test_serve_and_a_line_client_from_a_pytest_twisted_test() -> None:
-    """The real-reactor pieces work from pytest-twisted's async tests too."""
-    from twisted.internet import reactor
-
-    served = serve(reactor, [Serve(tell, options={"prefix": "heard"})])
-    try:
-        client = await LineClient.connect(reactor, served.port)
-        client.send_line(b"hi")
-        assert await client.line() == b"heard hi"
-        await client.close()
-    finally:
-        await served.stop()
 
 
 class BuildGuardedTests(SynchronousTestCase):
