@@ -1,7 +1,6 @@
-"""Helpers for tcpfiles' tests: the public testing kit's in-memory names (:mod:`tcpfiles.testing`),
-named here for the tests that still import them from this module, and what trial classes use
-instead of pytest's fixtures and parametrize: a temporary directory per test, one test method per
-case."""
+"""Helpers for tcpfiles' own tests that the public kit (:mod:`tcpfiles.testing`) does not offer:
+what trial classes use instead of pytest's fixtures and parametrize, a temporary directory per
+test and one test method per case."""
 
 from __future__ import annotations
 
@@ -13,17 +12,7 @@ from typing import Any, TypeVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.testing import PausingTransport, connect, guarded, pump
-
-__all__ = [
-    "PausingTransport",
-    "cases",
-    "connect",
-    "guarded",
-    "pump",
-    "temporary_directory",
-    "with_cases",
-]
+__all__ = ["cases", "temporary_directory", "with_cases"]
 
 
 def temporary_directory(case: SynchronousTestCase) -> Path:

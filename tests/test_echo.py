@@ -9,7 +9,8 @@ from tcpfiles.core.connections import RefusedProtocol
 from tcpfiles.core.guard import ConnectionSettings, GuardedFactory
 from tcpfiles.echo.plugin import EchoOptions
 from tcpfiles.echo.protocol import EchoFactory, EchoProtocol, UpperProtocol
-from tests.helpers import cases, connect, with_cases
+from tcpfiles.testing import connect
+from tests.helpers import cases, with_cases
 
 
 def make(protocol=EchoProtocol):

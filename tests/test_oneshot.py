@@ -13,9 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.files.wire import escape_name
 from tcpfiles.oneshot.plugin import OneShotOptions
 from tcpfiles.oneshot.protocol import OneShotFactory
+from tcpfiles.testing import pump
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
-from tests.files.helpers import pump
 from tests.helpers import cases, temporary_directory, with_cases
 
 

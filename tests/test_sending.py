@@ -21,7 +21,7 @@ from tcpfiles.core.sending import (
     send_now,
     write_paced,
 )
-from tests.helpers import PausingTransport
+from tcpfiles.testing import PausingTransport
 
 
 def read_all(sock: socket.socket, n: int) -> bytes:

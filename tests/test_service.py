@@ -6,7 +6,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files import make_files_service
-from tests.files.helpers import connect, pump
+from tcpfiles.testing import connect, pump
 from tests.helpers import temporary_directory
 
 

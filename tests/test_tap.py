@@ -17,7 +17,8 @@ from zope.interface.verify import verifyObject
 from tcpfiles import tap
 from tcpfiles.core.plugin import Context
 from tcpfiles.core.service import DrainingService, with_backlog
-from tests.helpers import cases, pump, temporary_directory, with_cases
+from tcpfiles.testing import pump
+from tests.helpers import cases, temporary_directory, with_cases
 
 
 def parse(*args: str) -> tap.Options:

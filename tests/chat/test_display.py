@@ -13,9 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.chat.room import BAD_NICK_CHARS, Room
 from tcpfiles.core import text
 from tcpfiles.files import wire
+from tcpfiles.testing import connect
 from tests.chat.test_flood import feed, lines, make_factory
 from tests.chat.test_room import Person
-from tests.helpers import connect
 
 BIDI = [0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x061C]
 SEPARATORS = [0x2028, 0x2029]

@@ -11,9 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.chat.plugin import ChatOptions
 from tcpfiles.chat.protocol import ChatFactory, ChatProtocol
 from tcpfiles.chat.room import FANOUT_COST, SLOW_DOWN, WHO_NAMES_PER_TOKEN, Room, who_cost
+from tcpfiles.testing import connect
 from tests.chat.test_protocol import make_with_accounts
 from tests.chat.test_room import Person
-from tests.helpers import connect
 
 RATE, BURST = 5.0, 20.0  # the defaults
 

@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.chat.plugin import ChatOptions
 from tcpfiles.chat.protocol import GREETING, ChatFactory
-from tests.helpers import connect, guarded
+from tcpfiles.testing import connect, guarded
 
 
 def make_factory(clock=None, **settings):

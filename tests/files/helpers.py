@@ -1,6 +1,5 @@
 """Files-protocol unit tests: a served tree on a fake clock.  The generic moves (a protocol on
-a fake wire, the client pair) are the public testing kit's, :mod:`tcpfiles.testing`, named here
-for the tests that still import them from this module."""
+a fake wire, the client pair) are the public testing kit's, :mod:`tcpfiles.testing`."""
 
 from __future__ import annotations
 
@@ -12,17 +11,13 @@ from twisted.internet import task
 from tcpfiles.core.guard import GuardedFactory
 from tcpfiles.files.factory import connection_settings
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.testing import client_pair, connect, files_factory, pump, respond, settle
+from tcpfiles.testing import (  # client_pair, settle: for test_client, test_transfer
+    client_pair,
+    files_factory,
+    settle,
+)
 
-__all__ = [
-    "client_pair",
-    "connect",
-    "make_factory",
-    "pump",
-    "respond",
-    "served_factory",
-    "settle",
-]
+__all__ = ["client_pair", "make_factory", "served_factory", "settle"]
 
 
 def make_factory(

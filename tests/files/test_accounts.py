@@ -21,6 +21,7 @@ from tcpfiles.core.auth import (
 from tcpfiles.core.plugin import Context
 from tcpfiles.files.factory import factory_for
 from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.testing import connect, pump
 from tcpfiles.tree.accounts import (
     ANONYMOUS,
     FilesRealm,
@@ -32,7 +33,7 @@ from tcpfiles.tree.accounts import (
 from tcpfiles.tree.hashing import Hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
-from tests.helpers import cases, connect, pump, temporary_directory, with_cases
+from tests.helpers import cases, temporary_directory, with_cases
 
 
 def inline(f, *args):

@@ -22,10 +22,10 @@ from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.transfer import Session
 from tcpfiles.oneshot.plugin import OneShotOptions
 from tcpfiles.oneshot.protocol import OneShotFactory
+from tcpfiles.testing import connect, respond
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
-from tests.files.helpers import connect, respond
 
 REAL = {name: getattr(os, name) for name in ("open", "dup", "scandir", "mkdir")}
 

@@ -10,7 +10,8 @@ import tempfile
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.files.helpers import connect, respond, served_factory
+from tcpfiles.testing import connect, respond
+from tests.files.helpers import served_factory
 
 
 class GuardedFilesTests(SynchronousTestCase):

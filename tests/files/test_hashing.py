@@ -14,11 +14,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.factory import make_files_factory
 from tcpfiles.files.server import FileServerFactory
+from tcpfiles.testing import connect, pump
 from tcpfiles.tree import hashing as hashing_module
 from tcpfiles.tree.hashing import HashBusy, Hasher, HashLimits, hash_some, make_hasher
 from tcpfiles.tree.paths import FileChanging, Root
 from tcpfiles.tree.store import FileStore
-from tests.helpers import connect, pump
 
 MIB = 1 << 20
 

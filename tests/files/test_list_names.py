@@ -9,8 +9,9 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files import wire
+from tcpfiles.testing import connect, respond
 from tcpfiles.tree.listing import requestable
-from tests.files.helpers import connect, make_factory, respond
+from tests.files.helpers import make_factory
 
 
 class RequestableTests(SynchronousTestCase):

@@ -19,11 +19,11 @@ from tcpfiles.files import wire
 from tcpfiles.files.client import FilesClient, FilesClientProtocol, Listing
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tap import Options
+from tcpfiles.testing import PausingTransport, connect
 from tcpfiles.tree import listing as listing_module
 from tcpfiles.tree.listing import SCAN_FACTOR, TEMP_PREFIX, ListingBusy
 from tcpfiles.tree.paths import Exhausted, NotFound, Root
 from tcpfiles.tree.store import FileStore
-from tests.helpers import PausingTransport, connect
 
 
 class TempDirs:

@@ -12,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.files import wire
 from tcpfiles.files.client import FilesClientProtocol, RemoteError
 from tcpfiles.files.wire import MAX_NUMBER, BadRequest, Get, Put, parse_number, parse_request
-from tests.files.helpers import connect, make_factory, respond
+from tcpfiles.testing import connect, respond
+from tests.files.helpers import make_factory
 
 SHA = "0" * 64
 HUGE = "9" * 5000  # past Python's int-conversion limit (4300 digits)

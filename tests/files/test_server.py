@@ -11,8 +11,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.core.connections import RefusedProtocol
-from tests.files.helpers import connect, make_factory, pump, respond, served_factory
-from tests.helpers import PausingTransport, cases, temporary_directory, with_cases
+from tcpfiles.testing import PausingTransport, connect, pump, respond
+from tests.files.helpers import make_factory, served_factory
+from tests.helpers import cases, temporary_directory, with_cases
 
 SESSION = b"GET a.txt\nGET nope\nRESUME 3 a.txt\nLIST\nGET sub\nQUIT\n"
 REPLY = b"OK 6\nalpha\nERR not-found no such file or directory: nope\nOK 3\nha\n"

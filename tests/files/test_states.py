@@ -15,10 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.files import wire
 from tcpfiles.files.handlers import ROUTES
 from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.testing import connect, pump
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
-from tests.helpers import connect, pump
 
 
 class RoutesTests(SynchronousTestCase):

@@ -10,10 +10,11 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.testing import connect
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads, remove_stale_temporaries
-from tests.helpers import cases, connect, temporary_directory, with_cases
+from tests.helpers import cases, temporary_directory, with_cases
 
 
 def inline(f, *args):

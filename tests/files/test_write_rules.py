@@ -12,12 +12,12 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.server import FileServerFactory, Limits
+from tcpfiles.testing import connect
 from tcpfiles.tree import uploads as uploads_module
 from tcpfiles.tree.accounts import FilesRealm
 from tcpfiles.tree.paths import NotFound, Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Exists, SpaceLedger, TooLarge, Uploads, make_directory
-from tests.helpers import connect
 
 
 def inline(f, *args):
