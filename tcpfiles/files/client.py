@@ -21,14 +21,15 @@ from typing import Any
 from twisted.internet import defer, endpoints
 
 from tcpfiles.files import wire
-from tcpfiles.files.client_protocol import (
+from tcpfiles.files.client_errors import (
     SILENT_CLOSE,
     ConnectionClosed,
-    FilesClientProtocol,
+    IntegrityError,
     RemoteError,
     TLSFailure,
     WrongServer,
 )
+from tcpfiles.files.client_protocol import FilesClientProtocol
 from tcpfiles.files.endpoint import DEFAULT_PORT, client_endpoint
 from tcpfiles.files.wire import RemoteEntry, RemoteInfo
 from tcpfiles.tree.producer import FileBodyProducer
@@ -50,10 +51,6 @@ __all__ = [
     "client_endpoint",
     "connect",
 ]
-
-
-class IntegrityError(Exception):
-    """What arrived does not match what the server said it would send."""
 
 
 class IncompleteListing(RemoteError):

@@ -18,37 +18,13 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from tcpfiles.files import wire
-
-
-class RemoteError(Exception):
-    """The server answered ``ERR <code> <text>``."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(f"{code}: {text}")
-        self.code = code
-        self.text = text
-
-
-class ConnectionClosed(Exception):
-    """The connection ended before the response was complete."""
-
-
-class WrongServer(ConnectionClosed):
-    """What answered is not a tcpfiles files server (or needs TLS): retrying cannot help."""
-
-
-#: What a client says when the server closed before a single byte of its first answer.
-SILENT_CLOSE = (
-    "the server closed the connection without answering: if it is a TLS server, use "
-    "tls:HOST:PORT or --ca FILE; otherwise it is not a tcpfiles files server"
+from tcpfiles.files.client_errors import (
+    SILENT_CLOSE,
+    ConnectionClosed,
+    RemoteError,
+    TLSFailure,
+    WrongServer,
 )
-
-
-class TLSFailure(ConnectionClosed):
-    """The TLS handshake failed: an untrusted certificate, a wrong host name, an old version.
-
-    Not worth retrying: the same server will fail the same way.
-    """
 
 
 def _tls_failure(reason: Failure) -> str | None:
