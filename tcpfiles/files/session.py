@@ -4,12 +4,13 @@ of :mod:`tcpfiles.files.transfer` (which re-exports :class:`Session`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, error, task
+from twisted.internet import defer, error, interfaces, task
 
 from tcpfiles.files.client import (
+    CannotConnect,
     ConnectionClosed,
     FilesClient,
     RemoteError,
@@ -20,14 +21,32 @@ from tcpfiles.files.client import (
 
 __all__ = ["Session"]
 
+_T = TypeVar("_T")
+#: What a retry may cure: a lost connection, one that could not be made, a busy server.  (Also
+#: Twisted's own connection errors, from a ``connector`` that does not use :func:`connect`.)
+_RETRYABLE = (
+    CannotConnect,
+    ConnectionClosed,
+    RemoteError,
+    error.ConnectError,
+    error.DNSLookupError,
+)
+
 
 class Session:
-    """A connection to a files server that is made again when it is lost mid-operation."""
+    """A connection to a files server that is made again when it is lost mid-operation.
+
+    ``server`` is what :func:`~tcpfiles.files.client.connect` takes (a string or an endpoint),
+    connected with ``timeout``, ``ca`` and ``insecure``, or ``connector()`` makes the connection
+    instead.  ``credentials`` ``(user, password)`` log in on every connection.  ``policy(n)`` is
+    the delay before the ``n``-th retry (capped exponential backoff with jitter by default);
+    ``on_notice(message)`` hears of each retry (``"connection closed: ...; retrying in 2.0 s"``).
+    """
 
     def __init__(
         self,
         reactor: Any,
-        server: str,
+        server: str | interfaces.IStreamClientEndpoint,
         retry_for: float = 60.0,
         timeout: float | None = 30.0,
         on_notice: Callable[[str], None] | None = None,
@@ -50,14 +69,16 @@ class Session:
         self.connected_once = False
         self.credentials = credentials
 
-    @defer.inlineCallbacks
-    def client(self) -> Any:
-        """The current connection, made if there is none."""
+    def client(self) -> defer.Deferred[FilesClient]:
+        """The current connection, made (and logged in) if there is none."""
+        return defer.Deferred.fromCoroutine(self._current())
+
+    async def _current(self) -> FilesClient:
         if self._client is None or self._client.protocol.closed:
-            client = yield self._connect()
+            client = await self._connect()
             if self.credentials is not None:
                 try:  # on every connection, also after a loss
-                    yield client.login(*self.credentials)
+                    await client.login(*self.credentials)
                 except BaseException:
                     client.close()  # a refused (or busy) login must not leave it open
                     raise
@@ -65,20 +86,27 @@ class Session:
             self.connected_once = True
         return self._client
 
-    @defer.inlineCallbacks
-    def run(self, operation: Callable[[FilesClient, bool], defer.Deferred[Any]]) -> Any:
+    def run(
+        self, operation: Callable[[FilesClient, bool], defer.Deferred[_T]]
+    ) -> defer.Deferred[_T]:
         """``operation(client, retried)``, again on a new connection after a loss or ``busy``.
 
-        The first connection failing is reported at once (a wrong address should not wait a
-        minute); after that, attempts go on for ``retry_for`` seconds from the first failure.
+        Retried: :class:`~tcpfiles.files.client.ConnectionClosed` (not its ``WrongServer`` and
+        ``TLSFailure``), :class:`~tcpfiles.files.client.CannotConnect` and ``RemoteError`` with
+        code ``busy``; anything else fails at once.  The first connection failing is reported at
+        once (a wrong address should not wait a minute); after that, attempts go on for
+        ``retry_for`` seconds from the first failure, and the last failure is raised.
         """
+        return defer.Deferred.fromCoroutine(self._run(operation))
+
+    async def _run(self, operation: Callable[[FilesClient, bool], defer.Deferred[_T]]) -> _T:
         failures = 0
         deadline: float | None = None
         while True:
             try:
-                client = yield self.client()
-                return (yield operation(client, failures > 0))
-            except (ConnectionClosed, error.ConnectError, error.DNSLookupError, RemoteError) as exc:
+                client = await self.client()
+                return await operation(client, failures > 0)
+            except _RETRYABLE as exc:
                 if isinstance(exc, RemoteError) and exc.code != "busy":
                     raise
                 if isinstance(exc, TLSFailure | WrongServer):  # it would fail the same way again
@@ -93,7 +121,7 @@ class Session:
                 if now + delay > deadline:
                     raise
                 self.on_notice(f"{_why(exc)}; retrying in {delay:.1f} s")
-                yield task.deferLater(self.reactor, delay, lambda: None)
+                await task.deferLater(self.reactor, delay, lambda: None)
 
     def close(self) -> None:
         """Close the connection, if any."""
@@ -103,6 +131,8 @@ class Session:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, CannotConnect):
+        exc = exc.cause
     if isinstance(exc, RemoteError):
         return f"server busy ({exc.text})"
     if isinstance(exc, error.ConnectionRefusedError):

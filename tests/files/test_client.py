@@ -7,19 +7,33 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+from twisted.internet import defer, error, interfaces, task
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from tcpfiles.files import wire
 from tcpfiles.files.client import (
+    CannotConnect,
     ConnectionClosed,
+    EntryKind,
     FilesClient,
     FilesClientProtocol,
+    FilesError,
+    IncompleteListing,
     IntegrityError,
+    Listing,
+    ProtocolViolation,
+    RemoteEntry,
     RemoteError,
+    TLSFailure,
+    WrongServer,
     client_endpoint,
+    connect,
 )
 from tcpfiles.files.transfer import fetch
 from tcpfiles.files.wire import ProtocolError
@@ -59,9 +73,9 @@ class ServedTests(SynchronousTestCase):
         self.assertEqual(
             [(e.kind, e.name) for e in entries],
             [
-                ("f", b"a.txt"),
-                ("d", b"d"),
-                ("f", "odd\u202ename".encode()),
+                ("file", "a.txt"),
+                ("dir", "d"),
+                ("file", "odd\u202ename"),
             ],
         )
         self.assertEqual(entries[2].display_name, "odd\\u202ename")
@@ -195,3 +209,150 @@ class EndpointTests(SynchronousTestCase):
     def test_client_endpoint_rejects_ipv6_bad_port(self) -> None:
         """[::1]:x is a ValueError."""
         self.rejects("[::1]:x")
+
+
+class EntryTests(SynchronousTestCase):
+    """One spelling of kinds, names as str (undecodable bytes kept), for LIST and STAT alike."""
+
+    def listing(self, rows: bytes) -> Listing:
+        protocol = FilesClientProtocol()
+        protocol.makeConnection(StringTransport())
+        d = FilesClient(protocol).list("dir")
+        protocol.dataReceived(b"OK list\n" + rows)
+        return self.successResultOf(d)
+
+    def test_kinds_are_words(self) -> None:
+        """f, d and x on the wire are EntryKind.FILE, DIR and UNREQUESTABLE; str-equal too."""
+        entries = self.listing(
+            wire.list_row("f", 1, 0, b"a")
+            + wire.list_row("d", None, 0, b"b")
+            # an entry no request can carry: listed, not fetchable
+            + wire.list_row("x", None, 0, b"c\n")
+            + b"END 3\n"
+        )
+        self.assertEqual(
+            [e.kind for e in entries],
+            [EntryKind.FILE, EntryKind.DIR, EntryKind.UNREQUESTABLE],
+        )
+        self.assertEqual([e.kind for e in entries], ["file", "dir", "unrequestable"])
+        self.assertIs(RemoteEntry("file", 1, "t", "a").kind, EntryKind.FILE)
+
+    def test_stat_kind_is_the_same_word(self) -> None:
+        """STAT's type=file is the EntryKind a LIST row's f is."""
+        protocol = FilesClientProtocol()
+        protocol.makeConnection(StringTransport())
+        d = FilesClient(protocol).stat("a")
+        protocol.dataReceived(wire.stat_line("file", 1, 0, "0" * 64))
+        self.assertIs(self.successResultOf(d).kind, EntryKind.FILE)
+
+    def test_a_letter_is_not_a_kind(self) -> None:
+        """The wire's letters stay in the wire: RemoteEntry("f", ...) is a ValueError."""
+        self.assertRaises(ValueError, RemoteEntry, "f", 1, "t", "a")
+
+    def test_names_are_str_and_keep_their_bytes(self) -> None:
+        """A UTF-8 name is itself; one that is not keeps its bytes as surrogates (raw_name)."""
+        entries = self.listing(
+            wire.list_row("f", 1, 0, "caf\u00e9".encode())
+            + wire.list_row("x", None, 0, b"bad\xff")
+            + b"END 2\n"
+        )
+        self.assertEqual([e.name for e in entries], ["bad\udcff", "caf\u00e9"])
+        self.assertEqual([e.raw_name for e in entries], [b"bad\xff", "caf\u00e9".encode()])
+        self.assertEqual(entries[0].display_name, "bad\\xff")
+
+    def test_sorted_by_their_bytes(self) -> None:
+        """The order is the names' bytes' (as ls showed it before names were str): U+E000 is
+        EE 80 80, before the byte FF, though its code point sorts after U+DCFF."""
+        entries = self.listing(
+            wire.list_row("f", 1, 0, "\ue000".encode())  # EE 80 80
+            + wire.list_row("x", None, 0, b"\xff")
+            + b"END 2\n"
+        )
+        self.assertEqual([e.raw_name for e in entries], [b"\xee\x80\x80", b"\xff"])
+
+    def test_a_row_of_an_unknown_kind_breaks_the_protocol(self) -> None:
+        """A type letter the protocol does not have: ProtocolViolation, connection dropped."""
+        protocol = FilesClientProtocol()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        d = FilesClient(protocol).list()
+        protocol.dataReceived(b"OK list\nq 1 2026-01-01T00:00:00Z a\nEND 1\n")
+        self.failureResultOf(d, ProtocolViolation)
+        self.assertTrue(transport.disconnecting)
+
+
+class ErrorTests(SynchronousTestCase):
+    """Every error of the client is a FilesError; the kinds are told apart by type."""
+
+    def test_one_base(self) -> None:
+        """RemoteError, CannotConnect, ConnectionClosed (and its kinds), IntegrityError."""
+        for kind in (
+            RemoteError,
+            IncompleteListing,
+            CannotConnect,
+            ConnectionClosed,
+            ProtocolViolation,
+            WrongServer,
+            TLSFailure,
+            IntegrityError,
+        ):
+            self.assertTrue(issubclass(kind, FilesError), kind)
+        self.assertTrue(issubclass(ProtocolViolation, ProtocolError))
+
+    def test_a_bad_answer_fails_what_is_waiting_and_drops_the_connection(self) -> None:
+        """A STAT answer without its type: that request and the next fail; the line is cut."""
+        protocol = FilesClientProtocol()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        client = FilesClient(protocol)
+        first, second = client.stat("a"), client.stat("b")
+        protocol.dataReceived(b"OK size=1 mtime=x\n")
+        self.failureResultOf(first, ProtocolViolation)
+        self.failureResultOf(second, ProtocolViolation)
+        self.assertTrue(transport.disconnecting)
+        self.failureResultOf(client.stat("c"), ConnectionClosed)
+
+
+@implementer(interfaces.IStreamClientEndpoint)
+class OneTransport:
+    """An endpoint that connects at once over a StringTransport, or fails with ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.transport = StringTransport()
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        if self.error is not None:
+            return defer.fail(self.error)
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(self.transport)
+        return defer.succeed(protocol)
+
+
+class ConnectTests(SynchronousTestCase):
+    """connect() takes a string or an endpoint object; failures to connect are CannotConnect."""
+
+    def test_an_endpoint_object(self) -> None:
+        """An IStreamClientEndpoint is used as it is."""
+        endpoint = OneTransport()
+        client = self.successResultOf(connect(task.Clock(), endpoint))
+        client.stat("a")
+        self.assertEqual(endpoint.transport.value(), b"STAT a\n")
+
+    def test_tls_options_go_with_a_string_only(self) -> None:
+        """ca or insecure with an endpoint object: a ValueError (the endpoint has its own)."""
+        self.assertRaises(ValueError, connect, task.Clock(), OneTransport(), insecure=True)
+        self.assertRaises(TypeError, connect, task.Clock(), 8888)
+
+    def test_refused_is_cannot_connect(self) -> None:
+        """Twisted's ConnectionRefusedError becomes CannotConnect, with it as its cause."""
+        refused = error.ConnectionRefusedError()
+        failure = self.failureResultOf(connect(task.Clock(), OneTransport(refused)))
+        self.assertIsInstance(failure.value, CannotConnect)
+        self.assertIs(failure.value.cause, refused)
+        self.assertEqual(str(failure.value), str(refused))
+
+    def test_other_failures_are_unchanged(self) -> None:
+        """What is not a failure to connect (a bug, a TLS setup error) is not disguised."""
+        failure = self.failureResultOf(connect(task.Clock(), OneTransport(KeyError("bug"))))
+        self.assertIsInstance(failure.value, KeyError)

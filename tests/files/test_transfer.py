@@ -9,13 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer, error, task
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.client import (
+    CannotConnect,
     ConnectionClosed,
     FilesClient,
     FilesClientProtocol,
@@ -253,3 +254,88 @@ class LocalNameTests(SynchronousTestCase):
     def test_local_name_accented(self) -> None:
         """A name in UTF-8 is itself."""
         self.assertEqual(local_name("caf\u00e9".encode()), "caf\u00e9")
+
+
+class RetryConnectTests(SynchronousTestCase):
+    """A connection that cannot be made again, after the first, is retried like a lost one."""
+
+    def test_cannot_connect_is_retried_after_the_first_connection(self) -> None:
+        """First connect works; the next one is refused once, then works: the notice says so."""
+        clock = task.Clock()
+        notices: list[str] = []
+        attempts: list[defer.Deferred[Any]] = [
+            defer.succeed(FakeClient()),
+            defer.fail(CannotConnect(error.ConnectionRefusedError())),
+            defer.succeed(FakeClient()),
+        ]
+        session = Session(
+            clock,
+            "srv",
+            on_notice=notices.append,
+            policy=lambda n: 1.0,
+            connector=lambda: attempts.pop(0),
+        )
+        outcomes: list[Any] = [ConnectionClosed("cut"), "done"]
+
+        def operation(client: Any, retried: bool) -> defer.Deferred[Any]:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                return defer.fail(outcome)
+            return defer.succeed(outcome)
+
+        d = session.run(operation)
+        clock.advance(1)
+        refused = "server not reachable (connection refused); retrying in 1.0 s"
+        self.assertEqual(notices[-1], refused)
+        clock.advance(1)
+        self.assertEqual(self.successResultOf(d), "done")
+
+
+class FetchProgressTests(SynchronousTestCase):
+    """fetch tells the size (and what a part already holds), then each piece's bytes."""
+
+    def test_on_start_and_on_received(self) -> None:
+        """on_start(total, already) once; on_received deltas that add up to the rest."""
+        root = scratch(self) / "files"
+        root.mkdir()
+        data = os.urandom(1 << 20)
+        (root / "f.bin").write_bytes(data)
+        destination = str(root.parent / "f.bin")
+        with open(part_path(destination, hashlib.sha256(data).hexdigest()), "wb") as part:
+            part.write(data[:1000])
+        starts: list[tuple[int, int]] = []
+        received: list[int] = []
+        client, pump = pair(root)
+        fetched = fetch(
+            client,
+            "f.bin",
+            destination,
+            on_start=lambda total, already: starts.append((total, already)),
+            on_received=received.append,
+        )
+        self.assertEqual(settle(fetched, pump).resumed_from, 1000)
+        self.assertEqual((starts, sum(received)), ([(len(data), 1000)], len(data) - 1000))
+
+    def test_both_names_at_once_are_refused(self) -> None:
+        """on_received and on_progress together: a TypeError at the call."""
+        client = FilesClient(FilesClientProtocol())
+        self.assertRaises(TypeError, fetch, client, "a", "b", on_progress=print, on_received=print)
+
+    def test_a_directory_is_not_fetched(self) -> None:
+        """STAT says dir: RemoteError not-a-file, nothing written."""
+        root = scratch(self) / "files"
+        (root / "d").mkdir(parents=True)
+        client, pump = pair(root)
+        failure = settle(fetch(client, "d", str(root.parent / "d")), pump)
+        self.assertTrue(failure.check(RemoteError) and failure.value.code == "not-a-file")
+        self.assertFalse((root.parent / "d").exists())
+
+
+class LocalNameOfStrTests(SynchronousTestCase):
+    """local_name takes a RemoteEntry's name (a str) as well as its bytes."""
+
+    def test_str_names(self) -> None:
+        """A str name is judged by its bytes: a surrogate (not UTF-8) is refused."""
+        self.assertEqual(local_name("caf\u00e9"), "caf\u00e9")
+        self.assertIsNone(local_name("bad\udcff"))
+        self.assertIsNone(local_name(".."))
