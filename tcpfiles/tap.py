@@ -25,6 +25,8 @@ from tcpfiles.core.tls import TLSOptions
 from tcpfiles.tree.accounts import AccountOptions
 from tcpfiles.tree.paths import Root
 
+__all__ = ["Options", "makeService"]
+
 #: The behaviour served on every --listen (tcp:8888 unless told), its options unprefixed.
 DEFAULT = "files"
 BEHAVIOURS = discover()

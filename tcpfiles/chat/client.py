@@ -18,6 +18,8 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+__all__ = ["GIVE_UP_AFTER_EOF", "MAX_QUEUED", "ChatSession"]
+
 MAX_QUEUED = 1000
 GIVE_UP_AFTER_EOF = 10.0  # seconds to keep trying to deliver queued lines once stdin ended
 

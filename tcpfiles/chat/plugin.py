@@ -8,6 +8,8 @@ from tcpfiles.chat.protocol import ChatFactory
 from tcpfiles.core.options import positive_float, positive_int
 from tcpfiles.core.plugin import Behaviour, Context
 
+__all__ = ["ChatOptions", "chat"]
+
 
 class ChatOptions(usage.Options):
     """Options of ``chat``."""

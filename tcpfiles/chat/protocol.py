@@ -28,6 +28,8 @@ from tcpfiles.core.auth import UNAUTHORIZED, LoginLimiter, password_credentials
 from tcpfiles.core.connections import peer_key
 from tcpfiles.core.interfaces import IAccount
 
+__all__ = ["GREETING", "GREETING_WITH_ACCOUNTS", "ChatFactory", "ChatProtocol"]
+
 GREETING = "*** tcpfiles chat: /nick NAME to join, /help for commands"
 GREETING_WITH_ACCOUNTS = "*** tcpfiles chat: /login NAME PASSWORD to join, /help for commands"
 _OPEN = ("/help", "/quit")  # what a user may do before logging in

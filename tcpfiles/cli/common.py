@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet import error
 
-from tcpfiles.files.client import RemoteError
+from tcpfiles.files.client import CannotConnect, RemoteError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CONNECTION, EXIT_LOCAL = 0, 1, 2, 3, 4
 #: An interrupted command exits 128 + the signal's number (130 for Ctrl-C), as shells do.
@@ -71,6 +71,8 @@ def connection_failed(server: str, exc: BaseException) -> Failed:
 
 
 def reason(exc: BaseException) -> str:
+    if isinstance(exc, CannotConnect):
+        exc = exc.cause
     if isinstance(exc, error.ConnectionRefusedError):
         return "connection refused (is the server running?)"
     if isinstance(exc, error.DNSLookupError):

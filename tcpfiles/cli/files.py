@@ -15,11 +15,11 @@ from tcpfiles.cli.options import add_retry_options, add_server_options
 from tcpfiles.cli.session import Outcome, one_transfer, with_session
 from tcpfiles.files.transfer import (
     Session,
+    digest_of,
     fetch,
     make_parents,
     mirror,
     push,
-    sha256_of,
     upload_tree,
 )
 
@@ -142,7 +142,7 @@ def _get_files(session: Session, args: argparse.Namespace) -> Any:
             os.path.basename(destination),
             args.quiet,
             lambda client, _retried, start, progress: fetch(
-                client, remote, destination, start, progress
+                client, remote, destination, on_start=start, on_received=progress
             ),
         )
 
@@ -189,13 +189,21 @@ def _put_files(session: Session, args: argparse.Namespace) -> Any:
 
     @defer.inlineCallbacks
     def put_one(local: str, remote: str) -> Any:
-        size, sha256 = sha256_of(local)
+        size, sha256 = yield digest_of(local, session.reactor)  # once, for every attempt
         yield one_transfer(
             session,
             os.path.basename(local),
             args.quiet,
             lambda client, retried, start, progress: push(
-                client, local, remote, size, sha256, args.overwrite, start, progress, retried
+                client,
+                local,
+                remote,
+                size,
+                sha256,
+                args.overwrite,
+                on_start=start,
+                retried=retried,
+                on_sent=progress,
             ),
         )
         return size

@@ -17,8 +17,12 @@ from tcpfiles.cli.common import (
 )
 from tcpfiles.cli.options import add_retry_options, add_server_options
 from tcpfiles.cli.session import with_session
-from tcpfiles.files.client import ConnectionClosed, IncompleteListing, RemoteError
+from tcpfiles.files.client import ConnectionClosed, EntryKind, IncompleteListing, RemoteError
 from tcpfiles.files.transfer import Session
+
+#: What follows a name in the table: a slash for a directory, a note for a name no request
+#: can carry.
+_SUFFIX = {EntryKind.DIR: "/", EntryKind.UNREQUESTABLE: "  (its name cannot be requested)"}
 
 
 def add_commands(commands: Any) -> None:
@@ -65,7 +69,7 @@ def list_directory(session: Session, args: argparse.Namespace) -> Any:
         (
             "-" if e.size is None else human_size(e.size),
             e.mtime.replace("T", " ")[:16],
-            e.display_name + {"d": "/", "x": "  (its name cannot be requested)"}.get(e.kind, ""),
+            e.display_name + _SUFFIX.get(e.kind, ""),
         )
         for e in entries
     ]

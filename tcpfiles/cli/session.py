@@ -23,6 +23,7 @@ from tcpfiles.cli.common import (
 from tcpfiles.cli.options import warn_if_insecure
 from tcpfiles.cli.progress import ProgressBar
 from tcpfiles.files.client import (
+    CannotConnect,
     ConnectionClosed,
     FilesClient,
     IntegrityError,
@@ -93,7 +94,9 @@ class Outcome:
             self.status = self.status or EXIT_REFUSED
         elif isinstance(exc, TLSFailure | WrongServer):
             raise Failed(str(exc), EXIT_CONNECTION)
-        elif isinstance(exc, ConnectionClosed | error.ConnectError | error.DNSLookupError):
+        elif isinstance(
+            exc, ConnectionClosed | CannotConnect | error.ConnectError | error.DNSLookupError
+        ):
             say(f"{what}: {exc}")
             raise Failed("gave up: the server stayed unreachable", EXIT_CONNECTION)
         elif isinstance(exc, IntegrityError):

@@ -16,6 +16,18 @@ from twisted.cred import checkers, credentials, error, portal
 from twisted.internet import defer
 from zope.interface import implementer
 
+__all__ = [
+    "UNAUTHORIZED",
+    "AnyOf",
+    "EitherEncoding",
+    "LoginLimiter",
+    "bytes_of",
+    "make_portal",
+    "network_of",
+    "password_credentials",
+    "text_of",
+]
+
 UNAUTHORIZED = (error.UnauthorizedLogin, error.UnhandledCredentials)
 
 

@@ -17,6 +17,14 @@ from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+__all__ = [
+    "ConnectionTracker",
+    "Drainable",
+    "RefusedProtocol",
+    "describe_peer",
+    "peer_key",
+]
+
 log = Logger(namespace="tcpfiles.core.connections")
 
 

@@ -17,6 +17,16 @@ from typing import Any
 from twisted.application import service
 from twisted.logger import Logger
 
+__all__ = [
+    "PER_CONNECTION",
+    "SPARE",
+    "FdLimitCheck",
+    "Limits",
+    "needed",
+    "raise_soft_limit",
+    "shortfall_warning",
+]
+
 log = Logger(namespace="tcpfiles.core.fdlimit")
 
 #: Descriptors one connection may hold at once: its socket and, at most, two more: an upload's
@@ -104,7 +114,7 @@ class FdLimitCheck(service.Service):
 
     def privilegedStartService(self) -> None:
         """Raise, check, warn: before the listeners (started after this service) bind."""
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
         if self._checked:
             return
         self._checked = True

@@ -47,6 +47,8 @@ from zope.interface import directlyProvides, providedBy
 
 from tcpfiles.core.connections import ConnectionTracker, RefusedProtocol, describe_peer
 
+__all__ = ["ConnectionSettings", "GuardedFactory", "GuardedProtocol", "beneath", "guard_stream"]
+
 log = Logger(namespace="tcpfiles.core.guard")
 
 #: Seconds a timed-out connection has to close (say goodbye, flush) before it is aborted.
@@ -169,7 +171,7 @@ class GuardedProtocol(ProtocolWrapper):
             return self.__class__.__name__
         if interfaces.ILoggingContext.providedBy(wrapped):
             return str(wrapped.logPrefix())
-        return wrapped.__class__.__name__
+        return type(wrapped).__name__
 
     # --- traffic: each read and write is activity ------------------------------------------
 
@@ -302,7 +304,7 @@ class GuardedFactory(WrappingFactory[GuardedProtocol]):
         settings: ConnectionSettings = ConnectionSettings(),
         close_within: float = CLOSE_WITHIN,
     ) -> None:
-        super().__init__(wrapped)
+        super().__init__(wrapped)  # type: ignore[no-untyped-call]  # WrappingFactory's
         self.settings = settings
         self.clock = clock
         self.close_within = close_within
@@ -358,7 +360,7 @@ class GuardedFactory(WrappingFactory[GuardedProtocol]):
         wrapped = self.wrappedFactory
         if interfaces.ILoggingContext.providedBy(wrapped):
             return str(wrapped.logPrefix())
-        return wrapped.__class__.__name__
+        return type(wrapped).__name__
 
     def registerProtocol(self, p: Any) -> None:
         """Connections are counted by :attr:`tracker`, not in a second table."""

@@ -2,6 +2,8 @@
 
 from zope.interface import Attribute, Interface
 
+__all__ = ["IAccount", "IBehaviour"]
+
 
 class IBehaviour(Interface):
     """A service tcpfiles can run: files (on ``--listen``), and beside it ``--serve NAME``.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+__all__ = ["positive_float", "positive_int", "size"]
 
-def _positive(kind: type) -> Callable[[str], float]:
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     def coerce(text: str) -> float:
-        value = kind(text)
+        value: float = kind(text)
         if value <= 0:
             raise ValueError(f"must be positive, got {text}")
         return value

@@ -15,6 +15,17 @@ from zope.interface import implementer
 from tcpfiles.core.interfaces import IBehaviour
 from tcpfiles.core.options import positive_float, positive_int
 
+__all__ = [
+    "Behaviour",
+    "ConnectionOptions",
+    "Context",
+    "StartWarning",
+    "blind_warning",
+    "context_for",
+    "discover",
+    "is_datagram",
+]
+
 log = Logger(namespace="tcpfiles.core.plugin")
 
 
@@ -139,5 +150,5 @@ class StartWarning(service.Service):
 
     def startService(self) -> None:
         """Say it."""
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         log.warn("{text}", text=self.text)

@@ -26,6 +26,18 @@ from zope.interface import implementer
 from tcpfiles.core.guard import GuardedProtocol
 from tcpfiles.core.tls import is_tls_transport
 
+__all__ = [
+    "MAX_READ",
+    "MIN_READ",
+    "TransferStopped",
+    "adapt_read_size",
+    "buffered",
+    "can_send_now",
+    "drained",
+    "send_now",
+    "write_paced",
+]
+
 
 class TransferStopped(Exception):
     """The consumer went away (connection lost) before everything was sent."""
@@ -36,7 +48,8 @@ def buffered(transport: Any) -> int:
     data = getattr(transport, "dataBuffer", None)
     if data is None:
         return 0
-    return len(data) - transport.offset + transport._tempDataLen
+    held: int = len(data) - transport.offset + transport._tempDataLen
+    return held
 
 
 def can_send_now(transport: Any) -> bool:

@@ -20,6 +20,16 @@ from twisted.python.failure import Failure
 
 from tcpfiles.core.connections import ConnectionTracker
 
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "DrainingService",
+    "ListenFailed",
+    "ListenerService",
+    "check_server_string",
+    "listen_failure",
+    "with_backlog",
+]
+
 log = Logger(namespace="tcpfiles.core.service")
 
 #: Listen queue for TCP endpoints that do not name one: with Twisted's default of 50, a burst of
@@ -73,7 +83,7 @@ class ListenerService(service.Service):
 
     def privilegedStartService(self) -> None:
         """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
         if self.port is not None:
             return
         endpoint = endpoints.serverFromString(self.reactor, self.description)
@@ -104,11 +114,11 @@ class ListenerService(service.Service):
         """Bind, unless twistd already did it in the privileged phase."""
         if self.port is None:
             self.privilegedStartService()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop listening (connections already accepted are left alone)."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         port, self.port = self.port, None
         if port is None:
             return defer.succeed(None)
@@ -147,7 +157,7 @@ class DrainingService(service.MultiService):
         reactor: Any,
         second_signal_forces: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.trackers = trackers
         self.grace = grace
         self.reactor = reactor
@@ -156,7 +166,7 @@ class DrainingService(service.MultiService):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         """Listeners first, then finish or drop the connections, then done."""
-        yield super().stopService()
+        yield super().stopService()  # type: ignore[no-untyped-call]
         busy = sum(len(t.active) for t in self.trackers)
         finished: defer.Deferred[bool | str] = defer.Deferred()
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import unicodedata
 
+__all__ = [
+    "escape_char",
+    "escape_name",
+    "escape_text",
+    "escape_unsafe",
+    "unsafe_to_display",
+]
+
 #: Unicode categories never shown raw (the one definition of "unsafe to display", shared by LIST,
 #: error texts, logs and the chat): controls (Cc: C0, DEL, C1), format characters (Cf: bidi
 #: embeddings, overrides and isolates U+202A-202E, U+2066-2069, marks U+200E/U+200F/U+061C,

@@ -18,10 +18,23 @@ from twisted.python import usage
 
 from tcpfiles.core.service import check_server_string
 
+__all__ = [
+    "TLSOptions",
+    "can_half_close",
+    "check_pair",
+    "client_tls_endpoint",
+    "explain",
+    "is_tls_transport",
+    "parse_tls_server",
+    "quote",
+    "server_endpoint",
+]
+
 
 def quote(value: str) -> str:
     """Escape a value for a Twisted endpoint string (colons, equals signs, backslashes)."""
-    return endpoints.quoteStringArgument(value)
+    quoted: str = endpoints.quoteStringArgument(value)
+    return quoted
 
 
 def server_endpoint(description: str, cert: str, key: str) -> str:

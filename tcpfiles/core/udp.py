@@ -11,6 +11,8 @@ from twisted.logger import Logger
 
 from tcpfiles.core.service import listen_failure
 
+__all__ = ["UDPListenerService", "is_udp", "parse_udp"]
+
 log = Logger(namespace="tcpfiles.udp")
 
 
@@ -51,7 +53,7 @@ class UDPListenerService(service.Service):
 
     def privilegedStartService(self) -> None:
         """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
-        super().privilegedStartService()
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
         if self.port is None:
             try:
                 self.port = self.reactor.listenUDP(
@@ -71,10 +73,10 @@ class UDPListenerService(service.Service):
         """Bind, unless done in the privileged phase."""
         if self.port is None:
             self.privilegedStartService()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Any:
         """Stop listening."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None

@@ -11,6 +11,8 @@ from zope.interface import implementer
 
 from tcpfiles.core.tls import can_half_close
 
+__all__ = ["EchoBridge", "run_echo_client"]
+
 
 @implementer(interfaces.IHalfCloseableProtocol)
 class _StdinSide(Protocol):

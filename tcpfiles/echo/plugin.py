@@ -9,6 +9,8 @@ from twisted.python import usage
 from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
 from tcpfiles.echo.protocol import EchoFactory, EchoProtocol, UpperProtocol
 
+__all__ = ["EchoOptions", "echo", "upper"]
+
 
 class EchoOptions(ConnectionOptions):
     """Options of ``echo`` and ``upper``."""

@@ -18,6 +18,8 @@ from zope.interface import implementer
 
 from tcpfiles.core.sending import adapt_read_size, send_now
 
+__all__ = ["EchoFactory", "EchoProtocol", "UpperProtocol"]
+
 
 @implementer(interfaces.IHalfCloseableProtocol)
 class EchoProtocol(Protocol):

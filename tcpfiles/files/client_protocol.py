@@ -2,7 +2,10 @@
 
 Requests may be issued without waiting: they are pipelined and answered in order.  A refusal
 from the server fails the request's Deferred with :class:`RemoteError`; a lost connection fails
-every outstanding request with :class:`ConnectionClosed`.
+every outstanding request with :class:`ConnectionClosed` (or one of its kinds: a server that
+breaks the protocol :class:`ProtocolViolation`, one of another kind :class:`WrongServer`, a
+failed handshake :class:`TLSFailure`).  An upload (:meth:`FilesClientProtocol.upload`) holds
+back the lines of requests issued after it until its body is out, so that pipelining stays safe.
 """
 
 from __future__ import annotations
@@ -17,38 +20,18 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from tcpfiles.core.sending import TransferStopped
 from tcpfiles.files import wire
-
-
-class RemoteError(Exception):
-    """The server answered ``ERR <code> <text>``."""
-
-    def __init__(self, code: str, text: str) -> None:
-        super().__init__(f"{code}: {text}")
-        self.code = code
-        self.text = text
-
-
-class ConnectionClosed(Exception):
-    """The connection ended before the response was complete."""
-
-
-class WrongServer(ConnectionClosed):
-    """What answered is not a tcpfiles files server (or needs TLS): retrying cannot help."""
-
-
-#: What a client says when the server closed before a single byte of its first answer.
-SILENT_CLOSE = (
-    "the server closed the connection without answering: if it is a TLS server, use "
-    "tls:HOST:PORT or --ca FILE; otherwise it is not a tcpfiles files server"
+from tcpfiles.files.client_errors import (
+    SILENT_CLOSE,
+    ConnectionClosed,
+    ProtocolViolation,
+    RemoteError,
+    TLSFailure,
+    WrongServer,
 )
 
-
-class TLSFailure(ConnectionClosed):
-    """The TLS handshake failed: an untrusted certificate, a wrong host name, an old version.
-
-    Not worth retrying: the same server will fail the same way.
-    """
+__all__ = ["FilesClientProtocol"]
 
 
 def _tls_failure(reason: Failure) -> str | None:
@@ -91,6 +74,8 @@ class FilesClientProtocol(Protocol):
         self._watchdog: interfaces.IDelayedCall | None = None
         self.stalled = False
         self.heard = False  # any byte from the server yet
+        self._holding = False  # an upload's PUT went out and its body has not: hold lines back
+        self._held: deque[tuple[bytes, bool]] = deque()  # (line, whether it is a PUT)
 
     def send(
         self, request: wire.Sendable, sink: Callable[[bytes], None] | None = None
@@ -114,13 +99,71 @@ class FilesClientProtocol(Protocol):
             return defer.fail(exc)
         return self._send(data, kind, sink)
 
+    def upload(
+        self, request: wire.Put, body: Callable[[], defer.Deferred[int]]
+    ) -> defer.Deferred[tuple[str, ...]]:
+        """Send a PUT (or REPLACE), then its body; fires with the fields of ``OK stored``.
+
+        ``body()`` is called once the server has answered ``OK send`` and must write exactly
+        ``request.size`` bytes to :attr:`transport` (a producer), firing when they are written.
+        Lines of requests issued meanwhile are held back from the PUT line until the body is out
+        or the PUT is refused: written in between, they would be taken for the body.  A body
+        that fails (a local file that shrank, a read error) fails the upload with its error and
+        drops the connection, which owes the server bytes it will never get.
+        """
+        try:
+            line = wire.request_line(request)
+        except ValueError as exc:
+            return defer.fail(exc)
+        asked = self._send(line, wire.STATUS, None, hold=True)
+        stored: defer.Deferred[tuple[str, ...]] = defer.Deferred()
+
+        def accepted(_fields: tuple[str, ...]) -> None:
+            waiting = _Pending(stored, wire.STATUS)
+            self.pending.appendleft(waiting)  # the next answer is this upload's, whatever follows
+            sent = defer.maybeDeferred(body)
+            sent.addCallback(lambda _count: self._release())
+            sent.addErrback(self._body_failed, waiting)
+
+        def refused(failure: Failure) -> None:
+            self._release()
+            stored.errback(failure)
+
+        asked.addCallbacks(accepted, refused)
+        return stored
+
+    def _body_failed(self, failure: Failure, waiting: _Pending) -> None:
+        self._holding = False
+        self._held.clear()  # where the body was due, nothing else may go: they fail with the line
+        gone = isinstance(failure.value, TransferStopped)  # the transport stopped us: it closes
+        if gone or self.closed or waiting not in self.pending:
+            return  # the connection went first: the upload fails with ConnectionClosed
+        self.pending.remove(waiting)
+        waiting.done.errback(failure)
+        self.transport.abortConnection()
+
     def _send(
-        self, line: bytes, kind: str, sink: Callable[[bytes], None] | None
+        self, line: bytes, kind: str, sink: Callable[[bytes], None] | None, hold: bool = False
     ) -> defer.Deferred[Any]:
         d = self.expect(kind, sink)
         if not self.closed:
-            self.transport.write(line)
+            self._write(line, hold)
         return d
+
+    def _write(self, line: bytes, hold: bool) -> None:
+        """Write a request line, or keep it while an upload holds the line (``hold``: this is a
+        PUT, and nothing more goes out after it until its body has)."""
+        if self._holding:
+            self._held.append((line, hold))
+            return
+        self.transport.write(line)
+        self._holding = hold
+
+    def _release(self) -> None:
+        """An upload's body is out, or its PUT was refused: write the lines held back since."""
+        self._holding = False
+        while self._held and not self._holding and not self.closed:
+            self._write(*self._held.popleft())
 
     def expect(self, kind: str, sink: Callable[[bytes], None] | None = None) -> defer.Deferred[Any]:
         """Wait for one more response without sending a line (an upload's final status)."""
@@ -165,8 +208,8 @@ class FilesClientProtocol(Protocol):
         try:
             self._process()
         except wire.ProtocolError as exc:
-            self._fail_all(Failure(_protocol_failure(exc, data)))
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self._fail_all(_protocol_failure(exc, data))
+            self.transport.abortConnection()
         if not self.pending and self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()
 
@@ -245,26 +288,38 @@ class FilesClientProtocol(Protocol):
         elif current.remaining == 0:
             self._deliver(current, b"")
 
+    def violated(self, exc: wire.ProtocolError) -> ProtocolViolation:
+        """An answer whose content breaks the protocol (a bad row, a bad STAT): the connection
+        is dropped, as nothing after it can be trusted, and every request still waiting fails.
+        Returns the error to fail the answer's own request with."""
+        violation = ProtocolViolation(f"bad response from server: {exc}")
+        if not self.closed:
+            self._fail_all(violation)
+            self.transport.abortConnection()
+        return violation
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail whatever was still waiting for an answer."""
         self.closed = True
+        self._held.clear()
         if self._watchdog is not None and self._watchdog.active():
             self._watchdog.cancel()
         tls = _tls_failure(reason)
         if tls is not None:
-            self._fail_all(Failure(TLSFailure(tls)))
+            self._fail_all(TLSFailure(tls))
             return
-        if not self.heard and not self.stalled and self.pending and reason.check(ConnectionDone):
-            self._fail_all(Failure(WrongServer(SILENT_CLOSE)))
+        silent = isinstance(reason.value, ConnectionDone)
+        if not self.heard and not self.stalled and self.pending and silent:
+            self._fail_all(WrongServer(SILENT_CLOSE))
             return
         why = f"no progress for {self.timeout:g} s" if self.stalled else reason.getErrorMessage()
-        self._fail_all(Failure(ConnectionClosed(f"connection closed: {why}")))
+        self._fail_all(ConnectionClosed(f"connection closed: {why}"))
 
-    def _fail_all(self, failure: Failure) -> None:
+    def _fail_all(self, error: BaseException) -> None:
         self.closed = True
         pending, self.pending = self.pending, deque()
         for p in pending:
-            p.done.errback(failure)
+            p.done.errback(error)
 
 
 def _protocol_failure(exc: wire.ProtocolError, data: bytes) -> ConnectionClosed:
@@ -273,4 +328,4 @@ def _protocol_failure(exc: wire.ProtocolError, data: bytes) -> ConnectionClosed:
         if data[:1] in (b"\x15", b"\x16") and data[1:2] == b"\x03":  # TLS alert, handshake
             return WrongServer("this looks like a TLS server: use tls:HOST:PORT or --ca FILE")
         return WrongServer(f"this is not a tcpfiles files server: {exc}")
-    return ConnectionClosed(f"bad response from server: {exc}")
+    return ProtocolViolation(f"bad response from server: {exc}")

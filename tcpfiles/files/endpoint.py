@@ -8,6 +8,8 @@ from twisted.internet import endpoints, interfaces
 
 from tcpfiles.core.tls import client_tls_endpoint, parse_tls_server
 
+__all__ = ["DEFAULT_PORT", "client_endpoint"]
+
 DEFAULT_PORT = 8888
 _ENDPOINT_KINDS = ("tcp:", "tcp6:", "tls:", "ssl:", "unix:")
 
@@ -49,7 +51,8 @@ def _from_string(reactor: Any, server: str) -> interfaces.IStreamClientEndpoint:
     """``clientFromString``, with every malformed string a ValueError (a missing ``port=`` is a
     TypeError inside Twisted)."""
     try:
-        return endpoints.clientFromString(reactor, server)
+        endpoint: interfaces.IStreamClientEndpoint = endpoints.clientFromString(reactor, server)
+        return endpoint
     except (TypeError, KeyError, IndexError) as exc:
         missing = "port" if "port" in str(exc) else "a required argument"
         raise ValueError(f"bad endpoint string {server!r}: missing {missing}") from None

@@ -12,6 +12,8 @@ from tcpfiles.core.plugin import Behaviour, Context
 from tcpfiles.files.factory import factory_for
 from tcpfiles.files.server import FileServerFactory, Limits
 
+__all__ = ["FilesOptions", "files", "limits_of"]
+
 
 class FilesOptions(usage.Options):
     """Options of ``files``: the bounds of its connections and requests."""

@@ -4,7 +4,8 @@
   the remote file it holds, so an interrupted download (this run or an earlier one) resumes from
   its length with ``RESUME``, while a remote file that changed starts over instead of splicing two
   versions.  The result is checked against STAT's size and sha256 before it is renamed.
-* :func:`push` uploads one file; the server publishes it only when whole and verified.
+* :func:`push` uploads one file (its sha256 computed off the reactor thread if not given); the
+  server publishes it only when whole and verified.
 * :class:`Session` keeps a connection and re-runs an operation after the connection is lost,
   reconnecting with capped exponential backoff and jitter for up to ``retry_for`` seconds.
 * :func:`mirror` (``get -r``) and :func:`upload_tree` (``put -r``) walk directory trees.
@@ -15,28 +16,48 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, error, task
+from twisted.internet import defer
 
-from tcpfiles.files import wire
 from tcpfiles.files.client import (
     ConnectionClosed,
+    EntryKind,
     FilesClient,
-    IncompleteListing,
     IntegrityError,
     RemoteError,
-    TLSFailure,
-    WrongServer,
-    connect,
 )
+from tcpfiles.files.client_source import Source, digest_of
+from tcpfiles.files.session import Session
+from tcpfiles.files.trees import TreeResult, local_name, make_parents, mirror, upload_tree
+from tcpfiles.files.wire import ProtocolError
 
+__all__ = [
+    "HASH_CHUNK",
+    "Fetched",
+    "Progress",
+    "Session",
+    "Source",
+    "Start",
+    "TreeResult",
+    "digest_of",
+    "fetch",
+    "local_name",
+    "make_parents",
+    "mirror",
+    "part_path",
+    "push",
+    "sha256_of",
+    "upload_tree",
+]
+
+#: A progress callback: ``f(n)`` with ``n`` the bytes just received or sent (a delta).
 Progress = Callable[[int], None] | None
-Start = Callable[[int, int], None] | None  # (total size, bytes already there)
+#: Called once a transfer knows its size: ``f(total, already)``, ``already`` the bytes a part
+#: file holds from an earlier attempt (0 for an upload).
+Start = Callable[[int, int], None] | None
 
 HASH_CHUNK = 1 << 20
 
@@ -86,22 +107,40 @@ def _resume_point(part: str, size: int, digest: Any) -> int:
     return have
 
 
-@defer.inlineCallbacks
 def fetch(
     client: FilesClient,
     remote: str,
     destination: str,
     on_start: Start = None,
     on_progress: Progress = None,
-) -> Any:
+    *,
+    on_received: Progress = None,
+) -> defer.Deferred[Fetched]:
     """Download ``remote`` to ``destination``, resuming a part file of the same version.
 
-    A lost connection leaves the part file for the next attempt; a refusal or a failed check
-    removes it.  Fires with :class:`Fetched`.
+    ``on_start(total, already)`` is called once the size is known: ``total`` the file's size,
+    ``already`` the bytes a part file of an earlier attempt holds (not fetched again).
+    ``on_received(n)`` is called as each piece arrives with ``n`` the bytes of that piece (a
+    delta: ``already`` plus their sum is the running total); ``on_progress`` is its older name.
+
+    A lost connection (:class:`ConnectionClosed`) leaves the part file for the next attempt; a
+    refusal (:class:`RemoteError`, also ``not-a-file`` for a directory) or a failed check
+    (:class:`IntegrityError`) removes it.  Fires with :class:`Fetched`.
     """
-    info = yield client.stat(remote)
-    if info.kind != "file":
+    if on_progress is not None and on_received is not None:
+        raise TypeError("give on_received or on_progress (its older name), not both")
+    coroutine = _fetch(client, remote, destination, on_start, on_received or on_progress)
+    return defer.Deferred.fromCoroutine(coroutine)
+
+
+async def _fetch(
+    client: FilesClient, remote: str, destination: str, on_start: Start, on_received: Progress
+) -> Fetched:
+    info = await client.stat(remote)
+    if info.kind is not EntryKind.FILE:
         raise RemoteError("not-a-file", f"is a directory: {remote}")
+    if info.size is None or info.sha256 is None:
+        raise client.protocol.violated(ProtocolError("STAT of a file without its size or sha256"))
     part = part_path(destination, info.sha256)
     for stale in _other_parts(destination, keep=part):  # parts of older versions
         os.unlink(stale)
@@ -114,11 +153,11 @@ def fetch(
     def sink(data: bytes) -> None:
         out.write(data)
         digest.update(data)
-        if on_progress is not None:
-            on_progress(len(data))
+        if on_received is not None:
+            on_received(len(data))
 
     try:
-        got = yield client.get(remote, sink, offset=offset)
+        got = await client.get(remote, sink, offset=offset)
         out.close()
         if offset + got != info.size or digest.hexdigest() != info.sha256:
             raise IntegrityError(f"{remote} changed on the server during the download; try again")
@@ -135,7 +174,8 @@ def fetch(
 
 
 def sha256_of(path: str) -> tuple[int, str]:
-    """Size and sha256 of a local file."""
+    """Size and sha256 of a local file, read here and now (it blocks: in a Twisted program,
+    :func:`digest_of` reads in the reactor's thread pool)."""
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as source:
@@ -145,251 +185,57 @@ def sha256_of(path: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-@defer.inlineCallbacks
 def push(
     client: FilesClient,
-    local: str,
+    local: Source,
     remote: str,
-    size: int,
-    sha256: str,
+    size: int | None = None,
+    sha256: str | None = None,
     replace: bool = False,
     on_start: Start = None,
     on_progress: Progress = None,
     retried: bool = False,
-) -> Any:
-    """Upload ``local`` (of known size and sha256) to ``remote``; fires with the sha256.
+    *,
+    on_sent: Progress = None,
+) -> defer.Deferred[str]:
+    """Upload ``local`` (a path, a binary file object or a descriptor, as
+    :meth:`FilesClient.put` takes) to ``remote``; fires with the sha256.
 
-    On a retry, ``exists`` for a file with our sha256 means the previous attempt did land.
+    ``size`` and ``sha256`` are computed (off the reactor thread) when not given; a caller that
+    retries computes them once with :func:`digest_of` and passes them to every attempt.
+    ``on_start(total, 0)`` is called before the body; ``on_sent(n)`` after each piece of it is
+    written, with ``n`` the bytes of that piece (a delta); ``on_progress`` is its older name.
+    On a retry (``retried``), ``exists`` for a file with our sha256 means the previous attempt
+    did land, and counts as done.
     """
-    fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+    if on_progress is not None and on_sent is not None:
+        raise TypeError("give on_sent or on_progress (its older name), not both")
+    coroutine = _push(
+        client, local, remote, size, sha256, replace, on_start, on_sent or on_progress, retried
+    )
+    return defer.Deferred.fromCoroutine(coroutine)
+
+
+async def _push(
+    client: FilesClient,
+    local: Source,
+    remote: str,
+    size: int | None,
+    sha256: str | None,
+    replace: bool,
+    on_start: Start,
+    on_sent: Progress,
+    retried: bool,
+) -> str:
+    if size is None or sha256 is None:
+        size, sha256 = await digest_of(local, client.protocol.clock)
+    if on_start is not None:
+        on_start(size, 0)
     try:
-        if on_start is not None:
-            on_start(size, 0)
-        try:
-            return (yield client.put(remote, fd, size, sha256, replace, on_progress))
-        except RemoteError as exc:
-            if exc.code == "exists" and retried:
-                info = yield client.stat(remote)
-                if info.sha256 == sha256:
-                    return sha256
-            raise
-    finally:
-        os.close(fd)
-
-
-class Session:
-    """A connection to a files server that is made again when it is lost mid-operation."""
-
-    def __init__(
-        self,
-        reactor: Any,
-        server: str,
-        retry_for: float = 60.0,
-        timeout: float | None = 30.0,
-        on_notice: Callable[[str], None] | None = None,
-        policy: Callable[[int], float] | None = None,
-        connector: Callable[[], defer.Deferred[FilesClient]] | None = None,
-        ca: str | None = None,
-        insecure: bool = False,
-        credentials: tuple[str, str] | None = None,
-    ) -> None:
-        self.reactor = reactor
-        self.server = server
-        self.retry_for = retry_for
-        self.timeout = timeout
-        self.on_notice = on_notice or (lambda message: None)
-        self.policy = policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0)
-        self._connect = connector or (
-            lambda: connect(reactor, server, timeout, ca=ca, insecure=insecure)
-        )
-        self._client: FilesClient | None = None
-        self.connected_once = False
-        self.credentials = credentials
-
-    @defer.inlineCallbacks
-    def client(self) -> Any:
-        """The current connection, made if there is none."""
-        if self._client is None or self._client.protocol.closed:
-            client = yield self._connect()
-            if self.credentials is not None:
-                try:  # on every connection, also after a loss
-                    yield client.login(*self.credentials)
-                except BaseException:
-                    client.close()  # a refused (or busy) login must not leave it open
-                    raise
-            self._client = client
-            self.connected_once = True
-        return self._client
-
-    @defer.inlineCallbacks
-    def run(self, operation: Callable[[FilesClient, bool], defer.Deferred[Any]]) -> Any:
-        """``operation(client, retried)``, again on a new connection after a loss or ``busy``.
-
-        The first connection failing is reported at once (a wrong address should not wait a
-        minute); after that, attempts go on for ``retry_for`` seconds from the first failure.
-        """
-        failures = 0
-        deadline: float | None = None
-        while True:
-            try:
-                client = yield self.client()
-                return (yield operation(client, failures > 0))
-            except (ConnectionClosed, error.ConnectError, error.DNSLookupError, RemoteError) as exc:
-                if isinstance(exc, RemoteError) and exc.code != "busy":
-                    raise
-                if isinstance(exc, TLSFailure | WrongServer):  # it would fail the same way again
-                    raise
-                if not self.connected_once:
-                    raise
-                self.close()  # busy or lost: start again on a new connection, this one closed
-                failures += 1
-                now = self.reactor.seconds()
-                deadline = deadline if deadline is not None else now + self.retry_for
-                delay = self.policy(failures)
-                if now + delay > deadline:
-                    raise
-                self.on_notice(f"{_why(exc)}; retrying in {delay:.1f} s")
-                yield task.deferLater(self.reactor, delay, lambda: None)
-
-    def close(self) -> None:
-        """Close the connection, if any."""
-        if self._client is not None and not self._client.protocol.closed:
-            self._client.close()
-        self._client = None
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, RemoteError):
-        return f"server busy ({exc.text})"
-    if isinstance(exc, error.ConnectionRefusedError):
-        return "server not reachable (connection refused)"
-    return str(exc) or type(exc).__name__
-
-
-def local_name(raw: bytes) -> str | None:
-    """A remote name as a safe local one, or None.
-
-    None for ``.``, ``..``, a slash, NUL, bytes that are not UTF-8, and any character that
-    ``ls`` would have to escape to show it safely (controls, bidi overrides, zero-width and
-    line-separator characters, private use): such a name would mislead on a terminal.
-    """
-    if raw in (b"", b".", b"..") or b"/" in raw or b"\0" in raw:
-        return None
-    try:
-        name = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return name if wire.escape_text(name) == name.replace("\\", "\\\\") else None
-
-
-@dataclass
-class TreeResult:
-    """What a tree transfer did."""
-
-    files: int = 0
-    bytes: int = 0
-    skipped: list[str] | None = None
-    failed: list[tuple[str, BaseException]] | None = None
-
-    def __post_init__(self) -> None:
-        self.skipped = self.skipped or []
-        self.failed = self.failed or []
-
-
-@defer.inlineCallbacks
-def mirror(
-    session: Session,
-    remote_dir: str,
-    local_dir: str,
-    each: Callable[[str, str], Any],
-    result: TreeResult | None = None,
-) -> Any:
-    """``get -r``: recreate ``remote_dir`` under ``local_dir``; ``each(remote, local)`` fetches a
-    file (returning a Deferred).  Names that cannot be a local file name are skipped.  A listing
-    the server ended early (``--max-list``) is an :class:`IncompleteListing` in ``failed``: what
-    it listed is still fetched, but the copy of that directory is partial."""
-    result = result if result is not None else TreeResult()
-    entries = yield session.run(lambda client, _retried: client.list(remote_dir))
-    os.makedirs(local_dir, exist_ok=True)
-    if not entries.complete:  # fetch what was listed, and report the directory as partial
-        assert result.failed is not None
-        result.failed.append((remote_dir or "/", IncompleteListing(remote_dir, entries)))
-    for entry in entries:
-        name = local_name(entry.name) if entry.kind in ("f", "d") else None
-        if name is None:  # not fetchable ("x"), or not a safe local name: listed as skipped
-            assert result.skipped is not None
-            result.skipped.append(f"{remote_dir.rstrip('/')}/{entry.display_name}")
-            continue
-        remote_child = f"{remote_dir.rstrip('/')}/{name}" if remote_dir.strip("/") else name
-        local_child = os.path.join(local_dir, name)
-        if entry.kind == "d":
-            yield mirror(session, remote_child, local_child, each, result)
-            continue
-        try:
-            fetched = yield each(remote_child, local_child)
-            result.files += 1
-            result.bytes += fetched.size
-        except (RemoteError, IntegrityError, OSError) as exc:
-            assert result.failed is not None
-            result.failed.append((remote_child, exc))
-    return result
-
-
-@defer.inlineCallbacks
-def make_parents(session: Session, remote_path: str) -> Any:
-    """MKDIR every directory above ``remote_path`` that is missing (``a/b/c`` -> ``a``, ``a/b``).
-
-    ``put report.pdf archive/2026/`` and ``put -r photos backup/photos`` work on a server where
-    ``archive`` or ``backup`` do not exist yet.  Fires with the number of directories created.
-    """
-    parts = [part for part in remote_path.split("/") if part]
-    created = 0
-    for depth in range(1, len(parts)):
-        parent = "/".join(parts[:depth])
-
-        def make(client: FilesClient, _retried: bool, parent: str = parent) -> Any:
-            return client.mkdir(parent)
-
-        created += bool((yield session.run(make)))
-    return created
-
-
-@defer.inlineCallbacks
-def upload_tree(
-    session: Session, local_dir: str, remote_dir: str, each: Callable[[str, str], Any]
-) -> Any:
-    """``put -r``: recreate ``local_dir`` as ``remote_dir``; ``each(local, remote)`` uploads a
-    file.  Symlinks and special files are skipped (and listed)."""
-    result = TreeResult()
-    assert result.skipped is not None and result.failed is not None
-    try:
-        yield make_parents(session, remote_dir)
+        return await client.put(remote, local, size, sha256, replace, on_sent=on_sent)
     except RemoteError as exc:
-        result.failed.append((remote_dir, exc))
-        return result
-    for directory, dirs, files in os.walk(local_dir):  # top-down, links not followed
-        dirs.sort()
-        relative = os.path.relpath(directory, local_dir)
-        remote = remote_dir if relative == "." else f"{remote_dir}/{relative}"
-
-        def make(client: FilesClient, _retried: bool, remote: str = remote) -> Any:
-            return client.mkdir(remote)
-
-        try:
-            yield session.run(make)
-        except RemoteError as exc:
-            result.failed.append((remote, exc))
-            dirs[:] = []
-            continue
-        for name in sorted(files):
-            local = os.path.join(directory, name)
-            if not stat.S_ISREG(os.lstat(local).st_mode):
-                result.skipped.append(local)
-                continue
-            try:
-                sent = yield each(local, f"{remote}/{name}")
-                result.files += 1
-                result.bytes += sent
-            except (RemoteError, OSError) as exc:
-                result.failed.append((local, exc))
-    return result
+        if exc.code == "exists" and retried:
+            info = await client.stat(remote)
+            if info.sha256 == sha256:
+                return sha256
+        raise

@@ -13,6 +13,8 @@ from tcpfiles.core.tls import can_half_close
 from tcpfiles.oneshot.protocol import MISSING
 from tcpfiles.tree.partfile import part_file
 
+__all__ = ["MissingFile", "NothingReceived", "fetch_oneshot"]
+
 
 class MissingFile(Exception):
     """The one-shot server answered ``1``: it has no such file."""

@@ -9,6 +9,8 @@ from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
 from tcpfiles.oneshot.protocol import DEFAULT_PORT, OneShotFactory
 from tcpfiles.tree.store import FileStore
 
+__all__ = ["OneShotOptions", "oneshot"]
+
 
 class OneShotOptions(ConnectionOptions):
     """Options of ``oneshot``."""

@@ -33,6 +33,8 @@ from tcpfiles.tree.paths import MAX_PATH_BYTES, PathError
 from tcpfiles.tree.producer import CHUNK_SIZE, FileBodyProducer
 from tcpfiles.tree.store import FileStore, OpenedFile
 
+__all__ = ["DEFAULT_PORT", "MISSING", "OneShotFactory", "OneShotProtocol"]
+
 log = Logger(namespace="tcpfiles.oneshot.protocol")
 
 MISSING = b"1"

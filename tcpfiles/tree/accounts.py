@@ -36,6 +36,21 @@ from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import SpaceLedger, Uploads
 
+__all__ = [
+    "ANONYMOUS",
+    "DEFAULT_MAX_UPLOAD",
+    "EVERYONE_ELSE",
+    "Account",
+    "AccountOptions",
+    "Accounts",
+    "FilesRealm",
+    "Grant",
+    "Users",
+    "anonymous_root",
+    "make_accounts",
+    "parse_users",
+]
+
 ANONYMOUS = "anonymous"
 
 #: Largest upload accepted unless the server says otherwise (``--max-upload``).

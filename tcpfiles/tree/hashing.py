@@ -34,6 +34,19 @@ from twisted.python.threadpool import ThreadPool
 
 from tcpfiles.tree.paths import FileChanging, PathError
 
+__all__ = [
+    "READ_SIZE",
+    "HashBusy",
+    "HashLimits",
+    "Hasher",
+    "Identity",
+    "RunInThread",
+    "hash_some",
+    "identity",
+    "inline",
+    "make_hasher",
+]
+
 #: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)
 Identity = tuple[int, int, int, int, int]
 RunInThread = Callable[..., defer.Deferred[Any]]

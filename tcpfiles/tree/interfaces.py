@@ -4,6 +4,8 @@ from zope.interface import Attribute, Interface
 
 from tcpfiles.core.interfaces import IAccount
 
+__all__ = ["IFileStore", "IFilesAccount"]
+
 
 class IFileStore(Interface):
     """What the files protocol needs from a served tree; every path is a wire path (str)."""

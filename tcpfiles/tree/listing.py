@@ -32,6 +32,19 @@ from tcpfiles.tree.paths import (
     stat_beneath,
 )
 
+__all__ = [
+    "SCAN_FACTOR",
+    "TEMP_PREFIX",
+    "UNREQUESTABLE",
+    "DeferToThread",
+    "DirListing",
+    "Entry",
+    "ListBatch",
+    "ListingBusy",
+    "open_listing",
+    "requestable",
+]
+
 #: The type of an entry whose name no request can carry (see :func:`requestable`).
 UNREQUESTABLE = "x"
 

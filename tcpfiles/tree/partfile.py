@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
+__all__ = ["part_file"]
+
 
 @contextlib.contextmanager
 def part_file(destination: str) -> Iterator[BinaryIO]:

@@ -18,6 +18,30 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+__all__ = [
+    "EXHAUSTION_ERRNOS",
+    "MAX_DEPTH",
+    "MAX_PART_BYTES",
+    "MAX_PATH_BYTES",
+    "MAX_SYMLINK_HOPS",
+    "MAX_WALK_STEPS",
+    "BadPath",
+    "Exhausted",
+    "FileChanging",
+    "Forbidden",
+    "NotADirectory",
+    "NotAFile",
+    "NotFound",
+    "PathError",
+    "Root",
+    "exhausted",
+    "open_beneath",
+    "open_file_beneath",
+    "os_error",
+    "parse_path",
+    "stat_beneath",
+]
+
 MAX_PART_BYTES = 255
 MAX_PATH_BYTES = 4096
 MAX_SYMLINK_HOPS = 40

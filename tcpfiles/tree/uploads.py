@@ -37,6 +37,21 @@ from tcpfiles.tree.paths import (
 )
 from tcpfiles.tree.store import TEMP_PREFIX
 
+__all__ = [
+    "TEMP_SUFFIX",
+    "Busy",
+    "Exists",
+    "Mismatch",
+    "SpaceLedger",
+    "StaleTemporaries",
+    "TooLarge",
+    "Upload",
+    "Uploads",
+    "is_temporary",
+    "make_directory",
+    "remove_stale_temporaries",
+]
+
 log = Logger(namespace="tcpfiles.files")  # what the removal line has always been logged as
 
 TEMP_SUFFIX = ".part"

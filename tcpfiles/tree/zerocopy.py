@@ -30,6 +30,8 @@ from zope.interface import implementer
 from tcpfiles.core.tls import is_tls_transport
 from tcpfiles.tree.producer import FileShrank, TransferStopped
 
+__all__ = ["PER_TURN", "SendfileProducer", "cork", "sendfile_possible"]
+
 #: Bytes handed to the kernel per reactor turn, at most.
 PER_TURN = 4 << 20
 _CORK = getattr(socket, "TCP_CORK", None)

@@ -8,6 +8,8 @@ from tcpfiles.core.options import positive_float, positive_int, size
 from tcpfiles.core.plugin import Behaviour, Context
 from tcpfiles.udp_echo.protocol import EchoSettings, Rates, UDPEcho
 
+__all__ = ["UDPEchoOptions", "port_floor", "udp_echo"]
+
 
 def port_floor(text: str) -> int:
     """A port number, 0 to 65535."""

@@ -25,6 +25,16 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+__all__ = [
+    "DropReport",
+    "EchoSettings",
+    "Rates",
+    "ReplyLimiter",
+    "TokenBucket",
+    "UDPEcho",
+    "refused_host",
+]
+
 log = Logger(namespace="tcpfiles.udp_echo.protocol")
 
 

@@ -203,9 +203,9 @@ class LsTests(SynchronousTestCase):
         """Size (right-aligned, human), UTC minute, name with / for directories."""
         listing = Listing(
             [
-                RemoteEntry("f", 1536, "2024-05-01T12:34:56Z", b"b.bin"),
-                RemoteEntry("d", None, "2024-05-02T00:00:00Z", b"a"),
-                RemoteEntry("x", 3, "2024-05-03T00:00:00Z", b"c\n"),
+                RemoteEntry("file", 1536, "2024-05-01T12:34:56Z", "b.bin"),
+                RemoteEntry("dir", None, "2024-05-02T00:00:00Z", "a"),
+                RemoteEntry("unrequestable", 3, "2024-05-03T00:00:00Z", "c\n"),
             ]
         )
         status, out, err = self.ls(listing, "dir")
@@ -221,7 +221,7 @@ class LsTests(SynchronousTestCase):
 
     def test_incomplete(self) -> None:
         """A listing the server ended early is shown, then said to be incomplete: exit 1."""
-        listing = Listing([RemoteEntry("f", 1, "2024-05-01T00:00:00Z", b"a")], "truncated")
+        listing = Listing([RemoteEntry("file", 1, "2024-05-01T00:00:00Z", "a")], "truncated")
         status, out, err = self.ls(listing)
         self.assertEqual(status, EXIT_REFUSED)
         self.assertEqual(out, "1 B  2024-05-01 00:00  a\n")

@@ -446,7 +446,7 @@ class ClientListTests(SynchronousTestCase):
             )
             self.assertIsInstance(result, Listing)
             self.assertTrue(result.complete)
-            self.assertEqual([(e.kind, e.name) for e in result], [("d", b"a"), ("f", b"b")])
+            self.assertEqual([(e.kind, e.name) for e in result], [("dir", "a"), ("file", "b")])
 
     def test_truncated_listing_is_marked(self) -> None:
         """END 2 truncated: the entries, with complete False and the reason."""

@@ -138,7 +138,7 @@ class ClientAnswerTests(SynchronousTestCase):
         """``OK list``, rows and ``END``: the entries, names unescaped; a truncated end says so."""
         names = [b"notes.txt", b"x\nOK 0", b"bad\xff", "caf\u00e9".encode()]
         rows = b"".join(wire.list_row("f", 13, MTIME, name) for name in names)
-        entries = [wire.RemoteEntry("f", 13, SHOWN_MTIME, name) for name in names]
+        entries = [wire.RemoteEntry("file", 13, SHOWN_MTIME, wire.decode_name(n)) for n in names]
         for reason in (None, wire.LIST_TRUNCATED, wire.LIST_FAILED):
             answer = wire.LIST_START + rows + wire.list_end(len(names), reason)
             for byte_by_byte in (False, True):
@@ -234,7 +234,7 @@ class DocumentedBytesTests(SynchronousTestCase):
         self.assertEqual(info, wire.RemoteInfo("file", 13, SHOWN_MTIME, SHA_NOTES))
         self.assertEqual(wire.parse_stored(self.ok_fields(wire.stored_line(6, SHA))), SHA)
         row = wire.parse_list_row(wire.list_row("d", None, MTIME, b"docs")[:-1])
-        self.assertEqual(row, wire.RemoteEntry("d", None, SHOWN_MTIME, b"docs"))
+        self.assertEqual(row, wire.RemoteEntry("dir", None, SHOWN_MTIME, "docs"))
 
     def test_help_as_shown(self) -> None:
         """The HELP answer of the session, line for line."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 from tcpfiles.core.text import escape_name, escape_text
 from tcpfiles.files.wire.framing import ProtocolError, parse_number
@@ -110,33 +111,82 @@ def format_mtime(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
 
 
+class EntryKind(StrEnum):
+    """What a remote entry is, in one spelling for LIST and STAT (a ``str``: ``"file"``).
+
+    On the wire LIST writes a letter (``f``, ``d``, ``x``) and STAT a word (``type=file``,
+    ``type=dir``); only this module knows the letters.
+    """
+
+    FILE = "file"  #: a regular file
+    DIR = "dir"  #: a directory
+    #: LIST only: a file or directory whose name no request can carry (not UTF-8, a control
+    #: character, a backslash): listed so that nothing is hidden, but it cannot be fetched.
+    UNREQUESTABLE = "unrequestable"
+
+
+#: LIST's type letters, and the kind each stands for.
+_KIND_OF_LETTER = {"f": EntryKind.FILE, "d": EntryKind.DIR, "x": EntryKind.UNREQUESTABLE}
+_LETTER_OF_KIND = {kind: letter for letter, kind in _KIND_OF_LETTER.items()}
+
+
 def list_row(kind: str, size: int | None, mtime: float, name: bytes) -> bytes:
-    """One LIST row, ``<type> <size> <mtime> <name>`` with its LF; the name escaped."""
+    """One LIST row, ``<type> <size> <mtime> <name>`` with its LF; the name escaped.
+
+    ``kind`` is an :class:`EntryKind` or its wire letter (``f``, ``d``, ``x``); ValueError
+    for anything else.
+    """
+    letter = kind if kind in _KIND_OF_LETTER else _LETTER_OF_KIND[EntryKind(kind)]
     shown = escape_name(name)  # a plain ASCII name is its own escape, found at once
-    return f"{kind} {'-' if size is None else size} {format_mtime(mtime)} {shown}\n".encode()
+    return f"{letter} {'-' if size is None else size} {format_mtime(mtime)} {shown}\n".encode()
+
+
+def decode_name(raw: bytes) -> str:
+    """A name as stored (bytes) as the ``str`` the client API uses: UTF-8, with any byte that is
+    not UTF-8 kept as a lone surrogate (``surrogateescape``, as ``os.fsdecode`` does)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def encode_name(name: str) -> bytes:
+    """Invert :func:`decode_name`: the exact bytes of the name as stored on the server."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)
 class RemoteEntry:
-    """One entry of a remote directory listing: a LIST row, read."""
+    """One entry of a remote directory listing: a LIST row, read.
 
-    kind: str  # "f" a file, "d" a directory, "x" an entry whose name no request can carry
-    size: int | None
-    mtime: str  # UTC, ISO 8601
-    name: bytes  # the name as stored on the server (unescaped)
+    ``name`` is a ``str`` as every path the client sends is: a name that is not UTF-8 keeps its
+    bytes as lone surrogates (:func:`decode_name`), and :attr:`raw_name` gives them back.  Such
+    an entry's kind is :attr:`EntryKind.UNREQUESTABLE`; any other name can be used as a path.
+    """
+
+    kind: EntryKind
+    size: int | None  # bytes; None for a directory and an unrequestable entry
+    mtime: str  # UTC, ISO 8601: 2026-11-21T03:46:36Z
+    name: str  # the name as stored on the server (unescaped), decoded by decode_name
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", EntryKind(self.kind))  # "file" -> EntryKind.FILE
+
+    @property
+    def raw_name(self) -> bytes:
+        """The name's bytes, exactly as stored on the server."""
+        return encode_name(self.name)
 
     @property
     def display_name(self) -> str:
         """The name as the server escaped it, safe for a terminal."""
-        return escape_name(self.name)
+        return escape_name(self.raw_name)
 
 
 def parse_list_row(line: bytes) -> RemoteEntry:
     """One LIST row (without its LF), its name unescaped."""
     try:
-        kind, size, mtime, name = line.decode("utf-8").split(" ", 3)
-        return RemoteEntry(kind, parse_size(size), mtime, unescape_name(name))
-    except ValueError as exc:
+        letter, size, mtime, name = line.decode("utf-8").split(" ", 3)
+        kind = _KIND_OF_LETTER[letter]
+        return RemoteEntry(kind, parse_size(size), mtime, decode_name(unescape_name(name)))
+    except (KeyError, ValueError) as exc:
         raise ProtocolError(f"bad LIST line {line[:80]!r}") from exc
 
 
@@ -172,12 +222,15 @@ def parse_list_end(line: bytes) -> tuple[int, str | None] | None:
 
 @dataclass(frozen=True)
 class RemoteInfo:
-    """What STAT said."""
+    """What STAT said about a path."""
 
-    kind: str  # "file" or "dir"
-    size: int | None
-    mtime: str
-    sha256: str | None
+    kind: EntryKind  # EntryKind.FILE or EntryKind.DIR
+    size: int | None  # bytes; None for a directory
+    mtime: str  # UTC, ISO 8601: 2026-11-21T03:46:36Z
+    sha256: str | None  # hex, for a file; None for a directory
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", EntryKind(self.kind))  # "file" -> EntryKind.FILE
 
 
 def stat_line(kind: str, size: int | None, mtime: float, sha256: str | None) -> bytes:
@@ -202,13 +255,21 @@ def parse_stat(fields: tuple[str, ...]) -> RemoteInfo:
     try:
         size = values.get("size")
         return RemoteInfo(
-            values["type"],
+            _stat_kind(values["type"]),
             None if size is None else parse_size(size),
             values["mtime"],
             values.get("sha256"),
         )
     except (KeyError, ValueError) as exc:
         raise ProtocolError(f"bad STAT answer {' '.join(fields)[:120]!r}") from exc
+
+
+def _stat_kind(word: str) -> EntryKind:
+    """STAT's ``type=`` word: ``file`` or ``dir`` (ValueError for anything else)."""
+    kind = EntryKind(word)
+    if kind is EntryKind.UNREQUESTABLE:
+        raise ValueError("STAT never names an unrequestable entry")
+    return kind
 
 
 def parse_size(text: str) -> int | None:
