@@ -65,7 +65,7 @@ class LineClient(Protocol):
         endpoint = endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
         client = cls(reactor, delimiter, timeout)
         connected: defer.Deferred[LineClient]
-        connected = endpoints.connectProtocol(endpoint, client)  # type: ignore[no-untyped-call]
+        connected = endpoints.connectProtocol(endpoint, client)
         return connected
 
     # --- what the test does ------------------------------------------------------------------
