@@ -11,13 +11,9 @@ from twisted.internet import task
 from tcpfiles.core.guard import GuardedFactory
 from tcpfiles.files.factory import connection_settings
 from tcpfiles.files.server import FileServerFactory, Limits
-from tcpfiles.testing import (  # client_pair, settle: for test_client, test_transfer
-    client_pair,
-    files_factory,
-    settle,
-)
+from tcpfiles.testing import files_factory
 
-__all__ = ["client_pair", "make_factory", "served_factory", "settle"]
+__all__ = ["make_factory", "served_factory"]
 
 
 def make_factory(

@@ -37,7 +37,8 @@ from tcpfiles.files.client import (
 )
 from tcpfiles.files.transfer import fetch
 from tcpfiles.files.wire import ProtocolError
-from tests.files.helpers import client_pair, make_factory, settle
+from tcpfiles.testing import client_pair, settle
+from tests.files.helpers import make_factory
 
 
 def scratch(case: SynchronousTestCase) -> Path:

@@ -28,11 +28,11 @@ from tcpfiles.files.client import (
 from tcpfiles.files.client_source import INLINE_HASH_LIMIT, digest_of, open_source
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.transfer import push
+from tcpfiles.testing import client_pair, settle
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.producer import FileShrank
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
-from tests.files.helpers import client_pair, settle
 
 
 def inline(f: Any, *args: Any) -> defer.Deferred[Any]:

@@ -25,10 +25,10 @@ from tcpfiles.files.client import (
 )
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.transfer import Session, fetch, local_name, part_path, push
+from tcpfiles.testing import client_pair, settle
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
-from tests.files.helpers import client_pair, settle
 
 
 def inline(f: Any, *args: Any) -> defer.Deferred[Any]:
