@@ -167,10 +167,11 @@ def _own_option_table() -> tuple[list[list[Any]], list[list[Any]], dict[str, set
             flags += own_flags
             keys[name] = {entry[0] for entry in own_parameters + own_flags}
             continue
-        for long, _short, default, doc, *_ in own_parameters:
-            parameters.append(
-                [f"{name}-{long}", None, None, f"[{name}] {doc} [default: {default}]"]
-            )
+        for long, _short, default, doc, *coerce in own_parameters:
+            # Parsed later by the behaviour's own Options: say here what its coercer accepts.
+            accepts = getattr(coerce[0], "coerceDoc", None) if coerce else None
+            text = f"[{name}] {doc} [default: {default}]" + (f". {accepts}" if accepts else "")
+            parameters.append([f"{name}-{long}", None, None, text])
         for long, _short, doc in own_flags:
             flags.append([f"{name}-{long}", None, f"[{name}] {doc}"])
         keys[name] = {f"{name}-{entry[0]}" for entry in own_parameters + own_flags}

@@ -153,6 +153,19 @@ class OptionsTests(SynchronousTestCase):
             )
 
 
+class HelpTests(SynchronousTestCase):
+    """``twistd tcpfiles --help`` says what every option accepts, prefixed ones included."""
+
+    def test_a_prefixed_option_names_what_its_coercer_accepts(self) -> None:
+        text = " ".join(tap.Options().getUsage(width=1000).split())
+        self.assertIn(
+            "--chat-max-per-peer= [chat] Connections from one address at once. "
+            "[default: 64]. A positive whole number.",
+            text,
+        )
+        self.assertIn("[udp-echo]", text)
+
+
 class Spy:
     """A third-party behaviour that records the Context it is built with (no logs_in)."""
 
