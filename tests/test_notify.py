@@ -15,7 +15,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport, _FakeP
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from tcpfiles.compose import Serve, make_service
 from tcpfiles.core.connections import ConnectionTracker
+from tcpfiles.core.fdlimit import FdLimitCheck
 from tcpfiles.core.notify import (
     Notifier,
     ReadinessService,
@@ -25,6 +27,7 @@ from tcpfiles.core.notify import (
 )
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.core.udp import UDPListenerService
+from tcpfiles.testing import serve
 
 
 class Sent:
@@ -266,3 +269,43 @@ class ReadinessTests(SynchronousTestCase):
     def test_nothing_listening(self) -> None:
         """The status of a service without listeners says so."""
         self.assertEqual(describe_listeners([]), "serving nothing")
+
+
+class ComposedTests(SynchronousTestCase):
+    """make_service adds it (last) only when $NOTIFY_SOCKET asks; the testing kit leaves it out."""
+
+    def setUp(self) -> None:
+        self.root = temporary_directory(self)
+        self.socket_path = os.path.join(self.root, "notify.sock")
+        self.patch(FdLimitCheck, "privilegedStartService", lambda self: None)  # not ours to raise
+
+    def test_without_notify_socket_there_is_none(self) -> None:
+        """Unset: no ReadinessService among the children."""
+        self.patch(os, "environ", {})
+        top = make_service(MemoryReactorClock(), self.root, ["files"])
+        self.assertFalse(any(isinstance(child, ReadinessService) for child in top))
+
+    def test_make_service_tells_the_socket_once_listening(self) -> None:
+        """Set: the last child; READY=1 reaches the socket after start, STOPPING=1 on stop."""
+        sock = receiver(self, self.socket_path)
+        self.patch(os, "environ", {"NOTIFY_SOCKET": self.socket_path})
+        reactor = MemoryReactorClock()
+        top = make_service(reactor, self.root, [Serve("files", ["tcp:8888:interface=127.0.0.1"])])
+        self.assertIsInstance(list(top)[-1], ReadinessService)
+        top.privilegedStartService()
+        top.startService()
+        reactor.advance(0)
+        self.assertEqual(sock.recv(4096), b"READY=1\nSTATUS=serving files on 0.0.0.0:8888")
+        self.successResultOf(top.stopService())
+        self.assertEqual(sock.recv(4096), b"STOPPING=1\nSTATUS=stopping")
+
+    def test_the_testing_kit_leaves_it_out(self) -> None:
+        """serve() is not the service systemd manages, even under a NOTIFY_SOCKET."""
+        sock = receiver(self, self.socket_path)
+        self.patch(os, "environ", {"NOTIFY_SOCKET": self.socket_path})
+        reactor = MemoryReactorClock()
+        served = serve(reactor, ["echo"], self.root)
+        self.assertFalse(any(isinstance(child, ReadinessService) for child in served.service))
+        reactor.advance(0)
+        self.successResultOf(served.stop())
+        self.assertRaises(BlockingIOError, sock.recv, 4096)
