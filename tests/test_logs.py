@@ -11,7 +11,7 @@ import sys
 import tempfile
 from typing import Any
 
-from twisted.logger import Logger, LogLevel, LogPublisher, eventFromJSON
+from twisted.logger import Logger, LogLevel, LogPublisher, eventFromJSON, eventsFromJSONLogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles import logs
@@ -65,6 +65,17 @@ class JSONLinesTests(SynchronousTestCase):
         )
         self.assertEqual(eventFromJSON(text)["log_level"], LogLevel.info)  # twisted reads it back
         self.assertNotIn("log_text", event)  # the event other observers see is left alone
+
+    def test_twisted_reads_the_lines_back(self) -> None:
+        """eventsFromJSONLogFile with no record separator gives back each event, fields and all."""
+        out = io.StringIO()
+        observer = logs.json_lines(out)
+        log_a_request(observer)
+        log_a_request(observer)
+        out.seek(0)
+        events = list(eventsFromJSONLogFile(out, recordSeparator=""))
+        self.assertEqual([event["request"] for event in events], ["GET {odd} name"] * 2)
+        self.assertEqual(events[0]["log_level"], LogLevel.info)
 
     def test_json_logger_writes_to_standard_output_by_default(self) -> None:
         """$TCPFILES_JSON_LOG unset or "-": the stdout of the moment twistd calls the factory."""
