@@ -31,6 +31,7 @@ from twisted.python import usage
 
 from tcpfiles.core.fdlimit import FdLimitCheck
 from tcpfiles.core.guard import ConnectionSettings, guard_stream
+from tcpfiles.core.notify import ReadinessService
 from tcpfiles.core.plugin import (
     Context,
     StartWarning,
@@ -110,7 +111,10 @@ def make_service(
     to let anyone read without one.  ``second_signal_forces``: a second SIGINT/SIGTERM while
     draining drops the rest (for a process that owns its signals).  ValueError for anything
     that cannot be served (``NotADirectoryError`` for the root, OSError for a users file that
-    cannot be read, what OpenSSL raises for TLS files); nothing is opened.
+    cannot be read, what OpenSSL raises for TLS files); nothing is opened.  Under a service
+    manager that asks for it (``$NOTIFY_SOCKET``: systemd's ``Type=notify``), a last child,
+    :class:`~tcpfiles.core.notify.ReadinessService`, tells it when the server is ready, alive
+    and stopping.
     """
     root = root if isinstance(root, Root) else Root.at(root)
     if tls is not None:
@@ -137,6 +141,9 @@ def make_service(
         _serve(top, behaviour, options, endpoints, server, view)
     if tls is not None:
         _warn_plain_listeners(top)
+    readiness = ReadinessService.from_environ(reactor)  # None unless $NOTIFY_SOCKET is set
+    if readiness is not None:
+        readiness.setServiceParent(top)  # last: READY=1 once every listener before it is bound
     return top
 
 

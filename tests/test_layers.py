@@ -22,7 +22,14 @@ from twisted.trial.unittest import SynchronousTestCase
 import tcpfiles
 
 BEHAVIOURS = ("files", "chat", "echo", "oneshot", "udp_echo")
-TOP = ("tcpfiles.plugins", "tcpfiles.compose", "tcpfiles.tap", "tcpfiles.cli", "tcpfiles.testing")
+TOP = (
+    "tcpfiles.plugins",
+    "tcpfiles.compose",
+    "tcpfiles.tap",
+    "tcpfiles.cli",
+    "tcpfiles.testing",
+    "tcpfiles.logs",
+)
 
 #: Imports each module given, one after the other, and prints which tcpfiles modules each one
 #: added to sys.modules.

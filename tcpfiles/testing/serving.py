@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from tcpfiles.compose import Serve, find, make_service
 from tcpfiles.core.fdlimit import FdLimitCheck
+from tcpfiles.core.notify import ReadinessService
 from tcpfiles.core.plugin import is_datagram
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.core.tls import server_endpoint
@@ -120,8 +121,9 @@ def serve(
     of stream behaviours are TLS ones, as its default endpoints would be.
 
     The descriptor check that a server makes at start is left out: it would raise the test
-    process's descriptor limit.  Always stop it (``self.addCleanup(served.stop)``) so that no
-    port is left open.
+    process's descriptor limit; so is telling a service manager (``$NOTIFY_SOCKET``) that it is
+    ready: the test process is not the service it manages.  Always stop it
+    (``self.addCleanup(served.stop)``) so that no port is left open.
     """
     temporary = root is None
     if root is None:
@@ -133,7 +135,7 @@ def serve(
         given = root if isinstance(root, Root) else path
         top = make_service(reactor, given, entries, grace=grace, **settings)
         for child in list(top):
-            if isinstance(child, FdLimitCheck):
+            if isinstance(child, FdLimitCheck | ReadinessService):
                 top.removeService(child)  # type: ignore[no-untyped-call]
         top.privilegedStartService()  # type: ignore[no-untyped-call]
         top.startService()  # type: ignore[no-untyped-call]

@@ -63,8 +63,10 @@ class Twistd:
         env: dict[str, str] | None = None,
         listen: str = "tcp:0:interface=127.0.0.1",
         nofile: tuple[int, int] | None = None,
+        twistd_options: tuple[str, ...] = (),
     ) -> None:
-        self.command = [*twistd_command(root, listen), *extra]
+        # twistd's own options (``--logger ...``) go before ``tcpfiles``, ``extra`` after it
+        self.command = [*twistd_command(root, listen, *twistd_options), *extra]
         self.proc = subprocess.Popen(
             self.command,
             cwd=cwd or root.parent,
