@@ -143,7 +143,7 @@ def make_service(
         _warn_plain_listeners(top)
     readiness = ReadinessService.from_environ(reactor)  # None unless $NOTIFY_SOCKET is set
     if readiness is not None:
-        readiness.setServiceParent(top)  # last: READY=1 once every listener before it is bound
+        readiness.setServiceParent(top)  # type: ignore[no-untyped-call]  # last: READY=1 once listeners are up
     return top
 
 

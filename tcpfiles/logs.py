@@ -35,6 +35,14 @@ from twisted.logger import (
 )
 
 #: The environment variable naming the file :func:`json_logger` appends to ("-" or unset: stdout).
+__all__ = [
+    "ENVIRONMENT",
+    "ReopeningFile",
+    "as_json_line",
+    "json_lines",
+    "json_logger",
+]
+
 ENVIRONMENT = "TCPFILES_JSON_LOG"
 
 

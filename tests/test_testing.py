@@ -272,7 +272,7 @@ class StubFilesTests(SynchronousTestCase):
         info = self.stub.result_of(client.stat("a.txt"))
         self.assertEqual(info.size, 5)
         names = [entry.name for entry in self.stub.result_of(client.list())]
-        self.assertEqual(sorted(names), [b"a.txt", b"big.bin"])
+        self.assertEqual(sorted(names), ["a.txt", "big.bin"])
         chunks: list[bytes] = []
         self.assertEqual(self.stub.result_of(client.get("big.bin", chunks.append)), 300_000)
         with open(os.path.join(self.root, "big.bin"), "rb") as f:
@@ -288,7 +288,7 @@ class StubFilesTests(SynchronousTestCase):
             self.assertEqual(f.read(), b"hello")
         session = Session(self.stub.clock, "stub", connector=self.stub.connect)
         listing = self.stub.result_of(session.run(lambda c, retried: c.list()))
-        self.assertIn(b"copy.txt", [entry.name for entry in listing])
+        self.assertIn("copy.txt", [entry.name for entry in listing])
 
     def test_each_client_is_its_own_connection_under_the_guard(self) -> None:
         stub = StubFiles.serving(self.root, limits=Limits(idle_timeout=30, max_per_peer=1))

@@ -32,6 +32,16 @@ log = Logger(namespace="tcpfiles.core.notify")
 Send = Callable[[bytes, bytes], None]
 
 
+__all__ = [
+    "Notifier",
+    "ReadinessService",
+    "describe_listeners",
+    "send_datagram",
+    "socket_address",
+    "watchdog_interval",
+]
+
+
 def socket_address(name: str) -> bytes:
     """The address ``$NOTIFY_SOCKET`` names: a path, or an abstract name (``@name``).
     ValueError for anything else (systemd's ``vsock:`` addresses, for one)."""
@@ -143,7 +153,7 @@ class ReadinessService(service.Service):
 
     def startService(self) -> None:
         """READY=1 on the next reactor turn, once the siblings started after nothing failed."""
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._pending = self.reactor.callLater(0, self._ready)
 
     def _ready(self) -> None:
@@ -156,7 +166,7 @@ class ReadinessService(service.Service):
 
     def stopService(self) -> None:
         """No more pings; STOPPING=1, with how many connections may take how long to finish."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
