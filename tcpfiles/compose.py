@@ -1,9 +1,10 @@
 """Composing a server: behaviours on endpoints, over one root and one set of accounts.
 
 :func:`make_service` builds the service that ``twistd tcpfiles`` runs, for any Twisted
-program: files, chat, your own behaviour, each on its endpoints, with graceful shutdown::
+program: files, chat, your own behaviour, each on its endpoints, with graceful shutdown
+(``reactor`` is the one your program runs; the README's embedding section has the whole
+program)::
 
-    from twisted.internet import reactor
     from tcpfiles.compose import Serve, make_service
 
     top = make_service(reactor, "./files", [

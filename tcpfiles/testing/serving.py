@@ -3,10 +3,8 @@
 :func:`serve` composes the server as ``twistd tcpfiles`` does
 (:func:`tcpfiles.compose.make_service`) with every behaviour on ``127.0.0.1:0``, and starts it:
 the ports are bound when it returns.
-:meth:`Served.stop` closes the listeners and drains the connections (a Deferred), as on SIGTERM::
-
-    from twisted.internet import reactor
-    from twisted.trial.unittest import TestCase
+:meth:`Served.stop` closes the listeners and drains the connections (a Deferred), as on SIGTERM.
+In a trial ``TestCase`` (``reactor`` is the one trial runs; docs/testing.md has whole examples)::
 
     class ReverseTests(TestCase):
         async def test_answers(self):
