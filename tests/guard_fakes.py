@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import interfaces, task
-from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from tcpfiles.core.guard import ConnectionSettings, GuardedFactory
+from tcpfiles.core.guard import GuardedFactory
+from tcpfiles.testing import connect, guarded
+
+__all__ = ["Busy", "Plain", "Polite", "Stubborn", "connect", "guard"]
 
 
 class Plain(Protocol):
@@ -71,15 +72,9 @@ class Busy(Factory[Plain]):
 
 
 def guard(factory: Any = None, clock: task.Clock | None = None, **settings: Any) -> GuardedFactory:
-    factory = factory if factory is not None else Factory.forProtocol(Plain)
-    return GuardedFactory(factory, clock or task.Clock(), ConnectionSettings(**settings))
-
-
-def connect(
-    factory: GuardedFactory, host: str = "192.0.2.7", port: int = 40000
-) -> tuple[Any, StringTransport]:
-    address = IPv4Address("TCP", host, port)
-    protocol = factory.buildProtocol(address)
-    transport = StringTransport(peerAddress=address)
-    protocol.makeConnection(transport)
-    return protocol, transport
+    """``factory`` (a plain one of :class:`Plain` by default) under the guard, on a new Clock."""
+    return guarded(
+        factory if factory is not None else Factory.forProtocol(Plain),
+        clock or task.Clock(),
+        **settings,
+    )

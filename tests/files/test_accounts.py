@@ -6,7 +6,7 @@ import os
 import pathlib
 
 from twisted.cred import error, strcred
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,14 +30,10 @@ from tcpfiles.tree.accounts import (
     make_accounts,
     parse_users,
 )
-from tcpfiles.tree.hashing import Hasher
+from tcpfiles.tree.hashing import Hasher, inline
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
 from tests.helpers import cases, temporary_directory, with_cases
-
-
-def inline(f, *args):
-    return defer.maybeDeferred(f, *args)
 
 
 def make(tree, anonymous=False, clock=None):

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, error, interfaces, task
@@ -39,20 +36,14 @@ from tcpfiles.files.transfer import fetch
 from tcpfiles.files.wire import ProtocolError
 from tcpfiles.testing import client_pair, settle
 from tests.files.helpers import make_factory
-
-
-def scratch(case: SynchronousTestCase) -> Path:
-    """A new directory, removed when the test ends."""
-    path = tempfile.mkdtemp()
-    case.addCleanup(shutil.rmtree, path, ignore_errors=True)
-    return Path(path)
+from tests.helpers import temporary_directory
 
 
 class ServedTests(SynchronousTestCase):
     """A client talking to a server of a small tree."""
 
     def setUp(self) -> None:
-        self.tmp = scratch(self)
+        self.tmp = temporary_directory(self)
         self.served = root = self.tmp / "files"
         (root / "d").mkdir(parents=True)
         (root / "a.txt").write_bytes(b"alpha")

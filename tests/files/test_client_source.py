@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,21 +27,12 @@ from tcpfiles.files.client_source import INLINE_HASH_LIMIT, digest_of, open_sour
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.transfer import push
 from tcpfiles.testing import client_pair, settle
+from tcpfiles.tree.hashing import inline
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.producer import FileShrank
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
-
-
-def inline(f: Any, *args: Any) -> defer.Deferred[Any]:
-    return defer.maybeDeferred(f, *args)
-
-
-def scratch(case: SynchronousTestCase) -> Path:
-    """A new directory, removed when the test ends."""
-    path = tempfile.mkdtemp()
-    case.addCleanup(shutil.rmtree, path, ignore_errors=True)
-    return Path(path)
+from tests.helpers import temporary_directory
 
 
 def sha(data: bytes) -> str:
@@ -54,7 +43,7 @@ class WritableServer(SynchronousTestCase):
     """A client connected in memory to a writable server of an empty root."""
 
     def setUp(self) -> None:
-        self.tmp = scratch(self)
+        self.tmp = temporary_directory(self)
         self.root = self.tmp / "files"
         self.root.mkdir()
         factory = FileServerFactory(

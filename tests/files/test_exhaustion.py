@@ -23,15 +23,12 @@ from tcpfiles.files.transfer import Session
 from tcpfiles.oneshot.plugin import OneShotOptions
 from tcpfiles.oneshot.protocol import OneShotFactory
 from tcpfiles.testing import connect, respond
+from tcpfiles.tree.hashing import inline
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
 
 REAL = {name: getattr(os, name) for name in ("open", "dup", "scandir", "mkdir")}
-
-
-def inline(f, *args):
-    return defer.maybeDeferred(f, *args)
 
 
 def failing(code: int = errno.EMFILE):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +24,11 @@ from tcpfiles.files.client import (
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.files.transfer import Session, fetch, local_name, part_path, push
 from tcpfiles.testing import client_pair, settle
+from tcpfiles.tree.hashing import inline
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads
-
-
-def inline(f: Any, *args: Any) -> defer.Deferred[Any]:
-    return defer.maybeDeferred(f, *args)
-
-
-def scratch(case: SynchronousTestCase) -> Path:
-    """A new directory, removed when the test ends."""
-    path = tempfile.mkdtemp()
-    case.addCleanup(shutil.rmtree, path, ignore_errors=True)
-    return Path(path)
+from tests.helpers import temporary_directory
 
 
 def pair(root: Path) -> tuple[FilesClient, Any]:
@@ -56,7 +45,7 @@ class FetchAndPushTests(SynchronousTestCase):
     """fetch and push against a server of one 3 MiB file."""
 
     def setUp(self) -> None:
-        self.tmp = scratch(self)
+        self.tmp = temporary_directory(self)
         self.root = self.tmp / "files"
         self.root.mkdir()
         self.data = os.urandom(3 << 20)
@@ -125,7 +114,7 @@ class LostConnectionTests(SynchronousTestCase):
         client = FilesClient(protocol)
         body = b"0123456789"
         sha = hashlib.sha256(body).hexdigest()
-        destination = os.path.join(scratch(self), "f.bin")
+        destination = os.path.join(temporary_directory(self), "f.bin")
         d = fetch(client, "f.bin", destination)
         protocol.dataReceived(f"OK type=file size=10 mtime=x sha256={sha}\n".encode())
         protocol.dataReceived(b"OK 10\n01234")
@@ -296,7 +285,7 @@ class FetchProgressTests(SynchronousTestCase):
 
     def test_on_start_and_on_received(self) -> None:
         """on_start(total, already) once; on_received deltas that add up to the rest."""
-        root = scratch(self) / "files"
+        root = temporary_directory(self) / "files"
         root.mkdir()
         data = os.urandom(1 << 20)
         (root / "f.bin").write_bytes(data)
@@ -323,7 +312,7 @@ class FetchProgressTests(SynchronousTestCase):
 
     def test_a_directory_is_not_fetched(self) -> None:
         """STAT says dir: RemoteError not-a-file, nothing written."""
-        root = scratch(self) / "files"
+        root = temporary_directory(self) / "files"
         (root / "d").mkdir(parents=True)
         client, pump = pair(root)
         failure = settle(fetch(client, "d", str(root.parent / "d")), pump)

@@ -6,19 +6,16 @@ import errno
 import hashlib
 import os
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.testing import connect
+from tcpfiles.tree.hashing import inline
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Uploads, remove_stale_temporaries
 from tests.helpers import cases, temporary_directory, with_cases
-
-
-def inline(f, *args):
-    return defer.maybeDeferred(f, *args)
 
 
 def make(root, writable=True, max_upload=1 << 20, clock=None, **limits):

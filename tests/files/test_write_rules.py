@@ -8,20 +8,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.testing import connect
 from tcpfiles.tree import uploads as uploads_module
 from tcpfiles.tree.accounts import FilesRealm
+from tcpfiles.tree.hashing import inline
 from tcpfiles.tree.paths import NotFound, Root
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import Exists, SpaceLedger, TooLarge, Uploads, make_directory
-
-
-def inline(f, *args):
-    return defer.maybeDeferred(f, *args)
 
 
 def put_line(path: str, body: bytes, verb: str = "PUT") -> bytes:
