@@ -21,7 +21,7 @@ from tcpfiles.core.connections import peer_key
 from tcpfiles.files import wire
 from tcpfiles.files.download import get
 from tcpfiles.files.listing import list_directory
-from tcpfiles.files.refusals import refusal_of, request_path
+from tcpfiles.files.refusals import answer_failure, refusal_of, request_path
 from tcpfiles.files.states import RESPONDING, State, while_current
 from tcpfiles.files.upload import put
 from tcpfiles.tree.interfaces import IFilesAccount
@@ -103,17 +103,13 @@ class Hashing(State):
     @while_current
     def failed(self, failure: Failure) -> None:
         """A refusal (busy, not found...) or, for anything else, ``ERR internal``."""
-        error = refusal_of(failure.value)
-        if error is not None:
-            self.conn.error(error.code, f"{error}: {request_path(self.request)}")
-            return
-        log.failure(
-            "{peer} {request}: hashing failed",
+        answer_failure(
+            self.conn,
             failure,
-            peer=self.conn.peer,
-            request=self.conn.request_text,
+            "hashing",
+            "the server could not read the file",
+            request_path(self.request),
         )
-        self.conn.error("internal", "the server could not read the file")
 
     def lost(self) -> None:
         """Nobody will read the answer: stop waiting for it (one log event per request)."""

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpfiles.files import wire
-from tcpfiles.files.refusals import refusal_of
+from tcpfiles.files.refusals import answer_failure
 from tcpfiles.files.states import RECEIVING, RESPONDING, Stalling, State, while_current
 from tcpfiles.tree.paths import PathError
 from tcpfiles.tree.uploads import Upload
@@ -134,14 +134,4 @@ class Storing(State):
     @while_current
     def not_stored(self, failure: Failure) -> None:
         """A refusal (mismatch, exists, too large...), or ``ERR internal``."""
-        error = refusal_of(failure.value)
-        if error is not None:
-            self.conn.error(error.code, str(error))
-            return
-        log.failure(
-            "{peer} {request}: upload failed",
-            failure,
-            peer=self.conn.peer,
-            request=self.conn.request_text,
-        )
-        self.conn.error("internal", "the server could not store the file")
+        answer_failure(self.conn, failure, "upload", "the server could not store the file")
