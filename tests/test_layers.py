@@ -29,6 +29,8 @@ TOP = (
     "tcpfiles.cli",
     "tcpfiles.testing",
     "tcpfiles.logs",
+    "tcpfiles.prometheus",
+    "tcpfiles.status",
 )
 
 #: Imports each module given, one after the other, and prints which tcpfiles modules each one
