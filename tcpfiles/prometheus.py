@@ -36,6 +36,7 @@ from twisted.web import resource, server
 from tcpfiles.core.metrics import Metrics, Reading, tracker_readings
 from tcpfiles.core.service import ListenerService
 from tcpfiles.status import status_of
+from tcpfiles.tallies import DEFAULT_BUCKETS, Tally, TallyHistogram
 
 __all__ = [
     "ENVIRONMENT",
@@ -114,6 +115,7 @@ class PrometheusMetrics(Metrics):
         self.multiprocess = multiprocess
         self.trackers: dict[str, Any] = {}
         self._collected: list[_Collected] = []
+        self._tallies: list[Tally | TallyHistogram] = []
         self._names: set[str] = set()
         self._mirrors: dict[str, Any] = {}
         for name, documentation, kind, labels in _CONNECTIONS:
@@ -134,7 +136,13 @@ class PrometheusMetrics(Metrics):
         return name
 
     def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Any:
-        return Counter(self._name(name), documentation, labels, registry=self.registry)
+        """prometheus_client's Counter under several processes; else a lock-free
+        :class:`~tcpfiles.tallies.Tally` (the reactor's thread only)."""
+        if self.multiprocess:
+            return Counter(self._name(name), documentation, labels, registry=self.registry)
+        tally = Tally(self._name(name), documentation, labels)
+        self._tallies.append(tally)
+        return tally
 
     def histogram(
         self,
@@ -143,8 +151,15 @@ class PrometheusMetrics(Metrics):
         labels: Sequence[str] = (),
         buckets: Sequence[float] = (),
     ) -> Any:
-        kwargs: dict[str, Any] = {"buckets": tuple(buckets)} if buckets else {}
-        return Histogram(self._name(name), documentation, labels, registry=self.registry, **kwargs)
+        """As :meth:`counter`: prometheus_client's Histogram, or a
+        :class:`~tcpfiles.tallies.TallyHistogram`."""
+        if self.multiprocess:
+            kwargs: dict[str, Any] = {"buckets": tuple(buckets)} if buckets else {}
+            name = self._name(name)
+            return Histogram(name, documentation, labels, registry=self.registry, **kwargs)
+        tally = TallyHistogram(self._name(name), documentation, labels, buckets or DEFAULT_BUCKETS)
+        self._tallies.append(tally)
+        return tally
 
     def collect(
         self,
@@ -167,9 +182,11 @@ class PrometheusMetrics(Metrics):
         return lambda: tracker_readings(self.trackers)[which]
 
     def families(self) -> Iterator[Metric]:
-        """Every metric read from live objects, as it is now."""
+        """Every metric read from live objects or tallied, as it is now."""
         for collected in self._collected:
             yield collected.family()
+        for tally in self._tallies:
+            yield tally.family()
 
     def gauges(self) -> dict[str, float]:
         """The unlabelled gauges read from live objects now (``tcpfiles status`` shows them)."""

@@ -31,6 +31,7 @@ TOP = (
     "tcpfiles.logs",
     "tcpfiles.prometheus",
     "tcpfiles.status",
+    "tcpfiles.tallies",
 )
 
 #: Imports each module given, one after the other, and prints which tcpfiles modules each one

@@ -109,6 +109,34 @@ class PrometheusMetricsTests(SynchronousTestCase):
         self.assertEqual(dict(factory.tracker.refused), {"draining": 1})
 
 
+class TallyTests(SynchronousTestCase):
+    """The lock-free counters and histograms read as prometheus_client's own would."""
+
+    def test_a_histogram_counts_a_value_on_a_bound_in_that_bucket(self) -> None:
+        metrics = PrometheusMetrics()
+        histogram = metrics.histogram("t_h", "H.", ("k",), (1.0, 2.0))
+        for x in (0.5, 1.0, 1.5, 3.0):
+            histogram.labels("a").observe(x)
+        self.assertEqual(value(metrics, "t_h_bucket", k="a", le="1.0"), 2)
+        self.assertEqual(value(metrics, "t_h_bucket", k="a", le="2.0"), 3)
+        self.assertEqual(value(metrics, "t_h_bucket", k="a", le="+Inf"), 4)
+        self.assertEqual(value(metrics, "t_h_count", k="a"), 4)
+        self.assertEqual(value(metrics, "t_h_sum", k="a"), 6.0)
+
+    def test_counters_check_their_labels_and_only_go_up(self) -> None:
+        counter = PrometheusMetrics().counter("t_c_total", "C.", ("a", "b"))
+        self.assertRaises(ValueError, counter.labels, "only-one")
+        self.assertRaises(ValueError, counter.labels("x", "y").inc, -1)
+
+    def test_several_processes_get_prometheus_clients_own(self) -> None:
+        """Their values must reach the shared directory."""
+        from prometheus_client import Counter, Histogram
+
+        metrics = PrometheusMetrics(multiprocess=True)
+        self.assertIsInstance(metrics.counter("t_m_total", "M."), Counter)
+        self.assertIsInstance(metrics.histogram("t_mh", "M."), Histogram)
+
+
 class ReportedTests(SynchronousTestCase):
     """What each part of the server reports."""
 
