@@ -52,7 +52,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--only",
+        choices=("off", "on"),
+        help="one round of one kind, nothing printed: for valgrind --tool=callgrind, run with "
+        "two --requests counts and take the difference (start-up cancels out)",
+    )
     args = parser.parse_args()
+    if args.only:
+        with tempfile.TemporaryDirectory() as root:
+            (Path(root) / "small").write_bytes(b"hello world")
+            factory = files_factory(root)
+            if args.only == "on":
+                factory.record_request = RequestMetrics(PrometheusMetrics())
+            round_of(factory, args.requests)
+        return
     with tempfile.TemporaryDirectory() as root:
         (Path(root) / "small").write_bytes(b"hello world")
         factory = files_factory(root)
