@@ -19,15 +19,16 @@ def transfers_of(behaviour: str, tracker: Any) -> list[dict[str, Any]]:
     """The transfers in flight on ``tracker``'s connections, each with its ``rate`` (bytes a
     second since the request: bytes so far / seconds)."""
     found = []
-    for connection in list(tracker.active):
+    for connection in list(getattr(tracker, "active", ())):
         protocol = getattr(connection, "wrappedProtocol", connection)
         activity = getattr(protocol, "activity", None)
         doing = activity() if activity is not None else None
         if doing is None:
             continue
-        seconds = doing.get("seconds", 0.0)
-        rate = doing.get("bytes", 0) / seconds if seconds > 0 else 0.0
-        found.append({"behaviour": behaviour, **doing, "rate": rate})
+        transfer = {"peer": "?", "request": "", "bytes": 0, "size": 0, "seconds": 0.0, **doing}
+        seconds = transfer["seconds"]
+        rate = transfer["bytes"] / seconds if seconds > 0 else 0.0
+        found.append({"behaviour": behaviour, **transfer, "rate": rate})
     return found
 
 
@@ -42,7 +43,10 @@ def status_of(
         transfers += transfers_of(behaviour, tracker)
     return {
         "time": now,
-        "connections": {behaviour: len(tracker.active) for behaviour, tracker in trackers.items()},
+        "connections": {
+            behaviour: len(getattr(tracker, "active", ()))
+            for behaviour, tracker in trackers.items()
+        },
         "transfers": transfers,
         "gauges": dict(gauges),
     }

@@ -234,6 +234,21 @@ class StatusTests(SynchronousTestCase):
         protocol.connectionLost(connectionDone)
         self.assertEqual(status_of({"files": factory.tracker}, {}, 11.0)["transfers"], [])
 
+    def test_a_third_partys_activity_and_tracker_may_say_less(self) -> None:
+        class Busy:
+            def activity(self) -> dict[str, Any]:
+                return {"request": "FROB", "bytes": 10, "seconds": 2.0}
+
+        class Tracker:
+            active = {Busy(): "192.0.2.1"}
+
+        status = status_of({"frob": Tracker(), "udp": object()}, {}, 0.0)
+        self.assertEqual(status["connections"], {"frob": 1, "udp": 0})
+        self.assertIn("  frob ? FROB: 10 B of 0 B in 2.0 s (5 B/s)", format_status(status))
+        metrics = PrometheusMetrics()
+        metrics.track("udp", object())
+        self.assertEqual(value(metrics, "tcpfiles_connections_open", behaviour="udp"), 0)
+
     def test_an_upload_in_flight_is_shown(self) -> None:
         root = temporary_directory(self)
         factory = guarded(files_factory(root, writable=True))

@@ -102,9 +102,9 @@ def tracker_readings(trackers: Mapping[str, Any]) -> dict[str, dict[tuple[str, .
     """What the connection metrics read from each behaviour's tracker, by metric:
     ``open`` and ``accepted`` by behaviour, ``refused`` by behaviour and reason."""
     readings: dict[str, dict[tuple[str, ...], float]] = {"open": {}, "accepted": {}, "refused": {}}
-    for behaviour, tracker in trackers.items():
-        readings["open"][(behaviour,)] = len(tracker.active)
-        readings["accepted"][(behaviour,)] = tracker.accepted
-        for reason, count in tracker.refused.items():
+    for behaviour, tracker in trackers.items():  # a datagram behaviour's may count less
+        readings["open"][(behaviour,)] = len(getattr(tracker, "active", ()))
+        readings["accepted"][(behaviour,)] = getattr(tracker, "accepted", 0)
+        for reason, count in getattr(tracker, "refused", {}).items():
             readings["refused"][(behaviour, reason)] = count
     return readings
