@@ -71,10 +71,12 @@ class MetricsTests(E2ETestCase):
             assert first.get("small.txt") == SMALL
         assert second.get("small.txt") == SMALL and third.get("small.txt") == SMALL
         first.send(b"GET missing\nGET missing\n")
-        assert [first.line()[:13] for _ in range(2)] == [b"ERR not-found"] * 2
+        answers = [first.line() for _ in range(2)]  # each an answer's bytes, out
+        assert [line[:13] for line in answers] == [b"ERR not-found"] * 2
         first.send(b"LOGIN alice wrong\nLOGIN alice alices-pw\n")
-        assert first.line().startswith(b"ERR unauthorized")
-        assert first.line().startswith(b"OK welcome")
+        answers += [first.line(), first.line()]
+        assert answers[2].startswith(b"ERR unauthorized")
+        assert answers[3].startswith(b"OK welcome")
         body = bytes(range(256)) * 4  # 1024 bytes
         first.send(f"PUT 1024 {hashlib.sha256(body).hexdigest()} up.bin\n".encode())
         assert first.line() == b"OK send 1024"
@@ -109,7 +111,8 @@ class MetricsTests(E2ETestCase):
         assert at(requests, verb="PUT", outcome="OK") == 1
         assert sum(v for (name, _), v in page.items() if name == requests) == 12
         assert at("tcpfiles_files_bytes_total", direction="in") == 1024
-        assert at("tcpfiles_files_bytes_total", direction="out") >= 7 * len(SMALL)
+        out = 7 * len(SMALL) + sum(len(line) + 1 for line in answers)  # bodies, answer lines
+        assert at("tcpfiles_files_bytes_total", direction="out") == out
         assert at("tcpfiles_files_transfer_seconds_count", verb="GET") == 7
         assert at("tcpfiles_files_transfer_seconds_count", verb="PUT") == 1
         assert at("tcpfiles_files_transfer_seconds_bucket", verb="GET", le="+Inf") == 7
