@@ -23,7 +23,7 @@ what listens.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.application import service
@@ -32,6 +32,7 @@ from twisted.python import usage
 
 from tcpfiles.core.fdlimit import FdLimitCheck
 from tcpfiles.core.guard import ConnectionSettings, guard_stream
+from tcpfiles.core.metrics import NO_METRICS, Metrics
 from tcpfiles.core.notify import ReadinessService
 from tcpfiles.core.plugin import (
     Context,
@@ -100,6 +101,7 @@ def make_service(
     users: Users | Mapping[str, Grant] | str | None = None,
     anonymous: bool = False,
     second_signal_forces: bool = False,
+    metrics: str | Metrics | None = None,
 ) -> DrainingService:
     """The service that serves each of ``serving`` over ``root``: what ``twistd tcpfiles`` runs.
 
@@ -115,7 +117,11 @@ def make_service(
     cannot be read, what OpenSSL raises for TLS files); nothing is opened.  Under a service
     manager that asks for it (``$NOTIFY_SOCKET``: systemd's ``Type=notify``), a last child,
     :class:`~tcpfiles.core.notify.ReadinessService`, tells it when the server is ready, alive
-    and stopping.
+    and stopping.  ``metrics``: an endpoint string to serve Prometheus metrics and the status
+    on over HTTP (``/metrics``, ``/status``: :mod:`tcpfiles.prometheus`, which needs
+    ``prometheus_client``), or a :class:`~tcpfiles.core.metrics.Metrics` to report to (a
+    worker's :class:`~tcpfiles.prometheus.PrometheusMetrics` in multi-process mode, whose page
+    another process serves); None for none.
     """
     root = root if isinstance(root, Root) else Root.at(root)
     if tls is not None:
@@ -136,10 +142,15 @@ def make_service(
     _adopt(top, FdLimitCheck(top.trackers, root))  # first: before any bind
     if writable:
         _adopt(top, StaleTemporaries(root))
-    server = accounts.context(reactor)
+    recorder = _metrics(top, metrics, accounts)
+    server = replace(accounts.context(reactor), metrics=recorder)
     view = None if accounts.portal is None else anonymous_root(accounts.portal)
     for behaviour, options, endpoints in plans:
         _serve(top, behaviour, options, endpoints, server, view)
+    if isinstance(metrics, str):
+        from tcpfiles.prometheus import MetricsService
+
+        _adopt(top, MetricsService(metrics, recorder, reactor))  # type: ignore[arg-type]
     if tls is not None:
         _warn_plain_listeners(top)
     readiness = ReadinessService.from_environ(reactor)  # None unless $NOTIFY_SOCKET is set
@@ -165,7 +176,10 @@ def _serve(
     if is_datagram(behaviour):
         _serve_datagrams(top, behaviour, options, context, built, endpoints)
     else:
-        serve_stream(top, built, options, endpoints, behaviour.name)
+        guarded = serve_stream(top, built, options, endpoints, behaviour.name)
+        tracker = getattr(guarded, "tracker", None)
+        if tracker is not None:
+            context.metrics.track(behaviour.name, tracker)
 
 
 def serve_stream(
@@ -174,15 +188,48 @@ def serve_stream(
     options: usage.Options,
     endpoints: Sequence[str],
     label: str,
-) -> None:
+) -> Any:
     """Hand one built stream factory, made with ``options``, to a listener on each endpoint:
     the one place where a behaviour's factory meets the network.  It is served behind the
     kernel's guard (its ``idle-timeout``, ``max-per-peer``, ``max-connections`` options), whose
-    tracker is drained when ``top`` stops."""
+    tracker is drained when ``top`` stops.  Returns the guarded factory."""
     settings = ConnectionSettings.from_options(options)
     factory = guard_stream(factory, settings, top.reactor, top.trackers)
     for description in endpoints:
         _adopt(top, ListenerService(description, factory, top.reactor, label))
+    return factory
+
+
+def _metrics(top: DrainingService, metrics: str | Metrics | None, accounts: Any) -> Metrics:
+    """The recorder behaviours report to, with what the whole server reports: uploads in
+    flight, files being hashed, failed logins.  A recorder that samples its readings into a
+    multi-process directory is given a service that does (while ``top`` runs)."""
+    if metrics is None:
+        return NO_METRICS
+    if isinstance(metrics, str):
+        from tcpfiles.prometheus import PrometheusMetrics
+
+        metrics = PrometheusMetrics()
+    realm, limiter = accounts.realm, accounts.limiter
+    metrics.collect(
+        "tcpfiles_uploads_in_flight",
+        "Uploads begun and not yet stored or given up.",
+        realm.uploads_in_flight,
+    )
+    metrics.collect(
+        "tcpfiles_hash_queue",
+        "Files being hashed for STAT (queued or running).",
+        lambda: realm.hasher.in_flight,
+    )
+    metrics.collect(
+        "tcpfiles_login_failures_total",
+        "Failed logins, every behaviour's.",
+        lambda: limiter.failures,
+        kind="counter",
+    )
+    if getattr(metrics, "multiprocess", False):
+        _adopt(top, metrics.sampling(top.reactor))  # type: ignore[attr-defined]
+    return metrics
 
 
 def _serve_datagrams(
@@ -198,6 +245,7 @@ def _serve_datagrams(
     tracker = getattr(built, "tracker", None)
     if tracker is not None:
         top.trackers.append(tracker)
+        context.metrics.track(behaviour.name, tracker)
     for index, description in enumerate(endpoints):
         protocol = built
         if index:
@@ -290,7 +338,8 @@ def bind_now(top: service.MultiService) -> None:
 def _warn_plain_listeners(top: service.MultiService) -> None:
     """With TLS asked for, say so when a TCP listener was given as plain text anyway."""
     for child in top:
-        if isinstance(child, ListenerService) and child.security() == "plain TCP":
+        plain = isinstance(child, ListenerService) and child.security() == "plain TCP"
+        if plain and child.label != "metrics":  # HTTP for a scraper, on the operator's network
             log.warn(
                 "{label}: --tls-cert is given but {endpoint} is plain TCP: its traffic is not "
                 "encrypted (use ssl:... or leave out --listen/=ENDPOINT to get TLS)",

@@ -20,7 +20,7 @@ from tcpfiles.compose import Serve, bind_now, check_endpoint, default_endpoints,
 from tcpfiles.compose import parse_options as parse_own_options
 from tcpfiles.core.options import positive_float
 from tcpfiles.core.plugin import discover
-from tcpfiles.core.service import ListenFailed
+from tcpfiles.core.service import ListenFailed, check_server_string
 from tcpfiles.core.tls import TLSOptions
 from tcpfiles.tree.accounts import AccountOptions
 from tcpfiles.tree.paths import Root
@@ -53,6 +53,14 @@ class BaseOptions(TLSOptions, AccountOptions):
             30.0,
             "Seconds that transfers may take to finish on shutdown.",
             positive_float,
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics (/metrics) and the status (/status, for 'tcpfiles "
+            "status') over HTTP on this endpoint, e.g. tcp:9100:interface=127.0.0.1; "
+            "needs the 'metrics' extra (pip install 'tcpfiles[metrics]').",
         ],
     ]
 
@@ -90,9 +98,26 @@ class BaseOptions(TLSOptions, AccountOptions):
             ) from None
         self.check_tls()
         self.check_accounts(self["root"])
+        self._check_metrics()
         if not self["listen"]:
             self["listen"] = default_endpoints(BEHAVIOURS[DEFAULT], self.tls())
         self["serving"] = self._behaviours()
+
+    def _check_metrics(self) -> None:
+        """--metrics needs prometheus_client, and an endpoint that could listen."""
+        if self["metrics"] is None:
+            return
+        try:
+            import prometheus_client  # noqa: F401 - only whether it is installed
+        except ImportError:
+            raise usage.UsageError(
+                "--metrics needs prometheus_client, which is not installed: "
+                "pip install 'tcpfiles[metrics]'"
+            ) from None
+        try:
+            check_server_string(self["metrics"])
+        except Exception as exc:  # noqa: BLE001 - bad strings, unreadable or invalid PEM files
+            raise usage.UsageError(f"--metrics {self['metrics']!r}: {exc}") from None
 
     def _behaviours(self) -> dict[str, tuple[Any, usage.Options, list[str]]]:
         """Check --serve and each behaviour's own options; name -> (plugin, options, endpoints)."""
@@ -218,6 +243,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         users=options["grants"],
         anonymous=options["anonymous"],
         second_signal_forces=True,
+        metrics=options["metrics"],
     )
     if _under_twistd(options):
         try:

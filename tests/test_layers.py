@@ -29,6 +29,9 @@ TOP = (
     "tcpfiles.cli",
     "tcpfiles.testing",
     "tcpfiles.logs",
+    "tcpfiles.prometheus",
+    "tcpfiles.status",
+    "tcpfiles.tallies",
 )
 
 #: Imports each module given, one after the other, and prints which tcpfiles modules each one

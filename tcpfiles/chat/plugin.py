@@ -38,7 +38,16 @@ class ChatOptions(usage.Options):
 
 
 def _build(options: usage.Options, context: Context) -> ChatFactory:
-    return ChatFactory(context.reactor, options, context.portal, context.limiter)
+    factory = ChatFactory(context.reactor, options, context.portal, context.limiter)
+    room, metrics = factory.room, context.metrics
+    metrics.collect("tcpfiles_chat_users", "Users in the chat room.", lambda: len(room.members))
+    metrics.collect(
+        "tcpfiles_chat_messages_total",
+        "Chat messages sent (to everyone, or to one with /msg).",
+        lambda: room.messages,
+        kind="counter",
+    )
+    return factory
 
 
 chat = Behaviour(

@@ -124,6 +124,8 @@ class Room:
         self._buckets: dict[int, TokenBucket] = {}
         self._told: set[int] = set()  # members told to slow down, until a line gets through
         self._joins: dict[str, TokenBucket] = {}  # by the member's address (insertion order)
+        #: Messages sent so far, to everyone (lines, /me) or to one (/msg): for the metrics.
+        self.messages = 0
 
     # --- joining and leaving -------------------------------------------------------------
 
@@ -238,6 +240,7 @@ class Room:
             member.send(f"!!! no one called {target_nick or '?'} is here")
         elif text.strip():
             line = f"[{member.nick} -> {target.nick}] {text}"
+            self.messages += 1
             target.send(line)
             if target is not member:
                 member.send(line)
@@ -261,6 +264,7 @@ class Room:
         return False
 
     def _say(self, line: str, exclude: Member | None = None) -> None:
+        self.messages += 1
         self.history.append(line)
         self._broadcast(line, exclude)
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from twisted.internet import defer, task
 
 from tcpfiles import __version__
-from tcpfiles.cli import chat, echo, files, ls
+from tcpfiles.cli import chat, echo, files, ls, status
 from tcpfiles.cli.chat import run_chat
 from tcpfiles.cli.common import (
     DEFAULT_CHAT,
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tcpfiles {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in (files, ls, chat, echo):  # in this order in --help
+    for family in (files, ls, chat, echo, status):  # in this order in --help
         family.add_commands(commands)
     return parser
 

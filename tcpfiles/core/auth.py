@@ -204,6 +204,8 @@ class LoginLimiter:
         self.max_keys = max_keys
         self._networks = _Table(window)
         self._accounts = _Table(max(forget, max_delay))
+        #: Failed logins counted so far, every behaviour's (for the metrics).
+        self.failures = 0
 
     @property
     def window(self) -> float:
@@ -229,6 +231,7 @@ class LoginLimiter:
     def failed(self, peer: str, account: str | None = None) -> None:
         """Count a failed login as ``account`` (None: unknown, the network only) from ``peer``."""
         now = self.clock()
+        self.failures += 1
         self._count(self._networks, network_of(peer), now, self.attempts, self.attempts)
         if account is not None:
             key = _account_key(account)

@@ -18,6 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 __all__ = [
+    "REFUSALS",
     "ConnectionTracker",
     "Drainable",
     "RefusedProtocol",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 log = Logger(namespace="tcpfiles.core.connections")
+
+#: Why a connection is refused, as :attr:`ConnectionTracker.refused` counts it.
+REFUSALS = ("draining", "max-connections", "max-per-peer")
 
 
 class Drainable(TypingProtocol):
@@ -65,22 +69,31 @@ class ConnectionTracker:
         self.max_total = max_total
         self.active: dict[Drainable, str] = {}
         self._per_peer: Counter[str] = Counter()
+        #: For the metrics (read when scraped, so counting costs an addition): connections
+        #: accepted so far, and refused by reason (one of :data:`REFUSALS`).
+        self.accepted = 0
+        self.refused: Counter[str] = Counter()
         self.draining = False
         self._idle_waiters: list[defer.Deferred[None]] = []
 
     def refusal(self, address: object) -> str | None:
-        """Why a new connection from ``address`` must be refused, or None to accept it."""
+        """Why a new connection from ``address`` must be refused, or None to accept it (a
+        refusal is counted in :attr:`refused`: ask only for a connection that is made)."""
         if self.draining:
+            self.refused["draining"] += 1
             return "the server is shutting down"
         if len(self.active) >= self.max_total:
+            self.refused["max-connections"] += 1
             return f"too many connections ({self.max_total} in total)"
         if self._per_peer[peer_key(address)] >= self.max_per_peer:
+            self.refused["max-per-peer"] += 1
             return f"too many connections from your address (limit {self.max_per_peer})"
         return None
 
     def opened(self, connection: Drainable, address: object) -> None:
         """Count a connection that has been made."""
         key = peer_key(address)
+        self.accepted += 1
         self.active[connection] = key
         self._per_peer[key] += 1
         if self.draining:

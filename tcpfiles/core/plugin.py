@@ -13,6 +13,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from tcpfiles.core.interfaces import IBehaviour
+from tcpfiles.core.metrics import NO_METRICS, Metrics
 from tcpfiles.core.options import positive_float, positive_int
 
 __all__ = [
@@ -50,6 +51,8 @@ class Context:
     #: the accounts' realm (a tcpfiles.tree.accounts.FilesRealm): the one store and upload
     #: registry of each root, shared by every behaviour; None when the server has none
     realm: Any = None
+    #: where to report metrics (tcpfiles.core.metrics): records nothing without --metrics
+    metrics: Metrics = NO_METRICS
 
 
 def context_for(behaviour: Any, server: Context, anonymous_root: Any) -> Context:

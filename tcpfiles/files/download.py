@@ -54,13 +54,19 @@ def get(conn: FileServerProtocol, request: wire.Get) -> None:
 class Sending(Stalling):
     """A file's body going out; the next request waits until it has all been taken."""
 
-    __slots__ = ("opened",)
+    __slots__ = ("opened", "producer", "count")
 
     name = RESPONDING
 
     def __init__(self, conn: FileServerProtocol, opened: OpenedFile) -> None:
         super().__init__(conn)
         self.opened = opened
+        self.producer: FileBodyProducer | SendfileProducer | None = None
+        self.count = 0
+
+    def transferred(self) -> tuple[int, int]:
+        """Bytes of the body sent so far, of how many (``tcpfiles status``)."""
+        return (0 if self.producer is None else self.producer.sent), self.count
 
     def begin(self, offset: int, count: int) -> None:
         """The status line, then the body from ``offset``."""
@@ -82,6 +88,7 @@ class Sending(Stalling):
                 self.progress,
                 clock=conn.clock,
             )
+        self.producer, self.count = producer, count
         d = producer.begin(transport)
         if zero_copy:
             d.addBoth(self._uncork)

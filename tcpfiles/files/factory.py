@@ -9,6 +9,7 @@ from tcpfiles.core.connections import ConnectionTracker
 from tcpfiles.core.guard import ConnectionSettings, guard_stream
 from tcpfiles.core.plugin import Context
 from tcpfiles.core.service import DrainingService, ListenerService
+from tcpfiles.files.metrics import RequestMetrics
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tree.accounts import (
     DEFAULT_MAX_UPLOAD,
@@ -92,7 +93,7 @@ def factory_for(context: Context, limits: Limits | None = None) -> FileServerFac
         realm = make_accounts(context.root, context.reactor, writable=context.writable).realm
     store, uploads = realm.store_for(context.root)
     anonymous_view = None if context.portal is None else anonymous_root(context.portal)
-    return FileServerFactory(
+    factory = FileServerFactory(
         store,
         context.reactor,
         limits,
@@ -102,6 +103,9 @@ def factory_for(context: Context, limits: Limits | None = None) -> FileServerFac
         context.limiter,
         anonymous_store=None if anonymous_view is None else realm.store_for(anonymous_view)[0],
     )
+    if context.metrics.enabled:
+        factory.record_request = RequestMetrics(context.metrics)
+    return factory
 
 
 def connection_settings(limits: Limits | None) -> ConnectionSettings:

@@ -253,11 +253,13 @@ class FileServerProtocol(Protocol):
         format a literal: twisted.logger's own template formatting was a third of the cost of
         logging a small GET (measured).  The fields stay in the event for structured observers.
         Past :data:`BAD_REQUESTS_LOGGED` bad requests a connection's are only counted."""
+        seconds = self.clock.seconds() - self.started
+        if self.factory.record_request is not None:  # --metrics (tcpfiles.files.metrics)
+            self.factory.record_request(self.request_text, outcome, nbytes, seconds)
         if outcome == "ERR bad-request":
             self._bad_requests += 1
             if self._bad_requests > BAD_REQUESTS_LOGGED:
                 return
-        seconds = self.clock.seconds() - self.started
         text = f"{self.peer} {self.request_text} -> {outcome} {nbytes} bytes in {seconds:.3f}s"
         log.info(
             text.replace("{", "{{").replace("}", "}}"),
@@ -267,6 +269,22 @@ class FileServerProtocol(Protocol):
             nbytes=nbytes,
             seconds=seconds,
         )
+
+    def activity(self) -> dict[str, Any] | None:
+        """The transfer in flight, for ``tcpfiles status``: its peer, request, bytes moved so
+        far of its size, and seconds since the request; None when there is none."""
+        transferred = getattr(self.state, "transferred", None)
+        if transferred is None:
+            return None
+        moved, size = transferred()
+        seconds = self.clock.seconds() - self.started
+        return {
+            "peer": self.peer,
+            "request": self.request_text,
+            "bytes": moved,
+            "size": size,
+            "seconds": seconds,
+        }
 
     def close(self) -> None:
         """Close once what is written has been sent (from a state that holds nothing)."""

@@ -6,6 +6,7 @@ are :class:`~tcpfiles.files.limits.Limits`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -55,6 +56,9 @@ class FileServerFactory(Factory):
         self.limiter = limiter if limiter is not None else LoginLimiter(clock.seconds)
         #: Shared by every connection's LIST: batches read in the thread pool at once.
         self.list_reads = defer.DeferredSemaphore(self.limits.max_list_reads)
+        #: Called with (request, outcome, nbytes, seconds) once per request when metrics are
+        #: on (:class:`tcpfiles.files.metrics.RequestMetrics`); None: nothing to do.
+        self.record_request: Callable[[str, str, int, float], None] | None = None
         if portal is None:
             self.default_account: Any = Account("-", store, uploads)  # type: ignore[arg-type]
         elif anonymous:  # what the users file lets anonymous read (anonymous_store), else store

@@ -46,6 +46,10 @@ class Receiving(Stalling):
         super().__init__(conn)
         self.upload = upload
 
+    def transferred(self) -> tuple[int, int]:
+        """Bytes of the body received so far, of how many (``tcpfiles status``)."""
+        return self.upload.received, self.upload.size
+
     def data_received(self, data: bytes) -> None:
         rest = self.body(data)
         self.conn.lines.feed(rest)

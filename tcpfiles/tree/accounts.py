@@ -171,6 +171,10 @@ class FilesRealm:
             )
         return self._stores[root.real]
 
+    def uploads_in_flight(self) -> int:
+        """Uploads in progress below every root (for the metrics)."""
+        return sum(uploads.in_flight for _store, uploads in self._stores.values())
+
     def grant(self, name: str) -> Grant | None:
         """What an authenticated ``name`` may reach (anonymous: never writable); None: nothing."""
         if self.users is None:

@@ -167,6 +167,11 @@ class Uploads:
         self.ledger.hold(upload)
         return upload
 
+    @property
+    def in_flight(self) -> int:
+        """Uploads begun and not yet stored or given up."""
+        return len(self._in_progress)
+
     def _done(self, upload: Upload) -> None:
         self._in_progress.discard(upload.key)
         self.ledger.release(upload)

@@ -1,0 +1,335 @@
+"""Prometheus metrics for ``twistd tcpfiles --metrics ENDPOINT``: the recorder and its web page.
+
+Needs ``prometheus_client`` (``pip install 'tcpfiles[metrics]'``); nothing else of tcpfiles
+imports this module unless metrics are asked for.
+
+- :class:`PrometheusMetrics` is the :class:`~tcpfiles.core.metrics.Metrics` behaviours report
+  to: counters and histograms are ``prometheus_client``'s own; what behaviours
+  :meth:`~PrometheusMetrics.collect` (and each behaviour's connections) is read from live
+  objects when the page is scraped, by a custom collector.
+- :func:`metrics_site` serves ``/metrics`` (the text format, made by ``generate_latest``) and
+  ``/status`` (JSON, :mod:`tcpfiles.status`) from a small ``twisted.web`` resource on the
+  reactor it is given: no WSGI, no thread pool (``prometheus_client.twisted`` would import the
+  global reactor and answer in a thread).  :class:`MetricsService` listens with it.
+
+Several processes (``PROMETHEUS_MULTIPROC_DIR`` set in each before ``prometheus_client`` is
+imported): each worker's counters and histograms go to files in that directory, and what is
+read from live objects is copied there every :data:`SAMPLE_EVERY` seconds (gauges with
+``multiprocess_mode="livesum"``: a dead worker's drop out once :func:`worker_died` is called).
+The process that serves the page sums the directory: :func:`serve_metrics_multiprocess`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.application import service
+from twisted.internet import task
+from twisted.web import resource, server
+
+from tcpfiles.core.metrics import Metrics, Reading, tracker_readings
+from tcpfiles.core.service import ListenerService
+from tcpfiles.status import status_of
+from tcpfiles.tallies import DEFAULT_BUCKETS, Tally, TallyHistogram
+
+__all__ = [
+    "ENVIRONMENT",
+    "SAMPLE_EVERY",
+    "MetricsService",
+    "MetricsSite",
+    "PrometheusMetrics",
+    "metrics_site",
+    "serve_metrics_multiprocess",
+    "worker_died",
+]
+
+#: The environment variable that puts prometheus_client in multi-process mode (its directory).
+ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+#: Seconds between copies of the live readings to the multi-process directory.
+SAMPLE_EVERY = 1.0
+
+prometheus_client.disable_created_metrics()  # no *_created series: nothing here uses them
+
+#: The connection metrics every behaviour gets from the kernel's guard: (name, help, kind,
+#: labels, which of tracker_readings).
+_CONNECTIONS = (
+    ("tcpfiles_connections_open", "Connections open, by behaviour.", "gauge", ("behaviour",)),
+    (
+        "tcpfiles_connections_accepted_total",
+        "Connections accepted, by behaviour.",
+        "counter",
+        ("behaviour",),
+    ),
+    (
+        "tcpfiles_connections_refused_total",
+        "Connections refused, by behaviour and reason (max-per-peer, max-connections, draining).",
+        "counter",
+        ("behaviour", "reason"),
+    ),
+)
+
+
+@dataclass
+class _Collected:
+    """One metric read from live objects when scraped."""
+
+    name: str
+    documentation: str
+    read: Callable[[], Reading]
+    kind: str
+    labels: tuple[str, ...]
+    last: dict[tuple[str, ...], float] = field(default_factory=dict)  # counters, when sampled
+
+    def readings(self) -> dict[tuple[str, ...], float]:
+        value = self.read()
+        return {(): float(value)} if isinstance(value, int | float) else dict(value)
+
+    def family(self) -> Metric:
+        make = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        family = make(self.name, self.documentation, labels=self.labels)
+        for values, value in self.readings().items():
+            family.add_metric(list(values), value)
+        return family
+
+
+class PrometheusMetrics(Metrics):
+    """The recorder of a server with ``--metrics``: its metrics in :attr:`registry`.
+
+    ``multiprocess``: this process is one of several writing to ``$PROMETHEUS_MULTIPROC_DIR``
+    (whose page another process serves): what is read from live objects is then copied there
+    by :meth:`sampling`, and :attr:`registry` is not meant to be served.
+    """
+
+    enabled = True
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess: bool = False
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = multiprocess
+        self.trackers: dict[str, Any] = {}
+        self._collected: list[_Collected] = []
+        self._tallies: list[Tally | TallyHistogram] = []
+        self._names: set[str] = set()
+        self._mirrors: dict[str, Any] = {}
+        for name, documentation, kind, labels in _CONNECTIONS:
+            which = name.split("_")[2]  # open, accepted, refused
+            self.collect(name, documentation, self._connections(which), kind, labels)
+        if not multiprocess:
+            self.registry.register(_LiveCollector(self))
+
+    @classmethod
+    def from_environ(cls) -> PrometheusMetrics:
+        """In multi-process mode when ``$PROMETHEUS_MULTIPROC_DIR`` is set, else on its own."""
+        return cls(multiprocess=bool(os.environ.get(ENVIRONMENT)))
+
+    def _name(self, name: str) -> str:
+        if name in self._names:
+            raise ValueError(f"metric {name} is already registered")
+        self._names.add(name)
+        return name
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Any:
+        """prometheus_client's Counter under several processes; else a lock-free
+        :class:`~tcpfiles.tallies.Tally` (the reactor's thread only)."""
+        if self.multiprocess:
+            return Counter(self._name(name), documentation, labels, registry=self.registry)
+        tally = Tally(self._name(name), documentation, labels)
+        self._tallies.append(tally)
+        return tally
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] = (),
+    ) -> Any:
+        """As :meth:`counter`: prometheus_client's Histogram, or a
+        :class:`~tcpfiles.tallies.TallyHistogram`."""
+        if self.multiprocess:
+            kwargs: dict[str, Any] = {"buckets": tuple(buckets)} if buckets else {}
+            name = self._name(name)
+            return Histogram(name, documentation, labels, registry=self.registry, **kwargs)
+        tally = TallyHistogram(self._name(name), documentation, labels, buckets or DEFAULT_BUCKETS)
+        self._tallies.append(tally)
+        return tally
+
+    def collect(
+        self,
+        name: str,
+        documentation: str,
+        read: Callable[[], Reading],
+        kind: str = "gauge",
+        labels: Sequence[str] = (),
+    ) -> None:
+        if kind not in ("gauge", "counter"):
+            raise ValueError(f"kind must be gauge or counter, not {kind!r}")
+        self._collected.append(
+            _Collected(self._name(name), documentation, read, kind, tuple(labels))
+        )
+
+    def track(self, behaviour: str, tracker: Any) -> None:
+        self.trackers[behaviour] = tracker
+
+    def _connections(self, which: str) -> Callable[[], Reading]:
+        return lambda: tracker_readings(self.trackers)[which]
+
+    def families(self) -> Iterator[Metric]:
+        """Every metric read from live objects or tallied, as it is now."""
+        for collected in self._collected:
+            yield collected.family()
+        for tally in self._tallies:
+            yield tally.family()
+
+    def gauges(self) -> dict[str, float]:
+        """The unlabelled gauges read from live objects now (``tcpfiles status`` shows them)."""
+        return {
+            c.name: c.readings().get((), 0.0)
+            for c in self._collected
+            if c.kind == "gauge" and not c.labels
+        }
+
+    def status(self, clock: Any) -> dict[str, Any]:
+        """What ``/status`` answers: see :func:`tcpfiles.status.status_of`."""
+        return status_of(self.trackers, self.gauges(), clock.seconds())
+
+    # --- multi-process mode -----------------------------------------------------------------
+
+    def sample(self) -> None:
+        """Copy the live readings to this process's multi-process files (gauges set,
+        counters advanced by what they grew since the last copy)."""
+        for collected in self._collected:
+            mirror = self._mirrors.get(collected.name)
+            if mirror is None:
+                mirror = self._mirrors[collected.name] = _mirror(collected)
+            for values, value in collected.readings().items():
+                child = mirror.labels(*values) if values else mirror
+                if collected.kind == "gauge":
+                    child.set(value)
+                else:
+                    grown = value - collected.last.get(values, 0.0)
+                    collected.last[values] = value
+                    if grown > 0:
+                        child.inc(grown)
+
+    def sampling(self, clock: Any, every: float = SAMPLE_EVERY) -> service.Service:
+        """A service that calls :meth:`sample` every ``every`` seconds while it runs (and
+        once more when it stops)."""
+        return _Sampling(self, clock, every)
+
+
+def _mirror(collected: _Collected) -> Any:
+    """The multi-process metric a live reading is copied to (in no registry: the directory
+    is what is served)."""
+    name, documentation, labels = collected.name, collected.documentation, collected.labels
+    if collected.kind == "counter":
+        return Counter(name, documentation, labels, registry=None)
+    return Gauge(name, documentation, labels, registry=None, multiprocess_mode="livesum")
+
+
+class _LiveCollector:
+    """prometheus_client's collector protocol over :meth:`PrometheusMetrics.families`."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self.metrics.families()
+
+
+class _Sampling(service.Service):
+    def __init__(self, metrics: PrometheusMetrics, clock: Any, every: float) -> None:
+        self.loop = task.LoopingCall(metrics.sample)
+        self.loop.clock = clock
+        self.every = every
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.loop.start(self.every, now=True)
+
+    def stopService(self) -> Any:
+        if self.loop.running:
+            self.loop.stop()
+        self.loop.f()  # the last readings, so that counters are not short at exit
+        return super().stopService()  # type: ignore[no-untyped-call]
+
+
+# --- the web page -------------------------------------------------------------------------
+
+
+class _Text(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, content_type: str, render: Callable[[], bytes]) -> None:
+        super().__init__()
+        self.content_type = content_type.encode("ascii")
+        self.make = render
+
+    def render_GET(self, request: Any) -> bytes:  # noqa: N802 - twisted.web's name
+        request.setHeader(b"content-type", self.content_type)
+        return self.make()
+
+
+class MetricsSite(server.Site):
+    """No access log line per scrape, no "Starting factory" line."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        """Scrapes are not logged."""
+
+    def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
+        return "MetricsSite"
+
+
+def metrics_site(
+    registry: CollectorRegistry, status: Callable[[], dict[str, Any]] | None = None
+) -> server.Site:
+    """A twisted.web site: ``/metrics`` for ``registry`` and, given ``status``, ``/status``."""
+    import json
+
+    root = resource.Resource()
+    root.putChild(
+        b"metrics",
+        _Text(
+            prometheus_client.CONTENT_TYPE_LATEST,
+            lambda: prometheus_client.generate_latest(registry),
+        ),
+    )
+    if status is not None:
+        root.putChild(
+            b"status",
+            _Text("application/json", lambda: json.dumps(status(), indent=1).encode() + b"\n"),
+        )
+    return MetricsSite(root)
+
+
+class MetricsService(ListenerService):
+    """Serves ``metrics`` (``/metrics`` and ``/status``) on ``description`` while running;
+    logs ``metrics listening on ...`` as the behaviours' listeners do."""
+
+    def __init__(self, description: str, metrics: PrometheusMetrics, reactor: Any) -> None:
+        site = metrics_site(metrics.registry, lambda: metrics.status(reactor))
+        super().__init__(description, site, reactor, "metrics")  # type: ignore[arg-type]
+
+
+def serve_metrics_multiprocess(reactor: Any, endpoint: str, directory: str) -> ListenerService:
+    """For the parent of several workers: a service serving ``/metrics`` on ``endpoint``, the
+    sum of what every process wrote to ``directory`` (their ``$PROMETHEUS_MULTIPROC_DIR``).
+    Start it (or give it a parent service) to listen."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    site: Any = metrics_site(registry)
+    return ListenerService(endpoint, site, reactor, "metrics")
+
+
+def worker_died(pid: int, directory: str) -> None:
+    """A worker is gone: its live gauges no longer count (its counters still do)."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
