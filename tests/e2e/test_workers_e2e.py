@@ -1,0 +1,124 @@
+"""``twistd tcpfiles --workers 2`` for real: connections spread over both workers, a worker
+killed with SIGKILL refuses no connection and is replaced, and SIGTERM lets a slow download
+finish before every process exits."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import socket
+import threading
+
+from tests.e2e.cases import E2ETestCase
+from tests.e2e.harness import Twistd, Wire, make_file, wait_until
+
+#: A request line a worker logged: ``[worker 2 tcpfiles.files#info] 127.0.0.1:N GET a -> OK``.
+SERVED = r"\[worker (\d+) tcpfiles\.files#info\] .* GET "
+
+
+def started(server: Twistd, index: int, after: int = 0) -> int:
+    """The pid of worker ``index`` from the parent's latest ``started worker`` line, waiting
+    for a line with another pid than ``after``."""
+    pattern = rf"started worker {index} \(pid (\d+)\)"
+    for _ in range(2):
+        pids = [int(m.group(1)) for line in server.log if (m := re.search(pattern, line))]
+        if pids and pids[-1] != after:
+            return pids[-1]
+        server.wait_count(pattern, len(pids) + 1)
+    raise AssertionError(f"worker {index} was not started again:\n{server.text()}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class WorkersTests(E2ETestCase):
+    def start(self, *extra: str) -> Twistd:
+        server = self.start_server("--workers", "2", *extra)
+        for index in (1, 2):  # both adopted the socket
+            server.wait_for(rf"\[worker {index} tcpfiles\.core\.service#info\] files listening")
+        return server
+
+    def test_connections_spread_over_both_workers(self) -> None:
+        """200 sequential GETs, each on a new connection: both workers answer some (the
+        issue's target for the bench is 40/60 at worst; here, at least one each)."""
+        (self.root / "a.txt").write_bytes(b"hello\n")
+        server = self.start()
+        for _ in range(200):
+            wire = Wire(server.port)
+            self.assertEqual(wire.get("a.txt"), b"hello\n")
+            wire.close()
+        server.wait_count(SERVED, 200)
+        counts = collections.Counter(
+            m.group(1) for line in server.log if (m := re.search(SERVED, line))
+        )
+        self.assertEqual(sum(counts.values()), 200)
+        self.assertEqual(sorted(counts), ["1", "2"], counts)
+
+    def test_a_killed_worker_refuses_nothing_and_is_replaced(self) -> None:
+        """SIGKILL to worker 1 while a client connects again and again: not one connection is
+        refused (the socket's queue is the parent's); the one in flight in the killed worker
+        may be lost; the parent logs the death and starts worker 1 again."""
+        (self.root / "a.txt").write_bytes(b"hello\n")
+        server = self.start()
+        victim = started(server, 1)
+        outcomes: collections.Counter[str] = collections.Counter()
+        stop = threading.Event()
+
+        def client() -> None:
+            for _ in range(3000):
+                if stop.is_set():
+                    return
+                try:
+                    wire = Wire(server.port, timeout=10)
+                    try:
+                        outcomes["ok" if wire.get("a.txt") == b"hello\n" else "wrong"] += 1
+                    finally:
+                        wire.close()
+                except ConnectionRefusedError:
+                    outcomes["refused"] += 1
+                except (OSError, EOFError, AssertionError):
+                    outcomes["lost"] += 1
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        wait_until(lambda: outcomes["ok"] >= 50, 30, "50 GETs before the kill")
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for(rf"worker 1 \(pid {victim}\) was killed by SIGKILL after .* starting")
+        replacement = started(server, 1, after=victim)
+        server.wait_count(r"\[worker 1 tcpfiles\.core\.service#info\] files listening", 2)
+        served_before = outcomes["ok"]
+        wait_until(lambda: outcomes["ok"] >= served_before + 50, 30, "50 GETs after")
+        stop.set()
+        thread.join(timeout=30)
+        self.assertNotEqual(replacement, victim)
+        self.assertTrue(alive(replacement))
+        self.assertEqual((outcomes["refused"], outcomes["wrong"]), (0, 0), outcomes)
+        self.assertLessEqual(outcomes["lost"], 5, outcomes)
+
+    def test_sigterm_lets_a_slow_download_finish_then_every_process_exits(self) -> None:
+        """A download in flight when the parent gets SIGTERM completes; the workers stop, then
+        the parent, with twistd's clean status; no worker is left."""
+        digest = make_file(self.root / "big.bin", 32 << 20)
+        server = self.start()
+        pids = [started(server, 1), started(server, 2)]
+        wire = Wire(server.port, timeout=30)
+        wire.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        wire.send(b"GET big.bin\n")
+        status = wire.line()
+        self.assertEqual(status.split()[:2], [b"OK", str(32 << 20).encode()])
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for(r"stopping 2 worker\(s\); they have 30 s to finish")
+        server.wait_for(r"\[worker \d tcpfiles\.core\.service#info\] waiting up to 30 s for 1")
+        self.assertEqual(wire.sha256_of_next(32 << 20), digest)
+        wire.close()
+        self.assertIn(server.stop(timeout=30), (0, -signal.SIGTERM))
+        self.assertRegex(server.text(), r"worker 1 \(pid \d+\) stopped")
+        self.assertRegex(server.text(), r"worker 2 \(pid \d+\) stopped")
+        wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the workers gone")
