@@ -5,6 +5,7 @@ finish before every process exits."""
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import re
 import signal
@@ -122,3 +123,30 @@ class WorkersTests(E2ETestCase):
         self.assertRegex(server.text(), r"worker 1 \(pid \d+\) stopped")
         self.assertRegex(server.text(), r"worker 2 \(pid \d+\) stopped")
         wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the workers gone")
+
+
+class TemporariesAcrossProcessesTests(E2ETestCase):
+    def test_a_starting_server_leaves_a_live_upload_alone(self) -> None:
+        """A second writable server starting on the same root sweeps stale temporaries: the
+        first one's upload in flight keeps its temporary and is stored whole; a temporary that
+        nobody holds (left by a process that died) is removed."""
+        stale = self.root / ".tcpfiles-0011223344556677.part"
+        stale.write_bytes(b"left by a crash")
+        first = self.start_server("--writable")
+        first.wait_for(r"removed a stale upload temporary")
+        body = b"A" * 200_000
+        digest = hashlib.sha256(body).hexdigest()
+        wire = Wire(first.port)
+        wire.send(f"PUT {len(body)} {digest} up.bin\n".encode())
+        self.assertEqual(wire.line(), b"OK send 200000")
+        wire.send(body[:100_000])
+        stale.write_bytes(b"left by another crash")
+        second = self.start_server("--writable")
+        second.wait_for(r"removed a stale upload temporary: .*0011223344556677")
+        self.assertNotRegex(
+            second.text(), r"removed a stale upload temporary: .*\.tcpfiles-(?!0011)"
+        )
+        wire.send(body[100_000:])
+        self.assertEqual(wire.line(), f"OK stored 200000 {digest}".encode())
+        self.assertEqual((self.root / "up.bin").read_bytes(), body)
+        wire.close()
