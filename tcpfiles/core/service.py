@@ -8,9 +8,11 @@ listeners first, then gives open connections ``grace`` seconds to finish before 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
@@ -30,6 +32,7 @@ __all__ = [
     "check_server_string",
     "hold",
     "listen_failure",
+    "systemd_failure",
     "with_backlog",
 ]
 
@@ -59,8 +62,48 @@ _PARSING_ONLY: Any = object()
 
 def check_server_string(description: str) -> None:
     """Raise if ``description`` is not a server endpoint string that could listen (bad syntax,
-    unreadable or mismatched TLS files); nothing is opened."""
-    endpoints.serverFromString(_PARSING_ONLY, description)
+    unreadable or mismatched TLS files; for a ``systemd:`` socket that systemd did not pass, a
+    ValueError that says why); nothing is opened."""
+    try:
+        endpoints.serverFromString(_PARSING_ONLY, description)
+    except (IndexError, KeyError):
+        if description.split(":", 1)[0].lower() != "systemd":
+            raise
+        raise ValueError(systemd_failure(os.environ)) from None
+
+
+def systemd_failure(environ: Mapping[str, str], first: int = 3) -> str:
+    """Why a ``systemd:`` endpoint found no socket (Twisted says "list index out of range").
+
+    Twisted reads ``LISTEN_FDS`` (and removes it) when ``twisted.internet.endpoints`` is
+    imported, and ignores it unless ``LISTEN_FDNAMES`` names each socket: a listening socket at
+    descriptor 3 with no names is that case.
+    """
+    names = environ.get("LISTEN_FDNAMES", "")
+    if not names and _listening(first):
+        return (
+            "systemd passed a socket (descriptor 3) without its name (LISTEN_FDNAMES), and "
+            "Twisted finds sockets only by their names: use systemd 227 or later (the socket "
+            "unit's FileDescriptorName=), or systemd-socket-activate --fdname=NAME"
+        )
+    return (
+        f"no such socket among those systemd passed (names: {names.replace(':', ', ') or 'none'}); "
+        "systemd passes them from a socket unit (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES)"
+    )
+
+
+def _listening(fd: int) -> bool:
+    """Whether ``fd`` is a listening socket."""
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        return bool(probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+    finally:
+        probe.detach()
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
