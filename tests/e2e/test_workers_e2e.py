@@ -10,9 +10,11 @@ import os
 import re
 import signal
 import socket
+import ssl
 import threading
 
 from tests.e2e.cases import E2ETestCase
+from tests.e2e.certs import make_ca, make_server_cert
 from tests.e2e.harness import Twistd, Wire, make_file, wait_until
 
 #: A request line a worker logged: ``[worker 2 tcpfiles.files#info] 127.0.0.1:N GET a -> OK``.
@@ -123,6 +125,46 @@ class WorkersTests(E2ETestCase):
         self.assertRegex(server.text(), r"worker 1 \(pid \d+\) stopped")
         self.assertRegex(server.text(), r"worker 2 \(pid \d+\) stopped")
         wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the workers gone")
+
+
+class WorkersTLSTests(E2ETestCase):
+    def test_tls_is_served_by_the_workers(self) -> None:
+        """An ssl: endpoint: the parent binds the TCP port, each worker wraps what it accepts
+        in TLS; several connections verify the certificate and get the file."""
+        (self.root / "a.txt").write_bytes(b"hello\n")
+        ca = make_ca(self.tmp_path)
+        pair = make_server_cert(self.tmp_path, ca)
+        server = self.start_server(
+            "--workers",
+            "2",
+            listen=f"ssl:0:interface=127.0.0.1:certKey={pair.cert}:privateKey={pair.key}",
+        )
+        self.assertRegex(server.text(), r"files listening on 127\.0\.0\.1:\d+ \(TLS\)")
+        context = ssl.create_default_context(cafile=str(ca[0].cert))
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET a.txt\n")
+                    data = b""
+                    while len(data) < len(b"OK 6\nhello\n"):
+                        data += tls.recv(1024)
+            self.assertEqual(data, b"OK 6\nhello\n")
+        server.wait_count(SERVED, 10)
+        self.assertRegex(
+            server.text(), r"\[worker \d tcpfiles\.core\.service#info\] files listening .*\(TLS\)"
+        )
+
+    def test_a_haproxy_endpoint_is_served_by_the_workers(self) -> None:
+        """haproxy:tcp: the parent binds the TCP port below the wrapper, the workers wrap what
+        they accept in the PROXY protocol reader, as listening on the endpoint would."""
+        (self.root / "a.txt").write_bytes(b"hello\n")
+        server = self.start_server("--workers", "2", listen="haproxy:tcp:0:interface=127.0.0.1")
+        for _ in range(4):
+            wire = Wire(server.port)
+            wire.send(b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 80\r\n")
+            self.assertEqual(wire.get("a.txt"), b"hello\n")
+            wire.close()
+        server.wait_count(SERVED, 4)
 
 
 class TemporariesAcrossProcessesTests(E2ETestCase):
