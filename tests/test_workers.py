@@ -128,6 +128,22 @@ class SupervisorTests(SynchronousTestCase):
         self.reactor.end(3)
         self.assertEqual(self.supervisor.delays[1], 0.1)
 
+    def test_a_worker_that_cannot_be_started_is_tried_again(self) -> None:
+        real = self.reactor.spawnProcess
+        failures = [OSError(11, "Resource temporarily unavailable")]
+
+        def spawn(*args: Any, **kwargs: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return real(*args, **kwargs)
+
+        self.reactor.spawnProcess = spawn  # type: ignore[method-assign]
+        self.supervisor.startService()
+        self.assertEqual(sorted(self.supervisor.workers), [2])
+        self.reactor.advance(0.1)
+        self.assertEqual(sorted(self.supervisor.workers), [1, 2])
+        self.flushLoggedErrors()
+
     def test_stop_forwards_sigterm_and_fires_when_all_are_gone(self) -> None:
         self.supervisor.startService()
         stopped = self.supervisor.stopService()

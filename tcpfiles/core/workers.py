@@ -170,9 +170,21 @@ class Supervisor(service.Service):
             FDS_VARIABLE: ",".join(str(3 + n) for n in range(len(fds))),
         }
         worker = _Worker(self, index)
-        transport = self.reactor.spawnProcess(
-            worker, self.command[0], self.command, env=env, childFDs=child_fds
-        )
+        try:
+            transport = self.reactor.spawnProcess(
+                worker, self.command[0], self.command, env=env, childFDs=child_fds
+            )
+        except Exception as exc:  # noqa: BLE001 - out of processes or memory: try again later
+            delay = self.backoff.after(self.delays.get(index), 0.0)
+            self.delays[index] = delay
+            log.error(
+                "cannot start worker {index}: {error}; trying again in {delay:g} s",
+                index=index,
+                error=exc,
+                delay=delay,
+            )
+            self.pending[index] = self.reactor.callLater(delay, self._spawn, index)
+            return
         worker.pid = transport.pid
         worker.started = self.reactor.seconds()
         self.workers[index] = worker
