@@ -68,8 +68,8 @@ class BaseOptions(TLSOptions, AccountOptions):
             "workers",
             None,
             1,
-            "Processes that serve, sharing the listening sockets: with N > 1 this one binds "
-            "them and runs N workers, restarting any that dies. Connection and login limits "
+            "Processes that serve, sharing the sockets: with N > 1 this one binds the "
+            "listeners and runs N workers, restarting any that dies. Connection and login limits "
             "apply per worker. Needs twistd -n and its log on standard output; not with UDP "
             "behaviours or systemd: endpoints (docs/operations.md).",
             positive_int,
