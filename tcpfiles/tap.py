@@ -25,6 +25,7 @@ from tcpfiles.core.plugin import discover, is_datagram
 from tcpfiles.core.service import ListenFailed
 from tcpfiles.core.tls import TLSOptions
 from tcpfiles.core.workers import (
+    WORKER_MAIN,
     Supervisor,
     adopt_listeners,
     become_worker,
@@ -71,7 +72,7 @@ class BaseOptions(TLSOptions, AccountOptions):
             "Processes that serve, sharing the sockets: with N > 1 this one binds the "
             "listeners and runs N workers, restarting any that dies. Connection and login limits "
             "apply per worker. Needs twistd -n and its log on standard output; not with UDP "
-            "behaviours or systemd: endpoints (docs/operations.md).",
+            "behaviours (docs/operations.md).",
             positive_int,
         ],
     ]
@@ -133,18 +134,12 @@ class BaseOptions(TLSOptions, AccountOptions):
                 "or --logger tcpfiles.logs.json_logger with TCPFILES_JSON_LOG)"
             )
         self.logger = twistd["logger"] if twistd is not None else None
-        for name, (plugin, _own, endpoints) in self["serving"].items():
+        for name, (plugin, _own, _endpoints) in self["serving"].items():
             if is_datagram(plugin):
                 raise usage.UsageError(
                     f"--workers: {name} is a datagram behaviour, served by one process: "
                     "run it in a twistd of its own"
                 )
-            for endpoint in endpoints:
-                if endpoint.lower().startswith("systemd:"):
-                    raise usage.UsageError(
-                        f"--workers: {endpoint}: a socket from systemd is shared by starting "
-                        "several services on its socket unit (docs/operations.md), not workers"
-                    )
 
     def _behaviours(self) -> dict[str, tuple[Any, usage.Options, list[str]]]:
         """Check --serve and each behaviour's own options; name -> (plugin, options, endpoints)."""
@@ -299,7 +294,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
 def _worker_command(options: BaseOptions, reactor: Any) -> list[str]:
     """A worker's command line: this Python running twistd in the foreground, with this
     process's reactor and ``--logger``, and the same tcpfiles arguments."""
-    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    command = [sys.executable, "-c", WORKER_MAIN]
     command += ["-n", "--pidfile="]
     from twisted.application.reactors import getReactorTypes
 

@@ -20,6 +20,7 @@ from tcpfiles.core.workers import (
     FDS_VARIABLE,
     INDEX_VARIABLE,
     STOP_MARGIN,
+    WORKER_MAIN,
     Backoff,
     Supervisor,
     WorkerRole,
@@ -95,6 +96,18 @@ class SupervisorTests(SynchronousTestCase):
             )
             self.assertEqual(worker_role(env), WorkerRole(number, (3, 4)))
         self.assertEqual(sorted(self.supervisor.workers), [1, 2])
+
+    def test_socket_names_from_systemd_are_passed_on(self) -> None:
+        """The parent's LISTEN_FDS was taken by Twisted; the names are passed on, with their
+        count, and the worker claims them (WORKER_MAIN sets LISTEN_PID to its own pid)."""
+        supervisor = Supervisor(
+            self.reactor, 1, ["python"], lambda: [5], {"LISTEN_FDNAMES": "files:chat"}, 1.0
+        )
+        supervisor.startService()
+        env = self.reactor.spawned[0]["env"]
+        self.assertEqual((env["LISTEN_FDNAMES"], env["LISTEN_FDS"]), ("files:chat", "2"))
+        self.assertNotIn("LISTEN_PID", env)
+        self.assertIn("LISTEN_PID=str(os.getpid())", WORKER_MAIN)
 
     def test_a_worker_that_dies_is_replaced_after_a_growing_delay(self) -> None:
         """0.1 s, then 0.2, 0.4 ... up to the cap while replacements die at once; the hook

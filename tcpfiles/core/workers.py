@@ -42,6 +42,7 @@ __all__ = [
     "INDEX_VARIABLE",
     "PARENT_ONLY",
     "STOP_MARGIN",
+    "WORKER_MAIN",
     "Backoff",
     "Supervisor",
     "WorkerRole",
@@ -69,6 +70,14 @@ PARENT_ONLY = (
 )
 #: Seconds the parent waits past the grace period before it kills the workers still there.
 STOP_MARGIN = 5.0
+#: What a worker runs (``python -c WORKER_MAIN twistd-arguments...``): twistd, after claiming
+#: the names of the sockets systemd passed to its parent (``LISTEN_PID`` is the worker's own), so
+#: that its ``systemd:`` endpoint strings parse as the parent's did; the sockets it serves are
+#: the ones :data:`FDS_VARIABLE` lists.
+WORKER_MAIN = (
+    "import os; 'LISTEN_FDS' in os.environ and os.environ.update(LISTEN_PID=str(os.getpid())); "
+    "from twisted.scripts.twistd import run; run()"
+)
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ class Supervisor(service.Service):
         self.command = list(command)
         self.fds = fds or (lambda: ())
         self.env = {k: v for k, v in env.items() if k not in PARENT_ONLY}
+        self.env.update(_socket_names(env))
         self.grace = grace
         self.on_worker_exit = on_worker_exit
         self.backoff = backoff
@@ -270,6 +280,16 @@ class Supervisor(service.Service):
             self._deadline.cancel()
         if self.stopped is not None and not self.stopped.called:
             self.stopped.callback(None)
+
+
+def _socket_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """The names of the sockets systemd passed to the parent, and their count, for a worker to
+    parse the same ``systemd:`` strings (Twisted took ``LISTEN_FDS`` from the parent's
+    environment; the names stay)."""
+    names = environ.get("LISTEN_FDNAMES", "")
+    if not names:
+        return {}
+    return {"LISTEN_FDNAMES": names, "LISTEN_FDS": str(len(names.split(":")))}
 
 
 def _install_signals(handler: Callable[[str], None]) -> bool:

@@ -1,9 +1,11 @@
 """systemd socket activation, with systemd's own stand-in (``systemd-socket-activate``): a
-``systemd:`` endpoint serves the socket it is given, by name; without names (what systemd
-before 227 and ``systemd-socket-activate`` without ``--fdname`` pass) the error says so."""
+``systemd:`` endpoint serves the socket it is given, by name, in one process or in workers; without
+names (what systemd before 227 and ``systemd-socket-activate`` without ``--fdname`` pass) the
+error says so."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -84,11 +86,26 @@ class SocketActivationTests(E2ETestCase):
         self.assertIn("--fdname=NAME", output)
         self.assertNotIn("list index out of range", output)
 
-    def test_workers_refuse_a_socket_from_systemd(self) -> None:
+    def test_workers_share_a_socket_from_systemd(self) -> None:
+        """--workers 2 on a systemd: endpoint: the parent takes the socket systemd passed and
+        hands it to its workers, which parse the same endpoint string and serve it."""
+        (self.root / "a.txt").write_bytes(b"hello\n")
         proc, port = self.activate(
             "--fdname=files", listen="systemd:domain=INET:name=files", extra=("--workers", "2")
         )
-        start_and_wait_closed(port)
-        output, _ = proc.communicate(timeout=30)
-        self.assertNotEqual(proc.returncode, 0)
-        self.assertIn("--workers: systemd:domain=INET:name=files: a socket from systemd", output)
+        for _ in range(10):
+            wire = Wire(port)
+            self.assertEqual(wire.get("a.txt"), b"hello\n")
+            wire.close()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        self.assertIn(proc.returncode, (0, -signal.SIGTERM), output)
+        self.assertRegex(output, r"started worker 2 \(pid \d+\)")
+        self.assertRegex(
+            output,
+            rf"\[worker \d tcpfiles\.core\.service#info\] files listening on 127\.0\.0\.1:{port}",
+        )
+        self.assertEqual(
+            len(re.findall(r"\[worker \d tcpfiles\.files#info\] .* GET a\.txt", output)), 10
+        )
+        self.assertNotIn("Traceback", output)
