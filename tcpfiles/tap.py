@@ -11,6 +11,8 @@ Behaviours are discovered when this module is imported, so that ``--help`` can l
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from twisted.application import service
@@ -18,10 +20,19 @@ from twisted.python import reflect, usage
 
 from tcpfiles.compose import Serve, bind_now, check_endpoint, default_endpoints, make_service
 from tcpfiles.compose import parse_options as parse_own_options
-from tcpfiles.core.options import positive_float
-from tcpfiles.core.plugin import discover
+from tcpfiles.core.options import positive_float, positive_int
+from tcpfiles.core.plugin import discover, is_datagram
 from tcpfiles.core.service import ListenFailed, check_server_string
 from tcpfiles.core.tls import TLSOptions
+from tcpfiles.core.workers import (
+    WORKER_MAIN,
+    Supervisor,
+    adopt_listeners,
+    become_worker,
+    parent_service,
+    tag_events,
+    worker_role,
+)
 from tcpfiles.tree.accounts import AccountOptions
 from tcpfiles.tree.paths import Root
 
@@ -62,12 +73,28 @@ class BaseOptions(TLSOptions, AccountOptions):
             "status') over HTTP on this endpoint, e.g. tcp:9100:interface=127.0.0.1; "
             "needs the 'metrics' extra (pip install 'tcpfiles[metrics]').",
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Processes that serve, sharing the sockets: with N > 1 this one binds the "
+            "listeners and runs N workers, restarting any that dies. Connection and login limits "
+            "apply per worker. Needs twistd -n and its log on standard output; not with UDP "
+            "behaviours (docs/operations.md).",
+            positive_int,
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["serve"] = []
+        self.argv: list[str] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, keeping the arguments: a worker gets the same (``--workers``)."""
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
 
     def opt_listen(self, description: str) -> None:
         """Twisted server endpoint string to serve files on; repeatable [default: tcp:8888]."""
@@ -102,6 +129,26 @@ class BaseOptions(TLSOptions, AccountOptions):
         if not self["listen"]:
             self["listen"] = default_endpoints(BEHAVIOURS[DEFAULT], self.tls())
         self["serving"] = self._behaviours()
+        if self["workers"] > 1:
+            self._check_workers()
+
+    def _check_workers(self) -> None:
+        """What ``--workers`` cannot do, said before anything starts."""
+        twistd = getattr(self, "parent", None)
+        if twistd is not None and not twistd["nodaemon"]:
+            raise usage.UsageError("--workers needs twistd -n (run it in the foreground)")
+        if twistd is not None and twistd["logfile"] not in (None, "-"):
+            raise usage.UsageError(
+                "--workers: workers log to standard output, not --logfile (use the journal, "
+                "or --logger tcpfiles.logs.json_logger with TCPFILES_JSON_LOG)"
+            )
+        self.logger = twistd["logger"] if twistd is not None else None
+        for name, (plugin, _own, _endpoints) in self["serving"].items():
+            if is_datagram(plugin):
+                raise usage.UsageError(
+                    f"--workers: {name} is a datagram behaviour, served by one process: "
+                    "run it in a twistd of its own"
+                )
 
     def _check_metrics(self) -> None:
         """--metrics needs prometheus_client, and an endpoint that could listen."""
@@ -231,7 +278,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     """The service twistd runs: files on every ``--listen``, each ``--serve`` beside it."""
     if reactor is None:
         from twisted.internet import reactor
-    top = make_service(
+    top: service.MultiService = make_service(
         reactor,
         options["root"],
         [Serve(plugin, where, own) for plugin, own, where in options["serving"].values()],
@@ -245,12 +292,46 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         second_signal_forces=True,
         metrics=options["metrics"],
     )
+    role = worker_role(os.environ)
+    if role is not None:  # started by a parent's --workers: serve its sockets
+        become_worker()
+        adopt_listeners(top, role.fds)
+        from twisted.logger import globalLogPublisher
+
+        tag_events(globalLogPublisher, role.index)
+    elif options["workers"] > 1:
+        supervisor = Supervisor(
+            reactor,
+            options["workers"],
+            _worker_command(options, reactor),
+            None,
+            os.environ,
+            options["grace"],
+        )
+        top = parent_service(top, supervisor)
     if _under_twistd(options):
         try:
             bind_now(top)
         except ListenFailed as exc:
             raise SystemExit(f"twistd: {exc}") from None
     return top
+
+
+def _worker_command(options: BaseOptions, reactor: Any) -> list[str]:
+    """A worker's command line: this Python running twistd in the foreground, with this
+    process's reactor and ``--logger``, and the same tcpfiles arguments."""
+    command = [sys.executable, "-c", WORKER_MAIN]
+    command += ["-n", "--pidfile="]
+    from twisted.application.reactors import getReactorTypes
+
+    for kind in getReactorTypes():
+        if getattr(kind, "moduleName", None) == type(reactor).__module__:
+            command += ["--reactor", kind.shortName]
+            break
+    logger = getattr(options, "logger", None)
+    if logger:
+        command += ["--logger", logger]
+    return [*command, "tcpfiles", *options.argv]
 
 
 def _under_twistd(options: usage.Options) -> bool:

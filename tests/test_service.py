@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tcpfiles.core.service import check_server_string, systemd_failure
 from tcpfiles.files import make_files_service
 from tcpfiles.testing import connect, pump
 from tests.helpers import temporary_directory
@@ -44,3 +47,26 @@ class DrainingTests(SynchronousTestCase):
         protocol.connectionLost(None)
         reactor.advance(0)
         assert stopped.called
+
+
+class SystemdFailureTests(SynchronousTestCase):
+    """What a ``systemd:`` endpoint that finds no socket says, instead of Twisted's
+    "list index out of range"."""
+
+    def test_a_listening_socket_without_names(self) -> None:
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            text = systemd_failure({}, first=listening.fileno())
+        self.assertIn("without its name (LISTEN_FDNAMES)", text)
+        self.assertIn("FileDescriptorName=", text)
+
+    def test_names_that_do_not_match(self) -> None:
+        with socket.socket() as unbound:  # not listening: not systemd's
+            text = systemd_failure({"LISTEN_FDNAMES": "files:chat"}, first=unbound.fileno())
+        self.assertIn("no such socket among those systemd passed (names: files, chat)", text)
+
+    def test_nothing_passed(self) -> None:
+        self.assertIn("(names: none)", systemd_failure({}, first=1 << 20))
+        with self.assertRaisesRegex(ValueError, "systemd passed|names: "):
+            check_server_string("systemd:domain=INET:name=surely-not-passed")

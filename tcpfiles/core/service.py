@@ -8,8 +8,11 @@ listeners first, then gives open connections ``grace`` seconds to finish before 
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service
@@ -25,8 +28,11 @@ __all__ = [
     "DrainingService",
     "ListenFailed",
     "ListenerService",
+    "adopt_port",
     "check_server_string",
+    "hold",
     "listen_failure",
+    "systemd_failure",
     "with_backlog",
 ]
 
@@ -56,8 +62,48 @@ _PARSING_ONLY: Any = object()
 
 def check_server_string(description: str) -> None:
     """Raise if ``description`` is not a server endpoint string that could listen (bad syntax,
-    unreadable or mismatched TLS files); nothing is opened."""
-    endpoints.serverFromString(_PARSING_ONLY, description)
+    unreadable or mismatched TLS files; for a ``systemd:`` socket that systemd did not pass, a
+    ValueError that says why); nothing is opened."""
+    try:
+        endpoints.serverFromString(_PARSING_ONLY, description)
+    except (IndexError, KeyError):
+        if description.split(":", 1)[0].lower() != "systemd":
+            raise
+        raise ValueError(systemd_failure(os.environ)) from None
+
+
+def systemd_failure(environ: Mapping[str, str], first: int = 3) -> str:
+    """Why a ``systemd:`` endpoint found no socket (Twisted says "list index out of range").
+
+    Twisted reads ``LISTEN_FDS`` (and removes it) when ``twisted.internet.endpoints`` is
+    imported, and ignores it unless ``LISTEN_FDNAMES`` names each socket: a listening socket at
+    descriptor 3 with no names is that case.
+    """
+    names = environ.get("LISTEN_FDNAMES", "")
+    if not names and _listening(first):
+        return (
+            "systemd passed a socket (descriptor 3) without its name (LISTEN_FDNAMES), and "
+            "Twisted finds sockets only by their names: use systemd 227 or later (the socket "
+            "unit's FileDescriptorName=), or systemd-socket-activate --fdname=NAME"
+        )
+    return (
+        f"no such socket among those systemd passed (names: {names.replace(':', ', ') or 'none'}); "
+        "systemd passes them from a socket unit (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES)"
+    )
+
+
+def _listening(fd: int) -> bool:
+    """Whether ``fd`` is a listening socket."""
+    try:
+        probe = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        return bool(probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+    finally:
+        probe.detach()
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
@@ -78,6 +124,11 @@ class ListenerService(service.Service):
         self.reactor = reactor
         self.label = label
         self.port: interfaces.IListeningPort | None = None
+        #: A listening socket handed down by a parent process (``--workers``): served instead
+        #: of opening the endpoint (:func:`tcpfiles.core.workers.adopt_listeners` sets it).
+        self.inherited: int | None = None
+        #: In a parent of workers: bind, but never accept (the workers do).
+        self.held = False
         # Parse now, so a malformed string is an error before anything starts.
         endpoints.serverFromString(reactor, self.description)
 
@@ -86,19 +137,29 @@ class ListenerService(service.Service):
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         if self.port is not None:
             return
-        endpoint = endpoints.serverFromString(self.reactor, self.description)
         outcome: list[Any] = []
-        endpoint.listen(self.factory).addBoth(outcome.append)
+        self._listen().addBoth(outcome.append)
         if not outcome:
             raise RuntimeError(f"{self.description}: endpoints that listen later are unsupported")
         if isinstance(outcome[0], Failure):
             raise listen_failure(self.label, self.requested, outcome[0].value)
         self.port = outcome[0]
+        if self.held:
+            hold(self.port)
         log.info(
             "{label} listening on {address} ({security})",
             label=self.label,
             address=self.address(),
             security=self.security(),
+        )
+
+    def _listen(self) -> defer.Deferred[Any]:
+        """Open the endpoint, or serve the inherited socket as the endpoint would."""
+        if self.inherited is None:
+            endpoint = endpoints.serverFromString(self.reactor, self.description)
+            return endpoint.listen(self.factory)  # type: ignore[no-any-return]
+        return defer.maybeDeferred(
+            adopt_port, self.reactor, self.description, self.inherited, self.factory
         )
 
     def security(self) -> str:
@@ -132,6 +193,33 @@ class ListenerService(service.Service):
     def address(self) -> str:
         """Where we listen, as text (``127.0.0.1:8888``), or empty when not listening."""
         return _address(self.port) if self.port is not None else ""
+
+
+def adopt_port(reactor: Any, description: str, fd: int, factory: Factory) -> defer.Deferred[Any]:
+    """Serve ``factory`` on the listening socket ``fd`` as the endpoint ``description`` would
+    serve it: through the same wrappers (``haproxy:``) and TLS (``ssl:``) around the factory.
+    The socket's family is the socket's own; ``fd`` is closed (the port has its own copy)."""
+    endpoint = endpoints.serverFromString(reactor, description)
+    wrapped: Any = factory
+    # Wrapper endpoints (haproxy:) wrap the factory, outermost first, then listen below.
+    while hasattr(endpoint, "_wrappedEndpoint"):
+        wrapped = endpoint._wrapperFactory(wrapped)
+        endpoint = endpoint._wrappedEndpoint
+    if isinstance(endpoint, endpoints.SSL4ServerEndpoint):  # as reactor.listenSSL wraps it
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        wrapped = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, wrapped)
+    probe = socket.socket(fileno=fd)  # the family, as the kernel knows it
+    family = probe.family
+    probe.detach()
+    return endpoints.AdoptedStreamServerEndpoint(reactor, fd, family).listen(wrapped)  # type: ignore[no-any-return]
+
+
+def hold(port: Any) -> None:
+    """A bound port that a parent keeps for its workers: not accepting, and closed without
+    ``shutdown()`` (which would stop every process's accepting on the shared socket)."""
+    port.stopReading()
+    port._shouldShutdown = False
 
 
 def _address(port: interfaces.IListeningPort) -> str:

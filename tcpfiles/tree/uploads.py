@@ -6,6 +6,12 @@ arrives, counting and hashing → check size and sha256 → ``fsync`` (off the r
 publish with ``link`` (a new file: never replaces one that appeared meanwhile) or ``rename``
 (``REPLACE``) → ``fsync`` the directory.  On any failure, or when :meth:`Upload.abort` is called
 (disconnect, timeout, shutdown), the temporary is removed and the final name is never touched.
+
+A temporary is locked (``flock``) by its upload from its creation until it is published or
+removed.  The sweep of temporaries that a server which died left behind
+(:class:`StaleTemporaries`, at start) removes only those it can lock itself: another process's
+upload in flight (``--workers``, or two servers on one root) keeps its temporary, and the lock of
+a process that died is gone with it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import secrets
 import stat
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +41,7 @@ from tcpfiles.tree.paths import (
     stat_beneath,
 )
 from tcpfiles.tree.store import TEMP_PREFIX
+from tcpfiles.tree.templock import create_locked, remove_unlocked
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -246,16 +252,11 @@ class Upload:
         self.received = 0
         self.device = key[0]
         self.digest = hashlib.sha256()
-        self.temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
-            self.fd: int | None = os.open(
-                self.temp,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-                dir_fd=parent,
-            )
+            self.temp, fd = create_locked(parent, TEMP_PREFIX, TEMP_SUFFIX)
         except OSError as exc:
             raise _write_refused(exc) from None
+        self.fd: int | None = fd
         self.finished = False
 
     @property
@@ -284,7 +285,7 @@ class Upload:
                 raise Mismatch(f"the data does not match the announced sha256 {self.expected}")
             fd = self.fd
             yield self.uploads.run_in_thread(os.fsync, fd)
-            self._close_fd()
+            # The descriptor, and with it the lock, stays open until the temporary is gone.
             if self.replace:
                 os.rename(self.temp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
             else:
@@ -300,6 +301,7 @@ class Upload:
                     _through_link(self.uploads.root, self.parts)  # NotFound: an escaping link
                     raise Exists("the file appeared meanwhile; REPLACE to overwrite it") from None
                 os.unlink(self.temp, dir_fd=self.parent)
+            self._close_fd()
             yield self.uploads.run_in_thread(os.fsync, self.parent)
         except BaseException:
             self.abort()
@@ -311,11 +313,12 @@ class Upload:
         """Give up: remove the temporary (never the final name)."""
         if self.finished:
             return
+        if self.fd is not None:  # not published yet: the temporary is still ours
+            try:
+                os.unlink(self.temp, dir_fd=self.parent)
+            except FileNotFoundError:
+                pass
         self._close_fd()
-        try:
-            os.unlink(self.temp, dir_fd=self.parent)
-        except FileNotFoundError:
-            pass
         self._release()
 
     def _close_fd(self) -> None:
@@ -354,17 +357,15 @@ def make_directory(root: Root, path: str) -> bool:
 
 
 def remove_stale_temporaries(root: Root) -> list[str]:
-    """Delete upload temporaries left by a server that died; the paths removed."""
+    """Delete upload temporaries left by a server that died; the paths removed.  One that an
+    upload in flight holds locked (in this process or another) is left alone."""
     removed = []
     for directory, _dirs, files in os.walk(root.real):  # does not follow symlinks
         for name in files:
             if is_temporary(name) and name.endswith(TEMP_SUFFIX):
                 path = os.path.join(directory, name)
-                try:
-                    os.unlink(path)
+                if remove_unlocked(path):
                     removed.append(path)
-                except OSError:
-                    pass
     return removed
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import subprocess
+import sys
 
 from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
@@ -218,3 +220,43 @@ class UploadTests(SynchronousTestCase):
         removed = remove_stale_temporaries(Root.at(str(self.root)))
         assert [os.path.basename(p) for p in removed] == [".tcpfiles-0123456789abcdef.part"]
         assert (self.root / ".tcpfiles-notes").exists() and (self.root / "old.txt").exists()
+
+    def test_a_live_temporary_survives_the_sweep(self) -> None:
+        """An upload in flight in this process keeps its temporary through a sweep (as a second
+        process's start does it), and then publishes; an aborted one leaves nothing."""
+        body = b"x" * 100
+        protocol, transport = connect(make(self.root))
+        protocol.dataReceived(put_line("kept.txt", body) + body[:10])
+        assert len(temporaries(self.root)) == 1
+        assert remove_stale_temporaries(Root.at(str(self.root))) == []
+        protocol.dataReceived(body[10:])
+        assert transport.value().startswith(b"OK "), transport.value()
+        assert (self.root / "kept.txt").read_bytes() == body
+        assert temporaries(self.root) == []
+
+    def test_another_process_lock_is_respected_and_a_dead_one_swept(self) -> None:
+        """A temporary that another process holds locked survives the sweep; once that process
+        has died (its lock gone with it), the next sweep removes it."""
+        path = self.root / ".tcpfiles-00112233445566778.part"
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import fcntl, os, sys\n"
+                f"fd = os.open({str(path)!r}, os.O_WRONLY | os.O_CREAT | os.O_EXCL)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "print('locked', flush=True)\n"
+                "sys.stdin.read()\n",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.addCleanup(lambda: holder.poll() is None and holder.kill())
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert remove_stale_temporaries(Root.at(str(self.root))) == []
+        assert path.exists()
+        holder.kill()  # dies holding it: the kernel drops the lock
+        holder.wait(timeout=20)
+        assert remove_stale_temporaries(Root.at(str(self.root))) == [str(path)]
+        assert not path.exists()
