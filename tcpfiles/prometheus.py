@@ -21,7 +21,10 @@ The process that serves the page sums the directory: :func:`serve_metrics_multip
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +48,7 @@ __all__ = [
     "MetricsSite",
     "PrometheusMetrics",
     "metrics_site",
+    "WorkersMetrics",
     "serve_metrics_multiprocess",
     "worker_died",
 ]
@@ -333,3 +337,21 @@ def serve_metrics_multiprocess(reactor: Any, endpoint: str, directory: str) -> L
 def worker_died(pid: int, directory: str) -> None:
     """A worker is gone: its live gauges no longer count (its counters still do)."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+class WorkersMetrics:
+    """``--metrics`` for the parent of ``--workers``: a fresh directory for the workers to
+    write to (:attr:`environment` is what they need in theirs), :attr:`page`, the listener
+    serving its sum on ``endpoint``, and :meth:`worker_died` for the supervisor to call with
+    each worker that ends.  The directory is removed when this process exits, after its
+    workers (the supervisor waits for them), never while one may still write to it."""
+
+    def __init__(self, reactor: Any, endpoint: str) -> None:
+        self.directory = tempfile.mkdtemp(prefix="tcpfiles-metrics-")
+        atexit.register(shutil.rmtree, self.directory, True)
+        self.environment = {ENVIRONMENT: self.directory}
+        self.page = serve_metrics_multiprocess(reactor, endpoint, self.directory)
+
+    def worker_died(self, pid: int) -> None:
+        """A worker is gone: see :func:`worker_died`."""
+        worker_died(pid, self.directory)

@@ -278,6 +278,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
     """The service twistd runs: files on every ``--listen``, each ``--serve`` beside it."""
     if reactor is None:
         from twisted.internet import reactor
+    role = worker_role(os.environ)
     top: service.MultiService = make_service(
         reactor,
         options["root"],
@@ -290,9 +291,8 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         users=options["grants"],
         anonymous=options["anonymous"],
         second_signal_forces=True,
-        metrics=options["metrics"],
+        metrics=_own_metrics(options, role),
     )
-    role = worker_role(os.environ)
     if role is not None:  # started by a parent's --workers: serve its sockets
         become_worker()
         adopt_listeners(top, role.fds)
@@ -300,21 +300,53 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
 
         tag_events(globalLogPublisher, role.index)
     elif options["workers"] > 1:
-        supervisor = Supervisor(
-            reactor,
-            options["workers"],
-            _worker_command(options, reactor),
-            None,
-            os.environ,
-            options["grace"],
-        )
-        top = parent_service(top, supervisor)
+        top = _parent(options, reactor, top)
     if _under_twistd(options):
         try:
             bind_now(top)
         except ListenFailed as exc:
             raise SystemExit(f"twistd: {exc}") from None
     return top
+
+
+def _own_metrics(options: BaseOptions, role: Any) -> Any:
+    """What this process's make_service reports to: with ``--workers``, a worker writes to the
+    parent's multi-process directory and the parent serves their sum (not a page of its own)."""
+    if options["metrics"] is None or (role is None and options["workers"] == 1):
+        return options["metrics"]
+    if role is None:
+        return None  # the parent: _parent serves the workers' sum
+    from tcpfiles.prometheus import PrometheusMetrics
+
+    return PrometheusMetrics.from_environ()
+
+
+def _parent(options: BaseOptions, reactor: Any, top: service.MultiService) -> Any:
+    """The parent of ``--workers``: ``top``'s listeners held for the supervised workers, and
+    with ``--metrics`` the page summing what every worker writes (stopped after them)."""
+    env: dict[str, str] = dict(os.environ)
+    on_exit = None
+    metrics = None
+    if options["metrics"] is not None:
+        from tcpfiles.prometheus import WorkersMetrics
+
+        metrics = WorkersMetrics(reactor, options["metrics"])
+        env.update(metrics.environment)
+        on_exit = metrics.worker_died
+    supervisor = Supervisor(
+        reactor,
+        options["workers"],
+        _worker_command(options, reactor),
+        None,
+        env,
+        options["grace"],
+        on_worker_exit=on_exit,
+    )
+    parent = parent_service(top, supervisor)
+    if metrics is not None:  # first: listening before the notifier says READY=1
+        metrics.page.setServiceParent(parent)
+        parent.services.insert(0, parent.services.pop())
+    return parent
 
 
 def _worker_command(options: BaseOptions, reactor: Any) -> list[str]:

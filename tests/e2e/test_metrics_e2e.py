@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import os
 import re
+import signal
 import socket
+import threading
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -181,3 +185,58 @@ class StatusTests(E2ETestCase):
         slow.close()
         upload.close()
         server.wait_for(r"PUT 1000 0{64} up\.bin -> aborted")
+
+
+class WorkersMetricsTests(E2ETestCase):
+    def test_the_parent_page_sums_every_worker(self) -> None:
+        """``--workers 2 --metrics``: the parent serves one page, the sum of both workers'
+        counters (each request counted once, whichever worker answered it); after a worker is
+        killed, what it counted is still there and its replacement adds to it."""
+        (self.root / "small.txt").write_bytes(SMALL)
+        server = self.start_server("--workers", "2", *METRICS)
+        metrics_port = server.port_of("metrics")
+        for index in (1, 2):
+            server.wait_for(rf"\[worker {index} tcpfiles\.core\.service#info\] files listening")
+        requests = ("tcpfiles_files_requests_total", (("outcome", "OK"), ("verb", "GET")))
+        accepted = ("tcpfiles_connections_accepted_total", (("behaviour", "files"),))
+        served: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
+
+        def client(count: int) -> None:
+            for _ in range(count):
+                wire = Wire(server.port)
+                try:
+                    answer = wire.get("small.txt")
+                finally:
+                    wire.close()
+                with lock:
+                    served["ok" if answer == SMALL else "wrong"] += 1
+
+        threads = [threading.Thread(target=client, args=(10,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        self.assertEqual(served, {"ok": 40})
+        # Counters are written at once; readings from live objects within a second.
+        wait_until(
+            lambda: (page := scrape(metrics_port)).get(requests) == 40 and page.get(accepted) == 40,
+            20,
+            "the parent's page to count the 40 GETs of both workers",
+        )
+        pids = sorted(
+            {
+                int(m.group(1))
+                for m in re.finditer(r"started worker \d \(pid (\d+)\)", server.text())
+            }
+        )
+        self.assertEqual(len(pids), 2)
+        os.kill(pids[0], signal.SIGKILL)
+        server.wait_for(rf"\(pid {pids[0]}\) was killed by SIGKILL")
+        client(5)
+        self.assertEqual(served, {"ok": 45})
+        wait_until(
+            lambda: scrape(metrics_port).get(requests) == 45,
+            20,
+            "45 GETs counted after a worker was killed and replaced",
+        )
