@@ -100,6 +100,7 @@ def make_service(
     users: Users | Mapping[str, Grant] | str | None = None,
     anonymous: bool = False,
     second_signal_forces: bool = False,
+    quota: int = 0,
 ) -> DrainingService:
     """The service that serves each of ``serving`` over ``root``: what ``twistd tcpfiles`` runs.
 
@@ -107,7 +108,8 @@ def make_service(
     seconds connections may take to finish on stop before they are dropped.  ``tls``: a
     (certificate, key) pair of PEM files that makes every *default* endpoint TLS.  Accounts,
     shared by every behaviour (see :func:`tcpfiles.tree.accounts.make_accounts`):
-    ``writable`` and ``max_upload`` for uploads; ``checkers`` (twisted.cred) to require logins;
+    ``writable``, ``max_upload`` and ``quota`` (bytes each account may store; 0: no limit) for
+    uploads; ``checkers`` (twisted.cred) to require logins;
     ``users``, a users file (parsed, or its path) giving accounts their own roots; ``anonymous``
     to let anyone read without one.  ``second_signal_forces``: a second SIGINT/SIGTERM while
     draining drops the rest (for a process that owns its signals).  ValueError for anything
@@ -131,6 +133,7 @@ def make_service(
         users=users,
         anonymous=anonymous,
         max_upload=max_upload,
+        quota=quota,
     )
     top = DrainingService([], grace, reactor, second_signal_forces)
     _adopt(top, FdLimitCheck(top.trackers, root))  # first: before any bind

@@ -101,6 +101,7 @@ def factory_for(context: Context, limits: Limits | None = None) -> FileServerFac
         anonymous_view is not None,
         context.limiter,
         anonymous_store=None if anonymous_view is None else realm.store_for(anonymous_view)[0],
+        quota=realm.quota_for(Grant(context.root, True)) if context.writable else None,
     )
 
 

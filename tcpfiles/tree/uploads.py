@@ -35,6 +35,7 @@ from tcpfiles.tree.paths import (
     parse_path,
     stat_beneath,
 )
+from tcpfiles.tree.quota import Quota
 from tcpfiles.tree.store import TEMP_PREFIX
 
 __all__ = [
@@ -129,8 +130,11 @@ class Uploads:
         self._defer_to_thread = defer_to_thread
         self._in_progress: set[tuple[int, int, str]] = set()
 
-    def begin(self, path: str, size: int, sha256: str, replace: bool) -> Upload:
-        """Validate an upload and open its temporary; raises a ``PathError`` subclass."""
+    def begin(
+        self, path: str, size: int, sha256: str, replace: bool, quota: Quota | None = None
+    ) -> Upload:
+        """Validate an upload (against ``quota`` too: held until it is over) and open its
+        temporary; raises a ``PathError`` subclass."""
         if size > self.max_upload:
             raise TooLarge(
                 f"{size} bytes is over this server's upload limit of {self.max_upload} bytes"
@@ -159,7 +163,15 @@ class Uploads:
             key = (directory.st_dev, directory.st_ino, name)
             if key in self._in_progress:
                 raise Busy("another upload of this file is in progress")
-            upload = Upload(self, parent, name, size, sha256, replace, key, parts)
+            replaced = 0 if existing is None else existing.st_size
+            held = 0 if quota is None else quota.reserve(size, replaced)
+            try:
+                upload = Upload(self, parent, name, size, sha256, replace, key, parts)
+            except BaseException:
+                if quota is not None:
+                    quota.release(held)
+                raise
+            upload.quota, upload.held = quota, held
         except BaseException:
             os.close(parent)
             raise
@@ -241,6 +253,8 @@ class Upload:
         self.received = 0
         self.device = key[0]
         self.digest = hashlib.sha256()
+        self.quota: Quota | None = None  # the account's, holding ``held`` bytes of it
+        self.held = 0
         self.temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
             self.fd: int | None = os.open(
@@ -280,6 +294,7 @@ class Upload:
             fd = self.fd
             yield self.uploads.run_in_thread(os.fsync, fd)
             self._close_fd()
+            replaced = self._replaced()
             if self.replace:
                 os.rename(self.temp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
             else:
@@ -299,6 +314,8 @@ class Upload:
         except BaseException:
             self.abort()
             raise
+        if self.quota is not None:
+            self.quota.stored(self.size - replaced)
         self._release()
         return self.expected
 
@@ -313,6 +330,11 @@ class Upload:
             pass
         self._release()
 
+    def _replaced(self) -> int:
+        """Bytes of the regular file about to be replaced (0: none, or no quota to count it)."""
+        found = _lstat(self.parent, self.name) if self.quota and self.replace else None
+        return found.st_size if found is not None and stat.S_ISREG(found.st_mode) else 0
+
     def _close_fd(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
@@ -320,6 +342,8 @@ class Upload:
 
     def _release(self) -> None:
         self.finished = True
+        if self.quota is not None:
+            self.quota.release(self.held)
         os.close(self.parent)
         self.uploads._done(self)
 
