@@ -66,8 +66,8 @@ class FilesOptions(usage.Options):
             "rate",
             None,
             0,
-            "Bytes per second each connection may download or upload: 512K, 2M, 2MiB (powers "
-            "of 1024), or 0 / none for no limit. An account's rate= in --users applies too.",
+            "Bytes per second each connection may download or upload (an account's rate= in "
+            "--users applies as well).",
             byte_rate,
         ],
     ]

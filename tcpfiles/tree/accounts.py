@@ -341,7 +341,13 @@ class AccountOptions(usage.Options, strcred.AuthOptionMixin):
             "Largest upload accepted (with --writable).",
             size,
         ],
-        ["quota", None, 0, "Bytes each account may store (a users-file quota= wins).", byte_limit],
+        [
+            "quota",
+            None,
+            0,
+            "Bytes each account may store, with --writable (quota= in --users wins).",
+            byte_limit,
+        ],
         [
             "users",
             None,
