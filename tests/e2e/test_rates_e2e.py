@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 from tests.e2e.cases import E2ETestCase
@@ -95,3 +96,42 @@ class QuotaTests(E2ETestCase):
         again = run_cli(*base, str(self.tmp_path / "two.bin"), env=alice, cwd=self.tmp_path)
         assert again.returncode == 1 and "(3072 stored, 0 in uploads under way)" in again.stderr
         server.wait_for(r"PUT .*five\.bin -> ERR over-quota")
+
+
+class AccountRateTests(E2ETestCase):
+    """rate= in the users file, on a real server: one allowance for all of alice's connections."""
+
+    def test_two_connections_share_the_account_rate(self) -> None:
+        """alice (rate=2M) downloads 4 MiB on two connections at once: each gets about half of
+        2 MiB/s, not 2 MiB/s each."""
+        (self.root / "alice").mkdir()
+        make_file(self.root / "alice" / "big.bin", 4 * MIB)
+        users = self.tmp_path / "users"
+        users.write_text("alice alice ro rate=2M\n")
+        server = self.start_server("--auth", "memory:alice:alices-pw", "--users", str(users))
+        wires = [Wire(server.port, timeout=20) for _ in range(2)]
+        for wire in wires:
+            wire.send(b"LOGIN alice alices-pw\n")
+            assert wire.line().startswith(b"OK welcome")
+        for wire in wires:
+            wire.send(b"GET big.bin\n")
+        results: list[tuple[float, int, str]] = []
+        threads = [
+            threading.Thread(target=lambda w=wire: results.append(_status_then_body(w)))
+            for wire in wires
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(results) == 2, "a download did not finish within 30 s"
+        for seconds, paced, _ in results:
+            rate = paced / seconds / MIB
+            assert 0.8 <= rate <= 1.2, f"{rate:.2f} MiB/s each ({paced} bytes in {seconds:.2f} s)"
+        for wire in wires:
+            wire.close()
+
+
+def _status_then_body(wire: Wire) -> tuple[float, int, str]:
+    assert wire.line() == b"OK %d" % (4 * MIB)
+    return timed_body(wire, 4 * MIB)
