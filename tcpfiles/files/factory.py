@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from tcpfiles.core.connections import ConnectionTracker
@@ -11,6 +12,7 @@ from tcpfiles.core.plugin import Context
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tree.accounts import (
+    ANONYMOUS,
     DEFAULT_MAX_UPLOAD,
     Grant,
     Users,
@@ -92,7 +94,7 @@ def factory_for(context: Context, limits: Limits | None = None) -> FileServerFac
         realm = make_accounts(context.root, context.reactor, writable=context.writable).realm
     store, uploads = realm.store_for(context.root)
     anonymous_view = None if context.portal is None else anonymous_root(context.portal)
-    return FileServerFactory(
+    factory = FileServerFactory(
         store,
         context.reactor,
         limits,
@@ -103,6 +105,10 @@ def factory_for(context: Context, limits: Limits | None = None) -> FileServerFac
         anonymous_store=None if anonymous_view is None else realm.store_for(anonymous_view)[0],
         quota=realm.quota_for(Grant(context.root, True)) if context.writable else None,
     )
+    if anonymous_view is not None:  # the anonymous line's rate=: one bucket for all of them
+        bucket = realm.account(ANONYMOUS).bucket
+        factory.default_account = replace(factory.default_account, bucket=bucket)
+    return factory
 
 
 def connection_settings(limits: Limits | None) -> ConnectionSettings:

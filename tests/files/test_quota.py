@@ -193,3 +193,22 @@ class UsersFileLimitsTests(SynchronousTestCase):
         protocol.dataReceived(put_line(b"x" * 1001, b"big"))
         pump(transport)
         assert transport.value().startswith(b"ERR over-quota")
+
+    def test_anonymous_line_rate_is_shared(self) -> None:
+        """``anonymous pub ro rate=1M``: anonymous connections (no LOGIN) draw on one bucket."""
+        users = self.users("alice alice rw\nanonymous pub ro rate=1M\n")
+        checker = strcred.makeChecker("memory:alice:pw")
+        reactor = task.Clock()
+        accounts = make_accounts(
+            str(self.tmp / "files"),
+            reactor,
+            checkers=[checker],
+            users=users,
+            anonymous=True,
+            hasher=Hasher(inline),
+        )
+        factory = factory_for(accounts.context(reactor))
+        one, _ = connect(factory)
+        two, _ = connect(factory)
+        assert one.account.name == "anonymous" and one.account.bucket is not None
+        assert one.pace().buckets == two.pace().buckets == (one.account.bucket,)
