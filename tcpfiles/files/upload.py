@@ -6,15 +6,19 @@ The connection is :class:`Receiving` while the body comes in (to a hidden tempor
 
 An account's storage quota is checked with the rest, before the body is asked for.  Under a rate
 limit, what arrives is counted against the buckets; once they are empty the connection stops
-reading until they have refilled (the stall timer stops meanwhile: waiting is not stalling).
+reading until they have refilled: the stall timer stops meanwhile, and a producer that moves
+nothing is registered, so that the kernel's idle timeout sees work in progress (waiting is
+neither stalling nor idling).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet import interfaces
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tcpfiles.core.rates import Pace
 from tcpfiles.files import wire
@@ -27,6 +31,24 @@ if TYPE_CHECKING:
     from tcpfiles.files.protocol import FileServerProtocol
 
 log = Logger(namespace="tcpfiles.files")
+
+
+@implementer(interfaces.IPushProducer)
+class _RateWait:
+    """Registered on the transport while an upload waits for its allowance: work in progress
+    to the kernel's guard (tcpfiles.core.guard), which does not time such a connection out."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+_RATE_WAIT = _RateWait()
 
 
 def put(conn: FileServerProtocol, request: wire.Put) -> None:
@@ -97,22 +119,32 @@ class Receiving(Stalling):
         if pace.request(1, self.allowed):  # an allowance at once after all
             self.conn.resume_reading()
             return
-        if self.timer is not None:  # waiting for the rate is not stalling
+        if self.timer is not None:  # waiting for the rate is not stalling...
             self.timer.cancel()
             self.timer = None
+        transport = self.conn.transport
+        if getattr(transport, "producer", None) is None:  # ...nor idling
+            transport.registerProducer(_RATE_WAIT, True)
 
     def allowed(self, _nbytes: int) -> None:
         """The buckets have room again: read on."""
         if self.current:
+            self._waited()
             self.start_timer()
-            self.conn.resume_reading()
+
+    def _waited(self) -> None:
+        """Done waiting for the rate: read again."""
+        transport = self.conn.transport
+        if getattr(transport, "producer", None) is _RATE_WAIT:
+            transport.unregisterProducer()
+        self.conn.resume_reading()
 
     def leave(self) -> None:
         """Moving on (or gone): stop waiting for the rate; a connection going on reads again."""
         if self.pace is not None and self.pace.waiting:
             self.pace.cancel()
             if self.current:
-                self.conn.resume_reading()
+                self._waited()
         super().leave()
 
     def input_ended(self) -> None:

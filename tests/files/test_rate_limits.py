@@ -30,6 +30,14 @@ MIB = 1 << 20
 TICK = 0.01
 
 
+def sha(body: bytes) -> bytes:
+    return hashlib.sha256(body).hexdigest().encode()
+
+
+def put_line(body: bytes) -> bytes:
+    return b"PUT %d %s up.bin\n" % (len(body), sha(body))
+
+
 def per_second(clock: task.Clock, step, received, seconds: int) -> list[int]:
     """Call ``step()`` every TICK of simulated time; the bytes ``received()`` says arrived in
     each whole second."""
@@ -224,6 +232,26 @@ class PacedServerTests(SynchronousTestCase):
         assert transport.value().endswith(b"OK stored %d %s\n" % (len(body), digest.encode()))
         assert (self.root / "up.bin").read_bytes() == body
         assert transport.producerState == "producing"
+
+    def test_put_waiting_for_its_allowance_is_not_idle(self) -> None:
+        """At 16 KiB/s, 128 KiB read owe 4 s once the 64 KiB burst is spent: longer than the
+        idle timeout (1 s) and the stall timeout (2 s), and neither fires; then reading resumes
+        and the upload completes."""
+        limits = {"rate": 16 << 10, "idle_timeout": 1.0, "stall_timeout": 2.0}
+        _, guarded = served(self.root, self.clock, **limits)
+        protocol, transport = connect(guarded)
+        body = os.urandom(192 << 10)
+        protocol.dataReceived(put_line(body))
+        protocol.dataReceived(body[: 64 << 10])
+        protocol.dataReceived(body[64 << 10 : 128 << 10])
+        assert transport.producerState == "paused" and transport.producer is not None
+        for _ in range(39):
+            self.clock.advance(0.1)
+        assert not transport.disconnecting and transport.producerState == "paused"
+        self.clock.advance(0.11)
+        assert transport.producerState == "producing" and transport.producer is None
+        protocol.dataReceived(body[128 << 10 :])
+        assert transport.value().endswith(b"OK stored %d %s\n" % (len(body), sha(body)))
 
     def test_put_cut_off_while_paused(self) -> None:
         """A connection lost while waiting for its allowance: the wait is withdrawn, the
