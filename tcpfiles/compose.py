@@ -54,7 +54,7 @@ from tcpfiles.tree.accounts import (
     parse_users,
 )
 from tcpfiles.tree.paths import Root
-from tcpfiles.tree.uploads import StaleTemporaries
+from tcpfiles.tree.sweep import StaleTemporaries
 
 __all__ = [
     "Serve",
@@ -102,6 +102,7 @@ def make_service(
     anonymous: bool = False,
     second_signal_forces: bool = False,
     metrics: str | Metrics | None = None,
+    quota: int = 0,
 ) -> DrainingService:
     """The service that serves each of ``serving`` over ``root``: what ``twistd tcpfiles`` runs.
 
@@ -109,7 +110,8 @@ def make_service(
     seconds connections may take to finish on stop before they are dropped.  ``tls``: a
     (certificate, key) pair of PEM files that makes every *default* endpoint TLS.  Accounts,
     shared by every behaviour (see :func:`tcpfiles.tree.accounts.make_accounts`):
-    ``writable`` and ``max_upload`` for uploads; ``checkers`` (twisted.cred) to require logins;
+    ``writable``, ``max_upload`` and ``quota`` (bytes each account may store; 0: no limit) for
+    uploads; ``checkers`` (twisted.cred) to require logins;
     ``users``, a users file (parsed, or its path) giving accounts their own roots; ``anonymous``
     to let anyone read without one.  ``second_signal_forces``: a second SIGINT/SIGTERM while
     draining drops the rest (for a process that owns its signals).  ValueError for anything
@@ -137,6 +139,7 @@ def make_service(
         users=users,
         anonymous=anonymous,
         max_upload=max_upload,
+        quota=quota,
     )
     top = DrainingService([], grace, reactor, second_signal_forces)
     _adopt(top, FdLimitCheck(top.trackers, root))  # first: before any bind
@@ -147,16 +150,23 @@ def make_service(
     view = None if accounts.portal is None else anonymous_root(accounts.portal)
     for behaviour, options, endpoints in plans:
         _serve(top, behaviour, options, endpoints, server, view)
-    if isinstance(metrics, str):
+    _last(top, metrics if isinstance(metrics, str) else None, recorder, tls)
+    return top
+
+
+def _last(top: DrainingService, page: str | None, recorder: Metrics, tls: Any) -> None:
+    """After the behaviours: the metrics page on ``page`` (an endpoint) if asked for, the
+    warning about plain listeners under TLS, and the readiness notifier last of all (READY=1
+    once every listener is up), when a service manager asks for one (``$NOTIFY_SOCKET``)."""
+    if page is not None:
         from tcpfiles.prometheus import MetricsService
 
-        _adopt(top, MetricsService(metrics, recorder, reactor))  # type: ignore[arg-type]
+        _adopt(top, MetricsService(page, recorder, top.reactor))  # type: ignore[arg-type]
     if tls is not None:
         _warn_plain_listeners(top)
-    readiness = ReadinessService.from_environ(reactor)  # None unless $NOTIFY_SOCKET is set
+    readiness = ReadinessService.from_environ(top.reactor)  # None unless $NOTIFY_SOCKET is set
     if readiness is not None:
-        readiness.setServiceParent(top)  # type: ignore[no-untyped-call]  # last: READY=1 once listeners are up
-    return top
+        readiness.setServiceParent(top)  # type: ignore[no-untyped-call]
 
 
 def _serve(

@@ -287,6 +287,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         tls=options.tls(),
         writable=options["writable"],
         max_upload=options["max-upload"],
+        quota=options["quota"],
         checkers=options.get("credCheckers") or (),
         users=options["grants"],
         anonymous=options["anonymous"],

@@ -19,7 +19,7 @@ from tcpfiles.core.plugin import Behaviour, ConnectionOptions, Context
 from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.core.udp import UDPListenerService
 from tcpfiles.echo.plugin import echo
-from tcpfiles.tree.uploads import StaleTemporaries
+from tcpfiles.tree.sweep import StaleTemporaries
 from tests.helpers import temporary_directory
 
 BIG = 64 << 20  # more than loopback socket buffers hold: a paused reader holds up the GET

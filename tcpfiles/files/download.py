@@ -3,7 +3,8 @@
 A short body is read whole and written with its status line (on an idle plain TCP connection,
 one ``sendmsg``).  A longer one is streamed by a producer while the connection is
 :class:`Sending`: with ``os.sendfile`` where the transport allows it, else copied chunk by
-chunk, with backpressure either way.
+chunk, with backpressure either way.  Under a rate limit (``--rate``, an account's ``rate=``)
+every body goes through a producer, paced by the buckets.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tcpfiles.core.rates import Pace
 from tcpfiles.files import wire
 from tcpfiles.files.limits import SMALL_BODY
 from tcpfiles.files.states import RESPONDING, Stalling
@@ -38,10 +40,11 @@ def get(conn: FileServerProtocol, request: wire.Get) -> None:
         )
         return
     count = opened.size - request.offset
-    if count > SMALL_BODY:
+    pace = conn.pace()  # None without a rate limit: small bodies go out at once
+    if count > SMALL_BODY or (count and pace is not None):
         sending = Sending(conn, opened)
         conn.enter(sending)
-        sending.begin(request.offset, count)
+        sending.begin(request.offset, count, pace)
         return
     try:
         data = os.pread(opened.fd, count, request.offset) if count else b""
@@ -68,8 +71,8 @@ class Sending(Stalling):
         """Bytes of the body sent so far, of how many (``tcpfiles status``)."""
         return (0 if self.producer is None else self.producer.sent), self.count
 
-    def begin(self, offset: int, count: int) -> None:
-        """The status line, then the body from ``offset``."""
+    def begin(self, offset: int, count: int, pace: Pace | None = None) -> None:
+        """The status line, then the body from ``offset`` (as fast as ``pace`` allows)."""
         conn, transport = self.conn, self.conn.transport
         zero_copy = conn.limits.zero_copy and sendfile_possible(transport)
         if zero_copy:
@@ -78,7 +81,9 @@ class Sending(Stalling):
         self.start_timer()
         producer: FileBodyProducer | SendfileProducer
         if zero_copy:
-            producer = SendfileProducer(self.opened.fd, offset, count, on_progress=self.progress)
+            producer = SendfileProducer(
+                self.opened.fd, offset, count, on_progress=self.progress, pace=pace
+            )
         else:
             producer = FileBodyProducer(
                 self.opened.fd,
@@ -87,6 +92,7 @@ class Sending(Stalling):
                 conn.limits.chunk_size,
                 self.progress,
                 clock=conn.clock,
+                pace=pace,
             )
         self.producer, self.count = producer, count
         d = producer.begin(transport)

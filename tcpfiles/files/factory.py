@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from tcpfiles.core.connections import ConnectionTracker
@@ -12,6 +13,7 @@ from tcpfiles.core.service import DrainingService, ListenerService
 from tcpfiles.files.metrics import RequestMetrics
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.tree.accounts import (
+    ANONYMOUS,
     DEFAULT_MAX_UPLOAD,
     Grant,
     Users,
@@ -20,7 +22,7 @@ from tcpfiles.tree.accounts import (
 )
 from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.paths import Root
-from tcpfiles.tree.uploads import StaleTemporaries
+from tcpfiles.tree.sweep import StaleTemporaries
 
 #: DEFAULT_MAX_UPLOAD, StaleTemporaries and make_hasher live in tcpfiles.tree now; they are still
 #: importable from here.
@@ -102,9 +104,13 @@ def factory_for(context: Context, limits: Limits | None = None) -> FileServerFac
         anonymous_view is not None,
         context.limiter,
         anonymous_store=None if anonymous_view is None else realm.store_for(anonymous_view)[0],
+        quota=realm.quota_for(Grant(context.root, True)) if context.writable else None,
     )
     if context.metrics.enabled:
         factory.record_request = RequestMetrics(context.metrics)
+    if anonymous_view is not None:  # the anonymous line's rate=: one bucket for all of them
+        bucket = realm.account(ANONYMOUS).bucket
+        factory.default_account = replace(factory.default_account, bucket=bucket)
     return factory
 
 

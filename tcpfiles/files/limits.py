@@ -41,3 +41,6 @@ class Limits:
     #: LIST batches being read in the thread pool at once, all connections together: the pool
     #: stays free for hashing and fsync, and the reactor shares the GIL with few threads.
     max_list_reads: int = 1
+    #: Bytes per second each connection's transfers may move, either way (``--rate``); 0: no
+    #: limit.  An account's own ``rate=`` (users file) applies on top, to all its connections.
+    rate: int = 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from tcpfiles.core.options import positive_float, positive_int
+from tcpfiles.core.options import byte_rate, positive_float, positive_int
 from tcpfiles.core.plugin import Behaviour, Context
 from tcpfiles.files.factory import factory_for
 from tcpfiles.files.server import FileServerFactory, Limits
@@ -62,6 +62,14 @@ class FilesOptions(usage.Options):
             "Most entries one LIST answers; a longer listing ends with 'END <n> truncated'.",
             positive_int,
         ],
+        [
+            "rate",
+            None,
+            0,
+            "Bytes per second each connection may download or upload (an account's rate= in "
+            "--users applies as well).",
+            byte_rate,
+        ],
     ]
     optFlags: list[list[Any]] = [
         ["no-sendfile", None, "Copy file bodies through Python instead of os.sendfile."],
@@ -83,6 +91,7 @@ def limits_of(options: Mapping[str, Any]) -> Limits:
         max_connections=options["max-connections"],
         zero_copy=not options["no-sendfile"],
         max_list=options["max-list"],
+        rate=options.get("rate") or 0,
     )
 
 

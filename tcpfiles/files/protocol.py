@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.connections import describe_peer
+from tcpfiles.core.rates import Pace, TokenBucket, as_pace
 from tcpfiles.core.sending import write_paced
 from tcpfiles.files import wire
 from tcpfiles.files.handlers import ROUTES, refuse
@@ -81,6 +82,8 @@ class FileServerProtocol(Protocol):
         self._input_closed = False  # the client half-closed: no request after those buffered
         self._reading_paused = False
         self._bad_requests = 0  # bad requests so far (only the first few are logged)
+        #: ``--rate``: this connection's own bucket, made at its first transfer.
+        self.bucket: TokenBucket | None = None
 
     # --- connection life ------------------------------------------------------------------
 
@@ -147,7 +150,7 @@ class FileServerProtocol(Protocol):
         if waiting:
             self._wait()
         elif self.state.name == RESPONDING and self.lines.pending > self.limits.max_pending_input:
-            self._pause_reading()
+            self.pause_reading()
 
     def _take_requests(self) -> bool:
         """Handle buffered requests; True when all are answered and the next is awaited."""
@@ -157,7 +160,7 @@ class FileServerProtocol(Protocol):
                 self.close()
                 return False
             if handled == REQUESTS_PER_TURN:  # let other connections have the reactor
-                self._pause_reading()
+                self.pause_reading()
                 turn = NextTurn(self)
                 self.enter(turn)
                 turn.arm(0)
@@ -297,7 +300,24 @@ class FileServerProtocol(Protocol):
         self.enter(Closing(self, self.state))
         self.transport.abortConnection()
 
-    def _pause_reading(self) -> None:
+    def pause_reading(self) -> None:
+        """Stop reading from the client (until :meth:`resume_reading`, or the next request)."""
         if not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """Read again (an upload's rate allowance has come)."""
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+    def pace(self) -> Pace | None:
+        """What a transfer draws on now: this connection's bucket (``--rate``) and its
+        account's (``rate=``, shared by all its connections); None when neither limits it."""
+        shared = getattr(self.account, "bucket", None)
+        if self.limits.rate and self.bucket is None:
+            self.bucket = TokenBucket(self.clock, self.limits.rate)
+        if self.bucket is None and shared is None:
+            return None
+        return as_pace((self.bucket, shared))

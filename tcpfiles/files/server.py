@@ -19,6 +19,7 @@ from tcpfiles.files.limits import BAD_REQUESTS_LOGGED, REQUESTS_PER_TURN, Limits
 from tcpfiles.files.protocol import FileServerProtocol
 from tcpfiles.tree.accounts import ANONYMOUS, Account
 from tcpfiles.tree.interfaces import IFileStore
+from tcpfiles.tree.quota import Quota
 from tcpfiles.tree.uploads import Uploads
 
 __all__ = [
@@ -46,6 +47,7 @@ class FileServerFactory(Factory):
         anonymous: bool = False,
         limiter: LoginLimiter | None = None,
         anonymous_store: IFileStore | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.clock = clock
@@ -60,7 +62,8 @@ class FileServerFactory(Factory):
         #: on (:class:`tcpfiles.files.metrics.RequestMetrics`); None: nothing to do.
         self.record_request: Callable[[str, str, int, float], None] | None = None
         if portal is None:
-            self.default_account: Any = Account("-", store, uploads)  # type: ignore[arg-type]
+            # without logins, everyone shares one account: its root's quota (``--quota``)
+            self.default_account: Any = Account("-", store, uploads, None, quota)  # type: ignore[arg-type]
         elif anonymous:  # what the users file lets anonymous read (anonymous_store), else store
             anonymous_view = anonymous_store or store
             self.default_account = Account(ANONYMOUS, anonymous_view, None)  # type: ignore[arg-type]

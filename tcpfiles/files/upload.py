@@ -3,15 +3,24 @@
 The connection is :class:`Receiving` while the body comes in (to a hidden temporary, see
 :mod:`tcpfiles.tree.uploads`), :class:`Discarding` the rest of a body it could not write, and
 :class:`Storing` while the whole body is checked, flushed and published.
+
+An account's storage quota is checked with the rest, before the body is asked for.  Under a rate
+limit, what arrives is counted against the buckets; once they are empty the connection stops
+reading until they have refilled: the stall timer stops meanwhile, and a producer that moves
+nothing is registered, so that the kernel's idle timeout sees work in progress (waiting is
+neither stalling nor idling).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet import interfaces
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from tcpfiles.core.rates import Pace
 from tcpfiles.files import wire
 from tcpfiles.files.refusals import answer_failure
 from tcpfiles.files.states import RECEIVING, RESPONDING, Stalling, State, while_current
@@ -24,11 +33,33 @@ if TYPE_CHECKING:
 log = Logger(namespace="tcpfiles.files")
 
 
+@implementer(interfaces.IPushProducer)
+class _RateWait:
+    """Registered on the transport while an upload waits for its allowance: work in progress
+    to the kernel's guard (tcpfiles.core.guard), which does not time such a connection out."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+_RATE_WAIT = _RateWait()
+
+
 def put(conn: FileServerProtocol, request: wire.Put) -> None:
     """Check everything (a refusal raises), then ask for the body."""
-    upload = conn.account.uploads.begin(request.path, request.size, request.sha256, request.replace)
+    account = conn.account
+    quota = getattr(account, "quota", None)
+    upload = account.uploads.begin(
+        request.path, request.size, request.sha256, request.replace, quota
+    )
     conn.transport.write(wire.send_line(request.size))
-    receiving = Receiving(conn, upload)
+    receiving = Receiving(conn, upload, conn.pace())
     conn.enter(receiving)
     receiving.start_timer()
     # A client that sent the body without waiting for "OK send": it is already buffered.
@@ -38,13 +69,14 @@ def put(conn: FileServerProtocol, request: wire.Put) -> None:
 class Receiving(Stalling):
     """An upload's body coming in; what follows it is the next requests."""
 
-    __slots__ = ("upload",)
+    __slots__ = ("upload", "pace")
 
     name = RECEIVING
 
-    def __init__(self, conn: FileServerProtocol, upload: Upload) -> None:
+    def __init__(self, conn: FileServerProtocol, upload: Upload, pace: Pace | None = None) -> None:
         super().__init__(conn)
         self.upload = upload
+        self.pace = pace
 
     def transferred(self) -> tuple[int, int]:
         """Bytes of the body received so far, of how many (``tcpfiles status``)."""
@@ -60,6 +92,8 @@ class Receiving(Stalling):
         self.progress()
         upload = self.upload
         body, rest = data[: upload.remaining], data[upload.remaining :]
+        if body and self.pace is not None:
+            self.paced(len(body))
         if body:
             try:
                 upload.write(body)
@@ -77,6 +111,45 @@ class Receiving(Stalling):
             self.conn.enter(storing)
             upload.finish().addCallbacks(storing.stored, storing.not_stored)
         return rest
+
+    def paced(self, nbytes: int) -> None:
+        """Count ``nbytes`` against the rate; out of allowance, stop reading until it comes."""
+        pace = self.pace
+        assert pace is not None
+        pace.spend(nbytes)
+        if self.upload.remaining <= nbytes or pace.waiting or not pace.in_debt():
+            return  # the body is complete, or reading is already paused, or there is room
+        self.conn.pause_reading()
+        if pace.request(1, self.allowed):  # an allowance at once after all
+            self.conn.resume_reading()
+            return
+        if self.timer is not None:  # waiting for the rate is not stalling...
+            self.timer.cancel()
+            self.timer = None
+        transport = self.conn.transport
+        if getattr(transport, "producer", None) is None:  # ...nor idling
+            transport.registerProducer(_RATE_WAIT, True)
+
+    def allowed(self, _nbytes: int) -> None:
+        """The buckets have room again: read on."""
+        if self.current:
+            self._waited()
+            self.start_timer()
+
+    def _waited(self) -> None:
+        """Done waiting for the rate: read again."""
+        transport = self.conn.transport
+        if getattr(transport, "producer", None) is _RATE_WAIT:
+            transport.unregisterProducer()
+        self.conn.resume_reading()
+
+    def leave(self) -> None:
+        """Moving on (or gone): stop waiting for the rate; a connection going on reads again."""
+        if self.pace is not None and self.pace.waiting:
+            self.pace.cancel()
+            if self.current:
+                self._waited()
+        super().leave()
 
     def input_ended(self) -> None:
         """The body can never be completed now: nothing is stored."""

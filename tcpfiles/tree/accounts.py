@@ -28,11 +28,13 @@ from zope.interface import implementer
 
 from tcpfiles.core.auth import LoginLimiter, make_portal, text_of
 from tcpfiles.core.interfaces import IAccount
-from tcpfiles.core.options import size
+from tcpfiles.core.options import byte_limit, byte_rate, size
 from tcpfiles.core.plugin import Context
+from tcpfiles.core.rates import TokenBucket
 from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
+from tcpfiles.tree.quota import Quota, Usage
 from tcpfiles.tree.store import FileStore
 from tcpfiles.tree.uploads import SpaceLedger, Uploads
 
@@ -65,14 +67,22 @@ class Account:
     name: str
     store: FileStore
     uploads: Uploads | None
+    #: Its ``rate=``: one bucket shared by all its connections (None: no account rate).
+    bucket: TokenBucket | None = None
+    #: Its ``quota=`` (or ``--quota``) over its root's usage (None: no quota).
+    quota: Quota | None = None
 
 
 @dataclass(frozen=True)
 class Grant:
-    """A line of the users file: a root and the right to write below it."""
+    """A line of the users file: a root, the right to write below it, and its limits."""
 
     root: Root
     writable: bool
+    #: Bytes per second for all the account's connections together; 0: no account rate.
+    rate: int = 0
+    #: Bytes it may store below its root; None: the server's ``--quota``; 0: no quota.
+    quota: int | None = None
 
 
 #: The users file's name for "every account not listed by name".
@@ -99,11 +109,12 @@ class Users:
 
 
 def parse_users(path: str, base: Root) -> Users:
-    """Read a users file: ``NAME ROOT RIGHTS`` per line, ``#`` comments.
+    """Read a users file: ``NAME ROOT RIGHTS [rate=R] [quota=Q]`` per line, ``#`` comments.
 
-    ROOT is a directory, relative to ``--root`` (``base``) unless absolute; RIGHTS is ``ro`` or
-    ``rw``.  NAME ``*`` is every account not listed; NAME ``anonymous`` is anonymous access,
-    ``ro`` only.  ValueError (with the line number) for anything else.
+    ROOT: a directory, relative to ``--root`` (``base``) unless absolute; RIGHTS: ``ro``, ``rw``.
+    NAME ``*``: every account not listed; ``anonymous``: anonymous access, ``ro`` only.
+    ``rate=``: bytes/s for all its connections together; ``quota=``: bytes it may store (``2M``,
+    ``1G``, ``512KiB``; ``0``, ``none``: no limit).  ValueError, with the line number, if wrong.
     """
     lines: dict[str, Grant] = {}
     with open(path, encoding="utf-8") as text:
@@ -119,18 +130,35 @@ def _parse_line(
     where: str, words: list[str], line: str, base: Root, lines: dict[str, Grant]
 ) -> None:
     """Add one users-file line to ``lines``; ValueError naming ``where`` when it is wrong."""
-    if len(words) != 3 or words[2] not in ("ro", "rw"):
-        raise ValueError(f"{where}: expected NAME ROOT ro|rw, got {line.strip()!r}")
-    name, root, rights = words
+    if len(words) < 3 or words[2] not in ("ro", "rw"):
+        raise ValueError(
+            f"{where}: expected NAME ROOT ro|rw [rate=R] [quota=Q], got {line.strip()!r}"
+        )
+    name, root, rights = words[:3]
+    limits = _limits(where, words[3:])
     if name in lines:
         raise ValueError(f"{where}: {name} is listed twice")
     if name == ANONYMOUS and rights == "rw":
         raise ValueError(f"{where}: anonymous access is read-only: {ANONYMOUS} ROOT ro")
     directory = root if os.path.isabs(root) else os.path.join(base.path, root)
     try:
-        lines[name] = Grant(Root.at(directory), rights == "rw")
+        lines[name] = Grant(Root.at(directory), rights == "rw", **limits)
     except NotADirectoryError:
         raise ValueError(f"{where}: {directory} is not a directory") from None
+
+
+def _limits(where: str, fields: list[str]) -> dict[str, Any]:
+    """A users-file line's ``rate=`` and ``quota=`` fields, as Grant's keywords."""
+    found: dict[str, Any] = {}
+    for field in fields:
+        key, equals, value = field.partition("=")
+        if not equals or key not in ("rate", "quota") or key in found:
+            raise ValueError(f"{where}: expected rate=R or quota=Q (once each), got {field!r}")
+        try:
+            found[key] = (byte_rate if key == "rate" else byte_limit)(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {key}: {exc}") from None
+    return found
 
 
 @implementer(portal.IRealm)
@@ -151,6 +179,8 @@ class FilesRealm:
         max_upload: int,
         defer_to_thread: Callable[..., Any],
         hasher: Hasher | None = None,
+        clock: Any = None,
+        quota: int = 0,
     ) -> None:
         self.default = Grant(root, writable)
         if isinstance(users, Mapping):
@@ -161,6 +191,10 @@ class FilesRealm:
         self.hasher = hasher or Hasher(defer_to_thread)  # shared by every root's store
         self._stores: dict[str, tuple[FileStore, Uploads]] = {}
         self._ledger = SpaceLedger()  # one for all roots: they may share a file system
+        self.clock = clock  # the timers of the accounts' rate buckets
+        self.quota = quota  # --quota: for every grant without its own (0: none)
+        self._buckets: dict[str, TokenBucket] = {}  # by account name: shared by its connections
+        self._usage: dict[str, Usage] = {}  # by root: shared by every account of that root
 
     def store_for(self, root: Root) -> tuple[FileStore, Uploads]:
         """One store and one upload registry per root, shared by everyone who uses it."""
@@ -188,7 +222,28 @@ class FilesRealm:
             raise error.UnauthorizedLogin()
         store, uploads = self.store_for(grant.root)
         writable = grant.writable and name != ANONYMOUS
-        return Account(name, store, uploads if writable else None)
+        if not writable:
+            return Account(name, store, None, self._bucket(name, grant.rate))
+        return Account(name, store, uploads, self._bucket(name, grant.rate), self.quota_for(grant))
+
+    def quota_for(self, grant: Grant) -> Quota | None:
+        """The storage quota of an account with ``grant`` (its own, else ``--quota``), over its
+        root's usage; None when it has none."""
+        limit = self.quota if grant.quota is None else grant.quota
+        if not limit:
+            return None
+        if grant.root.real not in self._usage:
+            self._usage[grant.root.real] = Usage(grant.root)
+        return Quota(limit, self._usage[grant.root.real])
+
+    def _bucket(self, name: str, rate: int) -> TokenBucket | None:
+        """The account's rate bucket, one per name, or None without a rate (or a clock)."""
+        if not rate or self.clock is None:
+            return None
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[name] = TokenBucket(self.clock, rate)
+        return bucket
 
     def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
         """twisted.cred: the avatar for an authenticated id (UnauthorizedLogin: not allowed)."""
@@ -245,6 +300,7 @@ def make_accounts(
     max_upload: int = DEFAULT_MAX_UPLOAD,
     hashing: HashLimits | None = None,
     hasher: Hasher | None = None,
+    quota: int = 0,
 ) -> Accounts:
     """The accounts of a server serving ``root`` (``--root``).
 
@@ -252,7 +308,8 @@ def make_accounts(
     ``root``, writable when ``writable``.  With them, ``users`` (a users file, see
     :func:`parse_users`) gives accounts their own roots and rights and refuses the others, and
     ``anonymous`` lets anyone read without logging in (``root``, or the users file's
-    ``anonymous`` root: ValueError when it has none).  ``max_upload`` bounds every upload.
+    ``anonymous`` root: ValueError when it has none).  ``max_upload`` bounds every upload;
+    ``quota`` (0: none) the bytes each writable root may hold, unless its users-file line says.
     ``hashing`` bounds STAT's hashing (:class:`~tcpfiles.tree.hashing.HashLimits`); ``hasher``
     is one to use instead of a new one (e.g. ``Hasher(tcpfiles.tree.hashing.inline)``, which
     hashes at once, for tests and tools).
@@ -266,7 +323,7 @@ def make_accounts(
     def defer_to_thread(f: Any, *args: Any) -> Any:
         return threads.deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
-    realm = FilesRealm(root, writable, users, max_upload, defer_to_thread)
+    realm = FilesRealm(root, writable, users, max_upload, defer_to_thread, None, reactor, quota)
     if checkers and anonymous and realm.grant(ANONYMOUS) is None:  # before any pool or trigger
         raise ValueError("anonymous access with a users file needs an 'anonymous ROOT ro' line")
     realm.hasher = hasher or make_hasher(reactor, hashing or HashLimits())  # before any store
@@ -276,7 +333,7 @@ def make_accounts(
 
 class AccountOptions(usage.Options, strcred.AuthOptionMixin):
     """The accounts of a server's command line: ``--auth`` (twisted.cred's strcred strings),
-    ``--users``, ``--anonymous``, ``--writable`` and ``--max-upload``, for every behaviour."""
+    ``--users``, ``--anonymous``, ``--writable``, ``--max-upload`` and ``--quota``."""
 
     supportedInterfaces = [credentials.IUsernamePassword]
     optParameters: list[list[Any]] = [
@@ -288,13 +345,20 @@ class AccountOptions(usage.Options, strcred.AuthOptionMixin):
             size,
         ],
         [
+            "quota",
+            None,
+            0,
+            "Bytes each account may store, with --writable (quota= in --users wins).",
+            byte_limit,
+        ],
+        [
             "users",
             None,
             None,
-            "With --auth: a file of 'NAME ROOT ro|rw' lines giving accounts their own root "
-            "(relative to --root) and rights; accounts not listed are refused, unless a "
-            "'* ROOT ro|rw' line covers them ('anonymous ROOT ro' for --anonymous). Without "
-            "it, every account gets --root and --writable.",
+            "With --auth: a file of 'NAME ROOT ro|rw [rate=R] [quota=Q]' lines giving accounts "
+            "their own root (relative to --root), rights and limits; accounts not listed are "
+            "refused, unless a '* ROOT ro|rw' line covers them ('anonymous ROOT ro' for "
+            "--anonymous). Without it, every account gets --root and --writable.",
         ],
     ]
     optFlags: list[list[Any]] = [

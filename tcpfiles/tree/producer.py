@@ -15,6 +15,11 @@ depends on the transport:
 
 Either way the Deferred fires only once the transport is ready for more: the next response of a
 client that pipelines requests and never reads waits, instead of piling answers up in memory.
+
+With a :class:`~tcpfiles.core.rates.Pace` (``--rate``, an account's ``rate=``) each chunk is at
+most what the buckets grant; when they hold nothing the producer writes nothing and waits for
+their callback (a timer of the injected clock), the transport idle meanwhile.  Without one the
+path is as it was: one test per chunk.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
+from tcpfiles.core.rates import Pace
 from tcpfiles.core.sending import TransferStopped
 from tcpfiles.core.tls import is_tls_transport
 
@@ -57,6 +63,7 @@ class FileBodyProducer:
         chunk_size: int = CHUNK_SIZE,
         on_progress: Callable[[int], None] | None = None,
         clock: interfaces.IReactorTime | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self.fd = fd
         self.position = offset
@@ -71,6 +78,7 @@ class FileBodyProducer:
         self._producing = False
         self._later: Any = None
         self._clock = clock
+        self._pace = pace
 
     def begin(self, consumer: interfaces.IConsumer) -> defer.Deferred[int]:
         """Start sending; the Deferred fires with the byte count when every byte is written."""
@@ -106,6 +114,8 @@ class FileBodyProducer:
         if not self._done.called:
             self._consumer = None
             self._cancel_later()
+            if self._pace is not None:
+                self._pace.cancel()
             self._done.errback(TransferStopped(f"stopped after {self.sent} bytes"))
 
     def _push(self) -> None:
@@ -117,6 +127,8 @@ class FileBodyProducer:
         try:
             burst = PUSH_BURST
             while not self._paused and self._consumer is not None and not self._done.called:
+                if self._pace is not None and self._pace.waiting:
+                    return  # its grant resumes us
                 if burst == 0:
                     assert self._clock is not None  # begin() checked it
                     self._later = self._clock.callLater(0, self._push)
@@ -133,8 +145,27 @@ class FileBodyProducer:
             # client that pipelines and never reads waits here, instead of piling answers up.
             self._finish(None)
             return
+        wanted = min(self.chunk_size, self.remaining)
+        if self._pace is not None:
+            if self._pace.waiting:  # asked again (the write turn after registering): still so
+                return
+            wanted = self._pace.request(wanted, self._granted)
+            if not wanted:
+                return  # nothing written: the transport asks no more until _granted writes
+        self._send(wanted)
+
+    def _granted(self, allowed: int) -> None:
+        """The buckets have ``allowed`` bytes for us: send them, and go on if pushing."""
+        if self._consumer is None or self._done.called:
+            return
+        self._send(allowed)
+        if self.streaming:
+            self._push()
+
+    def _send(self, wanted: int) -> None:
+        """Read and write the next ``wanted`` bytes."""
         try:
-            data = os.pread(self.fd, min(self.chunk_size, self.remaining), self.position)
+            data = os.pread(self.fd, wanted, self.position)
         except OSError as exc:
             self._finish(exc)
             return
@@ -157,6 +188,8 @@ class FileBodyProducer:
     def _finish(self, error: Exception | None) -> None:
         consumer, self._consumer = self._consumer, None
         self._cancel_later()
+        if self._pace is not None:
+            self._pace.cancel()
         if consumer is not None:
             consumer.unregisterProducer()
         if error is None:

@@ -8,10 +8,8 @@ publish with ``link`` (a new file: never replaces one that appeared meanwhile) o
 (disconnect, timeout, shutdown), the temporary is removed and the final name is never touched.
 
 A temporary is locked (``flock``) by its upload from its creation until it is published or
-removed.  The sweep of temporaries that a server which died left behind
-(:class:`StaleTemporaries`, at start) removes only those it can lock itself: another process's
-upload in flight (``--workers``, or two servers on one root) keeps its temporary, and the lock of
-a process that died is gone with it.
+removed, so that the sweep at start (:mod:`tcpfiles.tree.sweep`) spares another process's
+upload in flight.
 """
 
 from __future__ import annotations
@@ -23,9 +21,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from tcpfiles.tree.paths import (
     BadPath,
@@ -40,8 +36,9 @@ from tcpfiles.tree.paths import (
     parse_path,
     stat_beneath,
 )
+from tcpfiles.tree.quota import Quota
 from tcpfiles.tree.store import TEMP_PREFIX
-from tcpfiles.tree.templock import create_locked, remove_unlocked
+from tcpfiles.tree.templock import create_locked
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -49,16 +46,12 @@ __all__ = [
     "Exists",
     "Mismatch",
     "SpaceLedger",
-    "StaleTemporaries",
     "TooLarge",
     "Upload",
     "Uploads",
     "is_temporary",
     "make_directory",
-    "remove_stale_temporaries",
 ]
-
-log = Logger(namespace="tcpfiles.files")  # what the removal line has always been logged as
 
 TEMP_SUFFIX = ".part"
 
@@ -135,8 +128,11 @@ class Uploads:
         self._defer_to_thread = defer_to_thread
         self._in_progress: set[tuple[int, int, str]] = set()
 
-    def begin(self, path: str, size: int, sha256: str, replace: bool) -> Upload:
-        """Validate an upload and open its temporary; raises a ``PathError`` subclass."""
+    def begin(
+        self, path: str, size: int, sha256: str, replace: bool, quota: Quota | None = None
+    ) -> Upload:
+        """Validate an upload (against ``quota`` too: held until it is over) and open its
+        temporary; raises a ``PathError`` subclass."""
         if size > self.max_upload:
             raise TooLarge(
                 f"{size} bytes is over this server's upload limit of {self.max_upload} bytes"
@@ -165,7 +161,15 @@ class Uploads:
             key = (directory.st_dev, directory.st_ino, name)
             if key in self._in_progress:
                 raise Busy("another upload of this file is in progress")
-            upload = Upload(self, parent, name, size, sha256, replace, key, parts)
+            replaced = 0 if existing is None else existing.st_size
+            held = 0 if quota is None else quota.reserve(size, replaced)
+            try:
+                upload = Upload(self, parent, name, size, sha256, replace, key, parts)
+            except BaseException:
+                if quota is not None:
+                    quota.release(held)
+                raise
+            upload.quota, upload.held = quota, held
         except BaseException:
             os.close(parent)
             raise
@@ -252,6 +256,8 @@ class Upload:
         self.received = 0
         self.device = key[0]
         self.digest = hashlib.sha256()
+        self.quota: Quota | None = None  # the account's, holding ``held`` bytes of it
+        self.held = 0
         try:
             self.temp, fd = create_locked(parent, TEMP_PREFIX, TEMP_SUFFIX)
         except OSError as exc:
@@ -286,6 +292,7 @@ class Upload:
             fd = self.fd
             yield self.uploads.run_in_thread(os.fsync, fd)
             # The descriptor, and with it the lock, stays open until the temporary is gone.
+            replaced = self._replaced()
             if self.replace:
                 os.rename(self.temp, self.name, src_dir_fd=self.parent, dst_dir_fd=self.parent)
             else:
@@ -306,6 +313,8 @@ class Upload:
         except BaseException:
             self.abort()
             raise
+        if self.quota is not None:
+            self.quota.stored(self.size - replaced)
         self._release()
         return self.expected
 
@@ -321,6 +330,11 @@ class Upload:
         self._close_fd()
         self._release()
 
+    def _replaced(self) -> int:
+        """Bytes of the regular file about to be replaced (0: none, or no quota to count it)."""
+        found = _lstat(self.parent, self.name) if self.quota and self.replace else None
+        return found.st_size if found is not None and stat.S_ISREG(found.st_mode) else 0
+
     def _close_fd(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
@@ -328,6 +342,8 @@ class Upload:
 
     def _release(self) -> None:
         self.finished = True
+        if self.quota is not None:
+            self.quota.release(self.held)
         os.close(self.parent)
         self.uploads._done(self)
 
@@ -354,29 +370,3 @@ def make_directory(root: Root, path: str) -> bool:
         raise Forbidden("the server may not create it") from None
     finally:
         os.close(parent)
-
-
-def remove_stale_temporaries(root: Root) -> list[str]:
-    """Delete upload temporaries left by a server that died; the paths removed.  One that an
-    upload in flight holds locked (in this process or another) is left alone."""
-    removed = []
-    for directory, _dirs, files in os.walk(root.real):  # does not follow symlinks
-        for name in files:
-            if is_temporary(name) and name.endswith(TEMP_SUFFIX):
-                path = os.path.join(directory, name)
-                if remove_unlocked(path):
-                    removed.append(path)
-    return removed
-
-
-class StaleTemporaries(service.Service):
-    """At start, remove upload temporaries that a server which died left behind."""
-
-    def __init__(self, root: Root) -> None:
-        self.root = root
-
-    def startService(self) -> None:
-        """Walk the root once."""
-        super().startService()
-        for path in remove_stale_temporaries(self.root):
-            log.info("removed a stale upload temporary: {path}", path=path)

@@ -11,6 +11,10 @@ may still be in that buffer, so it only asks for a write turn; every later call 
 ``sendfile`` until the socket would block, and asks for the next write turn itself (otherwise
 Twisted would close or half-close as soon as *its* buffer is empty, before the file has gone).
 
+With a :class:`~tcpfiles.core.rates.Pace` (a rate limit), each turn hands the kernel at most
+what the buckets granted (``sendfile``'s count); when they hold nothing the producer does not ask
+for a write turn, and their callback (a timer of the injected clock) asks for it again.
+
 :func:`sendfile_possible` says when it may be used: a plain TCP (or UNIX) transport, not TLS (the
 raw socket is reachable under TLS, and sendfile would put plaintext into the stream), no other
 producer, not closing.  Elsewhere the copying :class:`FileBodyProducer` is used.
@@ -27,6 +31,7 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from zope.interface import implementer
 
+from tcpfiles.core.rates import Pace
 from tcpfiles.core.tls import is_tls_transport
 from tcpfiles.tree.producer import FileShrank, TransferStopped
 
@@ -78,6 +83,7 @@ class SendfileProducer:
         count: int,
         per_turn: int = PER_TURN,
         on_progress: Callable[[int], None] | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self.fd = fd
         self.position = offset
@@ -88,6 +94,8 @@ class SendfileProducer:
         self._transport: Any = None
         self._socket_fd = -1
         self._first = True
+        self._pace = pace
+        self._allowed = 0  # granted by the pace and not sent yet
         self._done: defer.Deferred[int] = defer.Deferred()
 
     def begin(self, transport: Any) -> defer.Deferred[int]:
@@ -106,14 +114,19 @@ class SendfileProducer:
             self._first = False
             transport.startWriting()
             return
+        limit = self.per_turn
+        if self._pace is not None:
+            limit = self._allowance()
+            if not limit:
+                return  # no write turn until the buckets call _granted
         this_turn = 0
-        while self.remaining and this_turn < self.per_turn:
+        while self.remaining and this_turn < limit:
             try:
                 n = os.sendfile(
                     self._socket_fd,
                     self.fd,
                     self.position,
-                    min(self.remaining, self.per_turn - this_turn),
+                    min(self.remaining, limit - this_turn),
                 )
             except BlockingIOError:
                 break
@@ -132,6 +145,10 @@ class SendfileProducer:
         if this_turn and self.on_progress is not None:
             self.on_progress(this_turn)
         if self.remaining:
+            if self._pace is not None:
+                self._allowed -= this_turn
+                if not self._allowance():
+                    return  # _granted asks for the write turn
             transport.startWriting()  # come back when the socket can take more
             return
         self._transport = None
@@ -139,16 +156,34 @@ class SendfileProducer:
         transport.startWriting()  # a close or half-close asked for meanwhile can happen now
         self._done.callback(self.sent)
 
+    def _allowance(self) -> int:
+        """What the pace lets us send now: what is left of its grant, else a new one (0: we
+        wait for :meth:`_granted`)."""
+        assert self._pace is not None
+        if not self._allowed and not self._pace.waiting:
+            self._allowed = self._pace.request(min(self.remaining, self.per_turn), self._granted)
+        return self._allowed
+
+    def _granted(self, allowed: int) -> None:
+        """The buckets have ``allowed`` bytes for us: ask for a write turn to send them."""
+        self._allowed = allowed
+        if self._transport is not None and not self._done.called:
+            self._transport.startWriting()
+
     def pauseProducing(self) -> None:
         """Pull producers are not paused."""
 
     def stopProducing(self) -> None:
         """The connection is gone."""
+        if self._pace is not None:
+            self._pace.cancel()
         if not self._done.called:
             self._transport = None
             self._done.errback(TransferStopped(f"stopped after {self.sent} bytes"))
 
     def _fail(self, error: Exception, abort: bool = False) -> None:
+        if self._pace is not None:
+            self._pace.cancel()
         transport, self._transport = self._transport, None
         transport.unregisterProducer()
         if abort:  # the socket is broken (EPIPE, ECONNRESET): do not wait to notice

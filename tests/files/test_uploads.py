@@ -16,7 +16,8 @@ from tcpfiles.testing import connect
 from tcpfiles.tree.hashing import inline
 from tcpfiles.tree.paths import Root
 from tcpfiles.tree.store import FileStore
-from tcpfiles.tree.uploads import Uploads, remove_stale_temporaries
+from tcpfiles.tree.sweep import remove_stale_temporaries
+from tcpfiles.tree.uploads import Uploads
 from tests.helpers import cases, temporary_directory, with_cases
 
 

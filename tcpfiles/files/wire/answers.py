@@ -23,6 +23,7 @@ ERROR_CODES = frozenset(
         "exists",  # an upload (PUT) or MKDIR would replace something that is there
         "mismatch",  # an uploaded body does not match its announced sha256
         "too-large",  # an upload larger than the server accepts
+        "over-quota",  # an upload that would take the account past its storage quota
         "unauthorized",  # log in first, or a failed LOGIN (one answer for user and password)
         "busy",  # too many connections, or the server is shutting down
         "timeout",  # a request line took too long to arrive; the connection is closed
