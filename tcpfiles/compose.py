@@ -41,6 +41,7 @@ from tcpfiles.core.plugin import (
     discover,
     is_datagram,
 )
+from tcpfiles.core.proxy import DEFAULT_SETTINGS, ProxySettings
 from tcpfiles.core.service import DrainingService, ListenerService, check_server_string
 from tcpfiles.core.tls import check_pair, server_endpoint
 from tcpfiles.core.udp import UDPListenerService, is_udp, parse_udp
@@ -100,6 +101,7 @@ def make_service(
     users: Users | Mapping[str, Grant] | str | None = None,
     anonymous: bool = False,
     second_signal_forces: bool = False,
+    proxy: ProxySettings = DEFAULT_SETTINGS,
 ) -> DrainingService:
     """The service that serves each of ``serving`` over ``root``: what ``twistd tcpfiles`` runs.
 
@@ -110,12 +112,13 @@ def make_service(
     ``writable`` and ``max_upload`` for uploads; ``checkers`` (twisted.cred) to require logins;
     ``users``, a users file (parsed, or its path) giving accounts their own roots; ``anonymous``
     to let anyone read without one.  ``second_signal_forces``: a second SIGINT/SIGTERM while
-    draining drops the rest (for a process that owns its signals).  ValueError for anything
-    that cannot be served (``NotADirectoryError`` for the root, OSError for a users file that
-    cannot be read, what OpenSSL raises for TLS files); nothing is opened.  Under a service
-    manager that asks for it (``$NOTIFY_SOCKET``: systemd's ``Type=notify``), a last child,
-    :class:`~tcpfiles.core.notify.ReadinessService`, tells it when the server is ready, alive
-    and stopping.
+    draining drops the rest (for a process that owns its signals).  ``proxy``: which balancers
+    ``haproxy:`` endpoints trust, and their header deadline (docs/operations.md).  ValueError
+    for anything that cannot be served (``NotADirectoryError`` for the root, OSError for a
+    users file that cannot be read, what OpenSSL raises for TLS files); nothing is opened.
+    Under a service manager that asks for it (``$NOTIFY_SOCKET``: systemd's ``Type=notify``),
+    a last child, :class:`~tcpfiles.core.notify.ReadinessService`, tells it when the server is
+    ready, alive and stopping.
     """
     root = root if isinstance(root, Root) else Root.at(root)
     if tls is not None:
@@ -139,7 +142,7 @@ def make_service(
     server = accounts.context(reactor)
     view = None if accounts.portal is None else anonymous_root(accounts.portal)
     for behaviour, options, endpoints in plans:
-        _serve(top, behaviour, options, endpoints, server, view)
+        _serve(top, behaviour, options, endpoints, server, view, proxy)
     if tls is not None:
         _warn_plain_listeners(top)
     readiness = ReadinessService.from_environ(reactor)  # None unless $NOTIFY_SOCKET is set
@@ -155,6 +158,7 @@ def _serve(
     endpoints: Sequence[str],
     server: Context,
     anonymous_view: Any,
+    proxy: ProxySettings,
 ) -> None:
     """Build one behaviour with the context it may have, and listen on its endpoints."""
     context = context_for(behaviour, server, anonymous_view)
@@ -165,7 +169,7 @@ def _serve(
     if is_datagram(behaviour):
         _serve_datagrams(top, behaviour, options, context, built, endpoints)
     else:
-        serve_stream(top, built, options, endpoints, behaviour.name)
+        serve_stream(top, built, options, endpoints, behaviour.name, proxy)
 
 
 def serve_stream(
@@ -174,15 +178,17 @@ def serve_stream(
     options: usage.Options,
     endpoints: Sequence[str],
     label: str,
+    proxy: ProxySettings = DEFAULT_SETTINGS,
 ) -> None:
     """Hand one built stream factory, made with ``options``, to a listener on each endpoint:
     the one place where a behaviour's factory meets the network.  It is served behind the
     kernel's guard (its ``idle-timeout``, ``max-per-peer``, ``max-connections`` options), whose
-    tracker is drained when ``top`` stops."""
+    tracker is drained when ``top`` stops; ``haproxy:`` endpoints read PROXY headers first, as
+    ``proxy`` says."""
     settings = ConnectionSettings.from_options(options)
     factory = guard_stream(factory, settings, top.reactor, top.trackers)
     for description in endpoints:
-        _adopt(top, ListenerService(description, factory, top.reactor, label))
+        _adopt(top, ListenerService(description, factory, top.reactor, label, proxy))
 
 
 def _serve_datagrams(
@@ -290,7 +296,7 @@ def bind_now(top: service.MultiService) -> None:
 def _warn_plain_listeners(top: service.MultiService) -> None:
     """With TLS asked for, say so when a TCP listener was given as plain text anyway."""
     for child in top:
-        if isinstance(child, ListenerService) and child.security() == "plain TCP":
+        if isinstance(child, ListenerService) and child.security().endswith("plain TCP"):
             log.warn(
                 "{label}: --tls-cert is given but {endpoint} is plain TCP: its traffic is not "
                 "encrypted (use ssl:... or leave out --listen/=ENDPOINT to get TLS)",

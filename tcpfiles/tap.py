@@ -20,6 +20,7 @@ from tcpfiles.compose import Serve, bind_now, check_endpoint, default_endpoints,
 from tcpfiles.compose import parse_options as parse_own_options
 from tcpfiles.core.options import positive_float
 from tcpfiles.core.plugin import discover
+from tcpfiles.core.proxyendpoint import ProxyOptions
 from tcpfiles.core.service import ListenFailed
 from tcpfiles.core.tls import TLSOptions
 from tcpfiles.tree.accounts import AccountOptions
@@ -32,7 +33,7 @@ DEFAULT = "files"
 BEHAVIOURS = discover()
 
 
-class BaseOptions(TLSOptions, AccountOptions):
+class BaseOptions(TLSOptions, AccountOptions, ProxyOptions):
     """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed:
     the root, the listeners, the grace period, and the TLS and account groups of the floors
     that own them (:class:`~tcpfiles.core.tls.TLSOptions`,
@@ -89,6 +90,7 @@ class BaseOptions(TLSOptions, AccountOptions):
                 f"--root {self['root']!r} does not exist or is not a directory"
             ) from None
         self.check_tls()
+        self.check_proxy()
         self.check_accounts(self["root"])
         if not self["listen"]:
             self["listen"] = default_endpoints(BEHAVIOURS[DEFAULT], self.tls())
@@ -218,6 +220,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         users=options["grants"],
         anonymous=options["anonymous"],
         second_signal_forces=True,
+        proxy=options.proxy_settings(),
     )
     if _under_twistd(options):
         try:

@@ -13,12 +13,14 @@ import threading
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, interfaces, task
+from twisted.internet import defer, interfaces, task
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpfiles.core.connections import ConnectionTracker
+from tcpfiles.core.proxy import DEFAULT_SETTINGS, ProxySettings
+from tcpfiles.core.proxyendpoint import is_proxy_endpoint, proxy_endpoint
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -57,11 +59,15 @@ _PARSING_ONLY: Any = object()
 def check_server_string(description: str) -> None:
     """Raise if ``description`` is not a server endpoint string that could listen (bad syntax,
     unreadable or mismatched TLS files); nothing is opened."""
-    endpoints.serverFromString(_PARSING_ONLY, description)
+    proxy_endpoint(_PARSING_ONLY, description)
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
-    """Add ``backlog=`` to a tcp/tcp6/ssl endpoint string that does not set one."""
+    """Add ``backlog=`` to a tcp/tcp6/ssl endpoint string (also behind ``haproxy:``) that does
+    not set one."""
+    if is_proxy_endpoint(description):
+        head, _, inner = description.partition(":")
+        return f"{head}:{with_backlog(inner, backlog)}"
     kind = description.split(":", 1)[0].lower()
     if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
         return f"{description}:backlog={backlog}"
@@ -69,24 +75,34 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
 
 
 class ListenerService(service.Service):
-    """Listen with ``factory`` on a Twisted server endpoint string while running."""
+    """Listen with ``factory`` on a Twisted server endpoint string while running; a
+    ``haproxy:`` one reads PROXY headers from the balancers ``proxy`` allows
+    (:mod:`tcpfiles.core.proxy`)."""
 
-    def __init__(self, description: str, factory: Factory, reactor: Any, label: str) -> None:
+    def __init__(
+        self,
+        description: str,
+        factory: Factory,
+        reactor: Any,
+        label: str,
+        proxy: ProxySettings = DEFAULT_SETTINGS,
+    ) -> None:
         self.requested = description  # as given: what messages show
         self.description = with_backlog(description)
         self.factory = factory
         self.reactor = reactor
         self.label = label
+        self.proxy = proxy
         self.port: interfaces.IListeningPort | None = None
         # Parse now, so a malformed string is an error before anything starts.
-        endpoints.serverFromString(reactor, self.description)
+        proxy_endpoint(reactor, self.description, proxy)
 
     def privilegedStartService(self) -> None:
         """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
         super().privilegedStartService()  # type: ignore[no-untyped-call]
         if self.port is not None:
             return
-        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        endpoint = proxy_endpoint(self.reactor, self.description, self.proxy)
         outcome: list[Any] = []
         endpoint.listen(self.factory).addBoth(outcome.append)
         if not outcome:
@@ -102,13 +118,12 @@ class ListenerService(service.Service):
         )
 
     def security(self) -> str:
-        """``TLS`` for an ``ssl:`` endpoint, else what carries the bytes in the clear."""
-        kind = self.description.split(":", 1)[0].lower()
-        if kind == "ssl":
-            return "TLS"
-        return {"tcp": "plain TCP", "tcp6": "plain TCP", "unix": "UNIX socket"}.get(
-            kind, f"{kind}: endpoint"
-        )
+        """``TLS`` for an ``ssl:`` endpoint, else what carries the bytes in the clear; behind
+        ``haproxy:``, the same after ``PROXY header, then``."""
+        if is_proxy_endpoint(self.description):
+            inner = self.description.split(":", 1)[1]
+            return f"PROXY header, then {_security(inner)}"
+        return _security(self.description)
 
     def startService(self) -> None:
         """Bind, unless twistd already did it in the privileged phase."""
@@ -132,6 +147,15 @@ class ListenerService(service.Service):
     def address(self) -> str:
         """Where we listen, as text (``127.0.0.1:8888``), or empty when not listening."""
         return _address(self.port) if self.port is not None else ""
+
+
+def _security(description: str) -> str:
+    kind = description.split(":", 1)[0].lower()
+    if kind == "ssl":
+        return "TLS"
+    return {"tcp": "plain TCP", "tcp6": "plain TCP", "unix": "UNIX socket"}.get(
+        kind, f"{kind}: endpoint"
+    )
 
 
 def _address(port: interfaces.IListeningPort) -> str:
