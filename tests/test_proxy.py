@@ -350,3 +350,31 @@ class EndpointTests(SynchronousTestCase):
         self.assertIsInstance(factory, ProxyFactory)
         self.assertIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)
         self.assertIs(factory.wrappedFactory.wrappedFactory, inner)
+
+
+class CommandLineTests(SynchronousTestCase):
+    """--proxy-from and --proxy-timeout reach every haproxy: listener."""
+
+    def test_options_reach_the_listeners(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.python import usage
+
+        from tcpfiles import tap
+
+        root = str(temporary_directory(self))
+        options = tap.Options()
+        options.parseOptions(
+            ["--root", root, "--listen", "haproxy:tcp:0", "--proxy-from", "10.0.0.0/8,::1"]
+            + ["--proxy-timeout", "2", "--serve", "echo=haproxy:tcp:0"]
+        )
+        expected = ProxySettings(parse_networks("10.0.0.0/8,::1"), 2.0)
+        top = tap.makeService(options, MemoryReactorClock())
+        listeners = [child for child in top if isinstance(child, ListenerService)]
+        self.assertEqual(len(listeners), 2)
+        self.assertEqual({listener.proxy for listener in listeners}, {expected})
+        defaults = tap.Options()
+        defaults.parseOptions(["--root", root])
+        self.assertEqual(defaults.proxy_settings(), ProxySettings())
+        for bad in (["--proxy-from", "10.0.0.300"], ["--proxy-timeout", "0"]):
+            with self.assertRaises(usage.UsageError):
+                tap.Options().parseOptions(["--root", root, *bad])
