@@ -185,3 +185,6 @@ class SendingTests(SynchronousTestCase):
         assert read_all(theirs, 8) == b"OK 3\nabc"
         adapt_read_size(guard, connection.bufferSize)
         assert connection.bufferSize == 2 * MIN_READ
+        from tcpfiles.tree.zerocopy import sendfile_possible
+
+        assert sendfile_possible(guard)  # getHandle, producer, disconnecting: passed through

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.e2e.cases import E2ETestCase
 from tests.e2e.certs import make_ca, make_server_cert
-from tests.e2e.harness import Twistd, Wire, wait_until
+from tests.e2e.harness import Twistd, Wire, make_file, wait_until
 from tests.external import require_binary
 
 PAGE = Path(__file__).parents[2] / "docs" / "operations.md"
@@ -163,6 +163,13 @@ class BehindHAProxyTests(E2ETestCase):
             client = From(f"127.0.0.{n}", front)
             self.assertEqual(client.get("hello.txt"), b"hello")
             locals_.append(client.local)
+            client.close()
+        digest = make_file(self.root / "big.bin", 8 << 20)
+        for source in ("127.0.0.2", "127.0.0.3"):  # one from each server, sendfile and all
+            client = From(source, front)
+            client.send(b"GET big.bin\n")
+            self.assertEqual(client.line(), b"OK %d" % (8 << 20))
+            self.assertEqual(client.sha256_of_next(8 << 20), digest)
             client.close()
         for server in (one, two):  # round robin: two each
             server.wait_count(r"via=127\.0\.0\.1:\d+ GET hello\.txt -> OK", 2)
