@@ -67,9 +67,12 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual((header.size, header.command), (len(V1), "TCP4"))
         self.assertEqual(header.source, IPv4Address("TCP", *CLIENT))
         self.assertEqual(header.destination, IPv4Address("TCP", *FRONT))
-        six = read_header(b"PROXY TCP6 2001:db8::5 2001:db8::1 5555 8888\r\n")
+        six = read_header(b"PROXY TCP6 2001:DB8:0::5 2001:db8::1 5555 8888\r\n")
         assert six is not None
-        self.assertEqual(six.source, IPv6Address("TCP", "2001:db8::5", 5555))
+        self.assertEqual(six.source, IPv6Address("TCP", "2001:db8::5", 5555))  # as usually spelt
+        mapped = read_header(b"PROXY TCP6 ::ffff:203.0.113.5 ::1 5555 8888\r\n")
+        assert mapped is not None
+        self.assertEqual(mapped.source, IPv4Address("TCP", *CLIENT))
 
     def test_v2_tcp4_tcp6_and_mapped(self) -> None:
         header = read_header(v2(tail=b"\x04\x00\x01x"))  # a NOOP TLV after the addresses
@@ -107,6 +110,9 @@ class HeaderTests(SynchronousTestCase):
         for data in [
             b"GET / HTTP/1.0\r\n",
             b"PROXY TCP4 203.0.113.5 192.0.2.1 5555\r\n",
+            b"PROXY TCP4 203.0.113.05 192.0.2.1 5555 8888\r\n",
+            b"PROXY TCP6 203.0.113.5 ::1 5555 8888\r\n",
+            b"PROXY TCP4 203.0.113.\xff 192.0.2.1 5555 8888\r\n",
             b"PROXY TCP4 2001:db8::5 192.0.2.1 5555 8888\r\n",
             b"PROXY TCP4 203.0.113.5 192.0.2.1 5555 88888\r\n",
             b"PROXY TCP4 203.0.113.5 192.0.2.1 -1 8888\r\n",

@@ -25,7 +25,7 @@ own, counted under the balancer's address, and served as a plain one.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import address, interfaces
@@ -75,6 +75,8 @@ class ProxySettings:
     allowed: tuple[Network, ...] = parse_networks(DEFAULT_PROXY_FROM)
     #: Seconds from the connection to the end of its header.
     deadline: float = 5.0
+    #: Answers so far, by host: a few balancers ask again and again.
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def allows(self, peer: object) -> bool:
         """Whether ``peer`` (the connection's own address) is an allowed balancer; a UNIX
@@ -82,6 +84,14 @@ class ProxySettings:
         host = getattr(peer, "host", None)
         if not isinstance(host, str):
             return isinstance(peer, address.UNIXAddress)
+        known = self._known.get(host)
+        if known is None:
+            if len(self._known) >= 1024:  # refused scanners' addresses are not kept for ever
+                self._known.clear()
+            known = self._known[host] = self._look_up(host)
+        return known
+
+    def _look_up(self, host: str) -> bool:
         try:
             ip = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:

@@ -13,16 +13,13 @@ addresses, ports are decimal 0–65535) and normalised (``::ffff:1.2.3.4`` is ``
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
-from ipaddress import ip_address
 
 from twisted.internet.address import IPv4Address, IPv6Address
 
 __all__ = ["V1_MAX", "V2_MAX", "V2_SIGNATURE", "Header", "ProxyHeaderError", "read_header"]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: The version 2 signature, the first 12 bytes of its header.
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -30,6 +27,8 @@ V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_START = b"PROXY "
 #: Longest version 1 header, CRLF included (the specification's figure).
 V1_MAX = 107
+#: The first 12 bytes of an IPv4-mapped IPv6 address (``::ffff:1.2.3.4``).
+_MAPPED = bytes(10) + b"\xff\xff"
 #: Longest version 2 header accepted: 16 bytes, addresses (at most 216) and room for the
 #: TLVs HAProxy may add (unique id, authority, TLS details).
 V2_MAX = 1024
@@ -83,25 +82,25 @@ def _read_v1(data: bytes) -> Header | None:
 
 
 def _address(host: bytes, port: bytes, version: int) -> IPv4Address | IPv6Address:
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
     try:
-        ip = ipaddress.ip_address(host.decode("ascii"))
-    except ValueError:
-        raise ProxyHeaderError("malformed address in version 1 header") from None
-    if ip.version != version:
-        raise ProxyHeaderError(f"TCP{version} header with an IPv{ip.version} address")
+        packed = socket.inet_pton(family, host.decode("ascii"))
+    except (OSError, ValueError):  # not an address of that family; not ASCII, NUL inside
+        raise ProxyHeaderError(f"malformed TCP{version} address in version 1 header") from None
     if not port.isdigit() or len(port) > 5 or int(port) > 65535:
         raise ProxyHeaderError("malformed port in version 1 header")
-    return _made(ip, int(port))
+    return _made(packed, int(port))
 
 
-def _made(ip: IPAddress, port: int) -> IPv4Address | IPv6Address:
-    """Twisted's address for ``ip``; an IPv4-mapped IPv6 address as the IPv4 one, so that a
-    client counts the same (per-peer limits, failed logins) whichever way it was given."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv4Address):
-        return IPv4Address("TCP", str(ip), port)
-    return IPv6Address("TCP", str(ip), port)
+def _made(packed: bytes, port: int) -> IPv4Address | IPv6Address:
+    """Twisted's address for the packed ``ip``, in its usual spelling; an IPv4-mapped IPv6
+    address as the IPv4 one, so that a client counts the same (per-peer limits, failed
+    logins) whichever way it was given.  (``socket``, not ``ipaddress``: a tenth of the cost.)"""
+    if len(packed) == 16 and packed[:12] == _MAPPED:
+        packed = packed[12:]
+    if len(packed) == 4:
+        return IPv4Address("TCP", socket.inet_ntop(socket.AF_INET, packed), port)
+    return IPv6Address("TCP", socket.inet_ntop(socket.AF_INET6, packed), port)
 
 
 def _read_v2(data: bytes) -> Header | None:
@@ -133,6 +132,4 @@ def _read_v2(data: bytes) -> Header | None:
         raise ProxyHeaderError("version 2 header too short for its addresses")
     source, destination, sport, dport = struct.unpack(shape, body[:length])
     name = "TCP4" if family == 1 else "TCP6"
-    return Header(
-        size, name, _made(ip_address(source), sport), _made(ip_address(destination), dport)
-    )
+    return Header(size, name, _made(source, sport), _made(destination, dport))
