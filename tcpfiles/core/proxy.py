@@ -179,7 +179,7 @@ class ProxyProtocol(ProtocolWrapper):
         """The header is whole: build the wrapped protocol for the client it names."""
         self._cancel_deadline()
         if header.source is not None:
-            self._peer = _proxied(header.source, self.transport.getPeer())
+            self._peer = _proxied(header.source, self._peer)  # via the balancer
             self._host = header.destination
         wrapped = self.factory.wrappedFactory.buildProtocol(self._peer)
         if wrapped is None:
