@@ -42,6 +42,7 @@ from tcpfiles.core.plugin import (
     discover,
     is_datagram,
 )
+from tcpfiles.core.proxy import DEFAULT_SETTINGS, ProxySettings
 from tcpfiles.core.service import DrainingService, ListenerService, check_server_string
 from tcpfiles.core.tls import check_pair, server_endpoint
 from tcpfiles.core.udp import UDPListenerService, is_udp, parse_udp
@@ -103,6 +104,7 @@ def make_service(
     second_signal_forces: bool = False,
     metrics: str | Metrics | None = None,
     quota: int = 0,
+    proxy: ProxySettings = DEFAULT_SETTINGS,
 ) -> DrainingService:
     """The service that serves each of ``serving`` over ``root``: what ``twistd tcpfiles`` runs.
 
@@ -114,14 +116,15 @@ def make_service(
     uploads; ``checkers`` (twisted.cred) to require logins;
     ``users``, a users file (parsed, or its path) giving accounts their own roots; ``anonymous``
     to let anyone read without one.  ``second_signal_forces``: a second SIGINT/SIGTERM while
-    draining drops the rest (for a process that owns its signals).  ValueError for anything
-    that cannot be served (``NotADirectoryError`` for the root, OSError for a users file that
-    cannot be read, what OpenSSL raises for TLS files); nothing is opened.  Under a service
-    manager that asks for it (``$NOTIFY_SOCKET``: systemd's ``Type=notify``), a last child,
-    :class:`~tcpfiles.core.notify.ReadinessService`, tells it when the server is ready, alive
-    and stopping.  ``metrics``: an endpoint string to serve Prometheus metrics and the status
-    on over HTTP (``/metrics``, ``/status``: :mod:`tcpfiles.prometheus`, which needs
-    ``prometheus_client``), or a :class:`~tcpfiles.core.metrics.Metrics` to report to (a
+    draining drops the rest (for a process that owns its signals).  ``proxy``: which balancers
+    ``haproxy:`` endpoints trust, and their header deadline (docs/operations.md).  ValueError
+    for anything that cannot be served (``NotADirectoryError`` for the root, OSError for a
+    users file that cannot be read, what OpenSSL raises for TLS files); nothing is opened.
+    Under a service manager that asks for it (``$NOTIFY_SOCKET``: systemd's ``Type=notify``),
+    a last child, :class:`~tcpfiles.core.notify.ReadinessService`, tells it when the server is
+    ready, alive and stopping.  ``metrics``: an endpoint string to serve Prometheus metrics
+    and the status on over HTTP (``/metrics``, ``/status``: :mod:`tcpfiles.prometheus`, which
+    needs ``prometheus_client``), or a :class:`~tcpfiles.core.metrics.Metrics` to report to (a
     worker's :class:`~tcpfiles.prometheus.PrometheusMetrics` in multi-process mode, whose page
     another process serves); None for none.
     """
@@ -149,7 +152,7 @@ def make_service(
     server = replace(accounts.context(reactor), metrics=recorder)
     view = None if accounts.portal is None else anonymous_root(accounts.portal)
     for behaviour, options, endpoints in plans:
-        _serve(top, behaviour, options, endpoints, server, view)
+        _serve(top, behaviour, options, endpoints, server, view, proxy)
     _last(top, metrics if isinstance(metrics, str) else None, recorder, tls)
     return top
 
@@ -176,6 +179,7 @@ def _serve(
     endpoints: Sequence[str],
     server: Context,
     anonymous_view: Any,
+    proxy: ProxySettings,
 ) -> None:
     """Build one behaviour with the context it may have, and listen on its endpoints."""
     context = context_for(behaviour, server, anonymous_view)
@@ -186,7 +190,7 @@ def _serve(
     if is_datagram(behaviour):
         _serve_datagrams(top, behaviour, options, context, built, endpoints)
     else:
-        guarded = serve_stream(top, built, options, endpoints, behaviour.name)
+        guarded = serve_stream(top, built, options, endpoints, behaviour.name, proxy)
         tracker = getattr(guarded, "tracker", None)
         if tracker is not None:
             context.metrics.track(behaviour.name, tracker)
@@ -198,15 +202,17 @@ def serve_stream(
     options: usage.Options,
     endpoints: Sequence[str],
     label: str,
+    proxy: ProxySettings = DEFAULT_SETTINGS,
 ) -> Any:
     """Hand one built stream factory, made with ``options``, to a listener on each endpoint:
     the one place where a behaviour's factory meets the network.  It is served behind the
     kernel's guard (its ``idle-timeout``, ``max-per-peer``, ``max-connections`` options), whose
-    tracker is drained when ``top`` stops.  Returns the guarded factory."""
+    tracker is drained when ``top`` stops; ``haproxy:`` endpoints read PROXY headers first, as
+    ``proxy`` says.  Returns the guarded factory."""
     settings = ConnectionSettings.from_options(options)
     factory = guard_stream(factory, settings, top.reactor, top.trackers)
     for description in endpoints:
-        _adopt(top, ListenerService(description, factory, top.reactor, label))
+        _adopt(top, ListenerService(description, factory, top.reactor, label, proxy))
     return factory
 
 
@@ -348,7 +354,7 @@ def bind_now(top: service.MultiService) -> None:
 def _warn_plain_listeners(top: service.MultiService) -> None:
     """With TLS asked for, say so when a TCP listener was given as plain text anyway."""
     for child in top:
-        plain = isinstance(child, ListenerService) and child.security() == "plain TCP"
+        plain = isinstance(child, ListenerService) and child.security().endswith("plain TCP")
         if plain and child.label != "metrics":  # HTTP for a scraper, on the operator's network
             log.warn(
                 "{label}: --tls-cert is given but {endpoint} is plain TCP: its traffic is not "

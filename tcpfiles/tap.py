@@ -22,6 +22,7 @@ from tcpfiles.compose import Serve, bind_now, check_endpoint, default_endpoints,
 from tcpfiles.compose import parse_options as parse_own_options
 from tcpfiles.core.options import positive_float, positive_int
 from tcpfiles.core.plugin import discover, is_datagram
+from tcpfiles.core.proxyendpoint import ProxyOptions
 from tcpfiles.core.service import ListenFailed, check_server_string
 from tcpfiles.core.tls import TLSOptions
 from tcpfiles.core.workers import (
@@ -43,7 +44,7 @@ DEFAULT = "files"
 BEHAVIOURS = discover()
 
 
-class BaseOptions(TLSOptions, AccountOptions):
+class BaseOptions(TLSOptions, AccountOptions, ProxyOptions):
     """Options of ``twistd tcpfiles`` that do not depend on which behaviours are installed:
     the root, the listeners, the grace period, and the TLS and account groups of the floors
     that own them (:class:`~tcpfiles.core.tls.TLSOptions`,
@@ -124,6 +125,7 @@ class BaseOptions(TLSOptions, AccountOptions):
                 f"--root {self['root']!r} does not exist or is not a directory"
             ) from None
         self.check_tls()
+        self.check_proxy()
         self.check_accounts(self["root"])
         self._check_metrics()
         if not self["listen"]:
@@ -293,6 +295,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         anonymous=options["anonymous"],
         second_signal_forces=True,
         metrics=_own_metrics(options, role),
+        proxy=options.proxy_settings(),
     )
     if role is not None:  # started by a parent's --workers: serve its sockets
         become_worker()

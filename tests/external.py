@@ -1,21 +1,21 @@
-"""Real external programs the tests start: skipped when missing, unless CI requires them."""
+"""Real external programs (haproxy, redis-server, nginx) that some tests start themselves."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import unittest
 
-from twisted.trial.unittest import SkipTest
+__all__ = ["require_binary"]
 
 
 def require_binary(name: str) -> str:
-    """The path of program ``name``; SkipTest when it is not installed, unless the environment
-    sets ``TCPFILES_REQUIRE_EXTERNAL=1`` (CI), where a missing program is a failure."""
-    path = shutil.which(name) or next(
-        (p for d in ("/usr/sbin", "/usr/bin") if os.access(p := f"{d}/{name}", os.X_OK)), None
-    )
+    """The path of program ``name``; the test is skipped without it, unless
+    ``TCPFILES_REQUIRE_EXTERNAL=1`` (CI), where a missing program fails it."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is not None:
         return path
+    reason = f"{name} is not installed"
     if os.environ.get("TCPFILES_REQUIRE_EXTERNAL") == "1":
-        raise AssertionError(f"{name} is not installed and TCPFILES_REQUIRE_EXTERNAL=1")
-    raise SkipTest(f"{name} is not installed")
+        raise AssertionError(f"{reason} (TCPFILES_REQUIRE_EXTERNAL=1)")
+    raise unittest.SkipTest(reason)

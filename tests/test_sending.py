@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import interfaces, tcp
-from twisted.internet.protocol import Protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
@@ -160,3 +161,30 @@ class SendingTests(SynchronousTestCase):
         transport = StringTransport()
         adapt_read_size(transport, 1 << 20)
         assert not hasattr(transport, "bufferSize")
+
+    def test_fast_paths_look_beneath_the_guard_and_the_proxy_layer(self) -> None:
+        """Behind a haproxy: listener the socket is one layer further down: still found."""
+        from twisted.internet import task
+
+        from tcpfiles.core.proxy import ProxyFactory, ProxySettings
+        from tcpfiles.testing import guarded
+
+        connection, theirs = self.pair()
+        connection.getPeer = lambda: IPv4Address("TCP", "127.0.0.1", 40000)  # type: ignore[method-assign]
+        clock = task.Clock()
+        factory = ProxyFactory(
+            guarded(Factory.forProtocol(Protocol), clock), clock, ProxySettings()
+        )
+        proxy = factory.buildProtocol(connection.getPeer())
+        proxy.makeConnection(connection)
+        proxy.dataReceived(b"PROXY TCP4 203.0.113.5 192.0.2.1 5555 8888\r\n")
+        guard = proxy.wrappedProtocol
+        assert guard.getPeer().host == "203.0.113.5"
+        assert can_send_now(guard)
+        assert send_now(guard, b"OK 3\n", b"abc") is True
+        assert read_all(theirs, 8) == b"OK 3\nabc"
+        adapt_read_size(guard, connection.bufferSize)
+        assert connection.bufferSize == 2 * MIN_READ
+        from tcpfiles.tree.zerocopy import sendfile_possible
+
+        assert sendfile_possible(guard)  # getHandle, producer, disconnecting: passed through

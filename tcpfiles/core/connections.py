@@ -48,7 +48,15 @@ def peer_key(address: object) -> str:
 
 
 def describe_peer(address: object) -> str:
-    """``127.0.0.1:4000``, ``[::1]:4000``, or a UNIX socket's name, for logs."""
+    """``127.0.0.1:4000``, ``[::1]:4000``, or a UNIX socket's name, for logs; a client that
+    came through a balancer (PROXY protocol) with it: ``1.2.3.4:5555 via=127.0.0.1:40000``."""
+    via = getattr(address, "via", None)
+    if via is not None:
+        return f"{_describe(address)} via={_describe(via)}"
+    return _describe(address)
+
+
+def _describe(address: object) -> str:
     host, port = getattr(address, "host", None), getattr(address, "port", None)
     if host is None:
         name = getattr(address, "name", None)

@@ -13,7 +13,8 @@ read nothing made the files server buffer 2.9 GB of answers (measured).
 
 Each function takes the transport a protocol has: under the kernel's guard
 (:mod:`tcpfiles.core.guard`) that is the guard, and the socket fast paths look beneath it (and
-tell it that bytes moved, for its idle timeout).
+tell it that bytes moved, for its idle timeout), and beneath the PROXY layer of a ``haproxy:``
+listener too (:mod:`tcpfiles.core.proxy`: past the header it only passes bytes on).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from twisted.internet import defer, interfaces, tcp
 from zope.interface import implementer
 
 from tcpfiles.core.guard import GuardedProtocol
+from tcpfiles.core.proxy import ProxyProtocol
 from tcpfiles.core.tls import is_tls_transport
 
 __all__ = [
@@ -60,6 +62,8 @@ def can_send_now(transport: Any) -> bool:
     """
     if isinstance(transport, GuardedProtocol):  # beneath(), inline: once per answer or echo
         transport = transport.transport
+        if type(transport) is ProxyProtocol:  # behind a balancer: it only passes bytes on
+            transport = transport.transport
     return (
         isinstance(transport, tcp.Connection)  # not TLS, not a test transport
         and not is_tls_transport(transport)
@@ -85,6 +89,8 @@ def adapt_read_size(transport: Any, got: int) -> None:
     """
     if isinstance(transport, GuardedProtocol):  # beneath(), inline: once per read
         transport = transport.transport
+        if type(transport) is ProxyProtocol:
+            transport = transport.transport
     if not isinstance(transport, tcp.Connection):  # TLS wrappers, test transports: as they are
         return
     size = transport.bufferSize
@@ -112,6 +118,8 @@ def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
         transport = transport.transport
+        if type(transport) is ProxyProtocol:
+            transport = transport.transport
     try:
         sent = transport.socket.sendmsg(pieces)
     except OSError:

@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpfiles.core.connections import ConnectionTracker
+from tcpfiles.core.proxy import DEFAULT_SETTINGS, ProxySettings
+from tcpfiles.core.proxyendpoint import is_proxy_endpoint, proxy_endpoint
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -65,9 +67,9 @@ def check_server_string(description: str) -> None:
     unreadable or mismatched TLS files; for a ``systemd:`` socket that systemd did not pass, a
     ValueError that says why); nothing is opened."""
     try:
-        endpoints.serverFromString(_PARSING_ONLY, description)
+        proxy_endpoint(_PARSING_ONLY, description)
     except (IndexError, KeyError):
-        if description.split(":", 1)[0].lower() != "systemd":
+        if "systemd" not in description.lower().split(":", 2)[:2]:  # systemd:, haproxy:systemd:
             raise
         raise ValueError(systemd_failure(os.environ)) from None
 
@@ -107,7 +109,11 @@ def _listening(fd: int) -> bool:
 
 
 def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
-    """Add ``backlog=`` to a tcp/tcp6/ssl endpoint string that does not set one."""
+    """Add ``backlog=`` to a tcp/tcp6/ssl endpoint string (also behind ``haproxy:``) that does
+    not set one."""
+    if is_proxy_endpoint(description):
+        head, _, inner = description.partition(":")
+        return f"{head}:{with_backlog(inner, backlog)}"
     kind = description.split(":", 1)[0].lower()
     if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
         return f"{description}:backlog={backlog}"
@@ -115,14 +121,24 @@ def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
 
 
 class ListenerService(service.Service):
-    """Listen with ``factory`` on a Twisted server endpoint string while running."""
+    """Listen with ``factory`` on a Twisted server endpoint string while running; a
+    ``haproxy:`` one reads PROXY headers from the balancers ``proxy`` allows
+    (:mod:`tcpfiles.core.proxy`)."""
 
-    def __init__(self, description: str, factory: Factory, reactor: Any, label: str) -> None:
+    def __init__(
+        self,
+        description: str,
+        factory: Factory,
+        reactor: Any,
+        label: str,
+        proxy: ProxySettings = DEFAULT_SETTINGS,
+    ) -> None:
         self.requested = description  # as given: what messages show
         self.description = with_backlog(description)
         self.factory = factory
         self.reactor = reactor
         self.label = label
+        self.proxy = proxy
         self.port: interfaces.IListeningPort | None = None
         #: A listening socket handed down by a parent process (``--workers``): served instead
         #: of opening the endpoint (:func:`tcpfiles.core.workers.adopt_listeners` sets it).
@@ -130,7 +146,7 @@ class ListenerService(service.Service):
         #: In a parent of workers: bind, but never accept (the workers do).
         self.held = False
         # Parse now, so a malformed string is an error before anything starts.
-        endpoints.serverFromString(reactor, self.description)
+        proxy_endpoint(reactor, self.description, proxy)
 
     def privilegedStartService(self) -> None:
         """Bind; a failure (port in use, permission) raises :class:`ListenFailed`."""
@@ -156,20 +172,19 @@ class ListenerService(service.Service):
     def _listen(self) -> defer.Deferred[Any]:
         """Open the endpoint, or serve the inherited socket as the endpoint would."""
         if self.inherited is None:
-            endpoint = endpoints.serverFromString(self.reactor, self.description)
-            return endpoint.listen(self.factory)  # type: ignore[no-any-return]
+            endpoint = proxy_endpoint(self.reactor, self.description, self.proxy)
+            return endpoint.listen(self.factory)
         return defer.maybeDeferred(
-            adopt_port, self.reactor, self.description, self.inherited, self.factory
+            adopt_port, self.reactor, self.description, self.inherited, self.factory, self.proxy
         )
 
     def security(self) -> str:
-        """``TLS`` for an ``ssl:`` endpoint, else what carries the bytes in the clear."""
-        kind = self.description.split(":", 1)[0].lower()
-        if kind == "ssl":
-            return "TLS"
-        return {"tcp": "plain TCP", "tcp6": "plain TCP", "unix": "UNIX socket"}.get(
-            kind, f"{kind}: endpoint"
-        )
+        """``TLS`` for an ``ssl:`` endpoint, else what carries the bytes in the clear; behind
+        ``haproxy:``, the same after ``PROXY header, then``."""
+        if is_proxy_endpoint(self.description):
+            inner = self.description.split(":", 1)[1]
+            return f"PROXY header, then {_security(inner)}"
+        return _security(self.description)
 
     def startService(self) -> None:
         """Bind, unless twistd already did it in the privileged phase."""
@@ -195,24 +210,31 @@ class ListenerService(service.Service):
         return _address(self.port) if self.port is not None else ""
 
 
-def adopt_port(reactor: Any, description: str, fd: int, factory: Factory) -> defer.Deferred[Any]:
+def adopt_port(
+    reactor: Any,
+    description: str,
+    fd: int,
+    factory: Factory,
+    proxy: ProxySettings = DEFAULT_SETTINGS,
+) -> Any:
     """Serve ``factory`` on the listening socket ``fd`` as the endpoint ``description`` would
-    serve it: through the same wrappers (``haproxy:``) and TLS (``ssl:``) around the factory.
-    The socket's family is the socket's own; ``fd`` is closed (the port has its own copy)."""
-    endpoint = endpoints.serverFromString(reactor, description)
+    serve it: with the same PROXY layer (``haproxy:``, outermost, trusting what ``proxy``
+    allows) and TLS (``ssl:``, beneath the PROXY layer) around the factory.  The socket's
+    family is the socket's own; ``fd`` is closed (the port has its own copy)."""
+    endpoint: Any = proxy_endpoint(reactor, description, proxy)
     wrapped: Any = factory
-    # Wrapper endpoints (haproxy:) wrap the factory, outermost first, then listen below.
-    while hasattr(endpoint, "_wrappedEndpoint"):
-        wrapped = endpoint._wrapperFactory(wrapped)
-        endpoint = endpoint._wrappedEndpoint
     if isinstance(endpoint, endpoints.SSL4ServerEndpoint):  # as reactor.listenSSL wraps it
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         wrapped = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, wrapped)
+    # What the endpoint listens with: for haproxy:, a reactor that adds the PROXY layer.
+    listener = getattr(endpoint, "_reactor", None) or endpoint.reactor
     probe = socket.socket(fileno=fd)  # the family, as the kernel knows it
     family = probe.family
     probe.detach()
-    return endpoints.AdoptedStreamServerEndpoint(reactor, fd, family).listen(wrapped)  # type: ignore[no-any-return]
+    port = listener.adoptStreamPort(fd, family, wrapped)
+    os.close(fd)
+    return port
 
 
 def hold(port: Any) -> None:
@@ -220,6 +242,15 @@ def hold(port: Any) -> None:
     ``shutdown()`` (which would stop every process's accepting on the shared socket)."""
     port.stopReading()
     port._shouldShutdown = False
+
+
+def _security(description: str) -> str:
+    kind = description.split(":", 1)[0].lower()
+    if kind == "ssl":
+        return "TLS"
+    return {"tcp": "plain TCP", "tcp6": "plain TCP", "unix": "UNIX socket"}.get(
+        kind, f"{kind}: endpoint"
+    )
 
 
 def _address(port: interfaces.IListeningPort) -> str:
