@@ -8,6 +8,11 @@ Flood control: every line a member sends (commands too, except ``/quit``) spends
 that member's :class:`TokenBucket`; lines everyone sees or whose answer grows with the room cost
 more (:data:`FANOUT_COST`, :func:`who_cost`).  A line over budget is dropped; the member is told
 once, and not again until a line of theirs gets through.
+
+A room may span processes: give it a :class:`Relay` (:mod:`tcpfiles.chat.bus` is one) and it
+asks the relay before a nick is taken (the answer may come later), tells it what is said and
+announced here, and delivers what the relay brings from elsewhere (:meth:`Room.deliver`).
+Without one, nothing changes: a room in one process.
 """
 
 from __future__ import annotations
@@ -45,6 +50,23 @@ class Member(Protocol):
 
     def send(self, line: str) -> None:
         """Deliver one line (without its newline)."""
+
+
+class Relay(Protocol):
+    """What carries a room to its other processes (:mod:`tcpfiles.chat.bus`)."""
+
+    def claim(self, nick: str, joining: bool, done: Callable[[bool, list[str]], None]) -> None:
+        """Ask for ``nick`` everywhere; ``done(taken, history)`` once known (now or later):
+        ``taken`` true when it is ours, ``history`` the said lines a newcomer gets."""
+
+    def release(self, nick: str) -> None:
+        """``nick`` is no longer used here."""
+
+    def said(self, line: str) -> None:
+        """A line said here (it goes to history)."""
+
+    def announced(self, line: str) -> None:
+        """A notice here: a join, a leave, a rename."""
 
 
 def clean(text: str) -> str:
@@ -124,6 +146,8 @@ class Room:
         self._buckets: dict[int, TokenBucket] = {}
         self._told: set[int] = set()  # members told to slow down, until a line gets through
         self._joins: dict[str, TokenBucket] = {}  # by the member's address (insertion order)
+        self.relay: Relay | None = None  # the room's other processes, if any
+        self._pending: dict[int, Member] = {}  # members whose /nick the relay is asked about
 
     # --- joining and leaving -------------------------------------------------------------
 
@@ -143,19 +167,51 @@ class Room:
             member.send(f"!!! the nick {nick} is taken")
             return
         old = member.nick
+        if id(member) in self._pending:
+            member.send("!!! your last /nick is still being checked")
+            return
         if old is None and not self._may_join(member):
             return
+        if self.relay is None or (old is not None and old.lower() == nick.lower()):
+            self._take(member, nick, list(self.history))
+            return
+        self._pending[id(member)] = member
+        self.relay.claim(
+            nick, old is None, lambda ok, lines: self._claimed(member, nick, ok, lines)
+        )
+
+    def _claimed(self, member: Member, nick: str, ok: bool, history: list[str]) -> None:
+        """The relay's answer about ``nick``: take it, or refuse (release it if the member left
+        or someone here took it meanwhile)."""
+        relay = self.relay
+        if self._pending.pop(id(member), None) is None:
+            if ok and relay is not None:
+                relay.release(nick)  # the member left while we asked
+            return
+        holder = self.members.get(nick.lower())
+        if not ok or (holder is not None and holder is not member):
+            if ok and relay is not None:
+                relay.release(nick)
+            member.send(f"!!! the nick {nick} is taken")
+            return
+        self._take(member, nick, history)
+
+    def _take(self, member: Member, nick: str, history: list[str]) -> None:
+        """Give ``member`` the nick: a join (welcome, history) or a rename, announced."""
+        old = member.nick
         if old is not None:
             del self.members[old.lower()]
+            if self.relay is not None and old.lower() != nick.lower():
+                self.relay.release(old)
         member.nick = nick
         self.members[nick.lower()] = member
         if old is None:
             member.send(f"*** welcome, {nick}; {len(self.members)} here. /help for commands")
-            for line in self.history:
+            for line in history:
                 member.send(line)
-            self._broadcast(f"*** {nick} joined", exclude=member)
+            self._announce(f"*** {nick} joined", exclude=member)
         elif old != nick:
-            self._broadcast(f"*** {old} is now known as {nick}")
+            self._announce(f"*** {old} is now known as {nick}")
 
     def _may_join(self, member: Member) -> bool:
         """Spend a join from the member's address (``member.address``, when it has one)."""
@@ -177,10 +233,13 @@ class Room:
         """Remove a member (idempotent); the others are told."""
         self._buckets.pop(id(member), None)
         self._told.discard(id(member))
+        self._pending.pop(id(member), None)
         if member.nick is None or self.members.get(member.nick.lower()) is not member:
             return
         del self.members[member.nick.lower()]
-        self._broadcast(f"*** {member.nick} left ({reason})")
+        if self.relay is not None:
+            self.relay.release(member.nick)
+        self._announce(f"*** {member.nick} left ({reason})")
 
     # --- talking ---------------------------------------------------------------------------
 
@@ -263,6 +322,20 @@ class Room:
     def _say(self, line: str, exclude: Member | None = None) -> None:
         self.history.append(line)
         self._broadcast(line, exclude)
+        if self.relay is not None:
+            self.relay.said(line)
+
+    def _announce(self, line: str, exclude: Member | None = None) -> None:
+        self._broadcast(line, exclude)
+        if self.relay is not None:
+            self.relay.announced(line)
+
+    def deliver(self, line: str, said: bool) -> None:
+        """A line from the room's other processes: to everyone here, as if said here (a said
+        line goes to history too); never back to the relay."""
+        if said:
+            self.history.append(line)
+        self._broadcast(line)
 
     def _broadcast(self, line: str, exclude: Member | None = None) -> None:
         for member in list(self.members.values()):

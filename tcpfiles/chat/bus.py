@@ -1,0 +1,363 @@
+"""A chat room across processes and hosts: the relay between a :class:`~.room.Room` and a bus.
+
+Every process (a *node*) that names the same bus serves one room.  The room stays a plain
+object; :class:`RoomBus` is its :class:`~.room.Relay`: it sends what is said and announced here
+to the bus and delivers what comes from the other nodes to the users here, formatted as they
+were where they were said.  Each message names its node, so a node ignores its own.
+
+The bus (:class:`Bus`; Redis in :mod:`tcpfiles.chat.redisbus`, a fake in the tests) offers:
+
+* nick claims: ``SET key node NX EX ttl``; the owner refreshes them while the user is here
+  and deletes them when the user leaves or changes nick, so a nick is unique across nodes;
+* said lines in a capped stream *and* on a channel, in one step (a script): the stream id
+  orders them, so a node that was away reads what it missed (``XRANGE``) and drops what it
+  already had; a newcomer's history is the stream's last lines (``XREVRANGE``);
+* notices (joins, leaves, renames) on the channel only.
+
+While the bus is down the room is local: users here still talk to each other, their said lines
+wait in a bounded outbox, nicks are checked here only.  When it is back, the relay re-claims
+the nicks of the users here, reads what it missed, sends the outbox, and says so in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from twisted.internet import defer, interfaces
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tcpfiles.chat.room import Room
+
+__all__ = ["Bus", "BusListener", "RoomBus", "node_id", "parse_url", "stream_order"]
+
+log = Logger(namespace="tcpfiles.chat.bus")
+
+#: Said lines kept while the bus is down, sent when it is back (the oldest go first).
+OUTBOX = 1000
+
+
+def node_id() -> str:
+    """This process's name on the bus: host, pid and a random part (unique per start)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    """A stream id (``"1700000000000-3"``) as something that sorts."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def parse_url(url: str) -> tuple[str, int, int, str | None]:
+    """``redis://[:PASSWORD@]HOST[:PORT][/DB]`` as (host, port, db, password); ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise ValueError(f"{url!r}: only redis://HOST[:PORT][/DB] is supported")
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"{url!r}: the database is a number (/0)")
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, parts.port or 6379, int(db), password
+
+
+class BusListener(Protocol):
+    """What a bus tells (the relay)."""
+
+    def bus_up(self) -> None:
+        """Connected and subscribed: commands may be sent."""
+
+    def bus_down(self, why: str) -> None:
+        """The connection is lost (or could not be made); the bus keeps trying."""
+
+    def bus_message(self, payload: str) -> None:
+        """One message from the channel."""
+
+
+class Bus(Protocol):
+    """The shared store and channel of a room (every Deferred fails when the bus is down)."""
+
+    where: str  # for the log: redis://host:port/db
+
+    def start(self, listener: BusListener) -> None:
+        """Connect (and keep reconnecting, with back-off) and subscribe."""
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Disconnect for good."""
+
+    def claim(self, key: str, node: str, ttl: float) -> defer.Deferred[bool]:
+        """``SET key node NX EX ttl``: whether it was set."""
+
+    def reclaim(self, key: str, node: str, ttl: float) -> defer.Deferred[bool]:
+        """Set ``key`` to ``node`` (TTL ``ttl``) if it is free or already ``node``'s."""
+
+    def release(self, key: str, node: str) -> defer.Deferred[Any]:
+        """Delete ``key`` if it is ``node``'s."""
+
+    def post(self, stream: str, maxlen: int, payload: str) -> defer.Deferred[str]:
+        """Append ``payload`` to ``stream`` (capped near ``maxlen``) and publish ``"ID payload"``
+        on the channel, in one step; the stream id."""
+
+    def publish(self, payload: str) -> defer.Deferred[Any]:
+        """Publish ``"- payload"`` on the channel (no stream id)."""
+
+    def recent(self, stream: str, count: int) -> defer.Deferred[list[tuple[str, str]]]:
+        """The last ``count`` entries of ``stream``, oldest first: (id, payload)."""
+
+    def since(self, stream: str, after: str) -> defer.Deferred[list[tuple[str, str]]]:
+        """The entries of ``stream`` after id ``after``, oldest first."""
+
+
+class RoomBus:
+    """The relay of one room to a bus (a :class:`~.room.Relay` and a :class:`BusListener`)."""
+
+    def __init__(
+        self,
+        room: Room,
+        bus: Bus,
+        clock: interfaces.IReactorTime,
+        *,
+        node: str | None = None,
+        prefix: str = "tcpfiles:chat",
+        ttl: float = 30.0,
+        history: int = 20,
+    ) -> None:
+        self.room, self.bus, self.clock = room, bus, clock
+        self.node = node or node_id()
+        self.prefix, self.ttl, self.history = prefix, ttl, history
+        self.stream = f"{prefix}:history"
+        self.up = False
+        self.outbox: deque[str] = deque(maxlen=OUTBOX)
+        self.last_id: str | None = None  # the newest stream id seen
+        self._catching_up: list[str] | None = None  # messages held while reading what we missed
+        self._released: set[str] = set()  # nicks to delete once the bus is back
+        self._down_since: float | None = None  # since when the bus is away (None: it is here)
+        self._told_down = False  # the outage is logged
+        self._started = False
+        self._stopping = False
+        self._refresher: interfaces.IDelayedCall | None = None
+        room.relay = self
+
+    def key(self, nick: str) -> str:
+        """The bus key holding ``nick``."""
+        return f"{self.prefix}:nick:{nick.lower()}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the bus (once the reactor runs)."""
+        if not self._started:
+            self._started = True
+            self._down_since = self.clock.seconds()
+            self.bus.start(self)
+            self._refresher = self.clock.callLater(self.ttl / 3, self._refresh)
+
+    def stop_when_empty(self) -> None:
+        """Stop once the users here have left (now, if none is here)."""
+        self._stopping = True
+        if not self.room.members:
+            self.stop()
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Disconnect from the bus for good."""
+        self._stopping = True
+        if self._refresher is not None and self._refresher.active():
+            self._refresher.cancel()
+        self._refresher = None
+        self.up = False
+        if not self._started:
+            return defer.succeed(None)
+        self._started = False
+        return self.bus.stop()
+
+    # --- the room's side (Relay) -----------------------------------------------------------
+
+    def claim(self, nick: str, joining: bool, done: Callable[[bool, list[str]], None]) -> None:
+        """Claim ``nick`` on the bus (here only while it is down); a newcomer's history from
+        the stream."""
+        local = list(self.room.history)
+        if not self.up:
+            self._released.discard(nick.lower())
+            done(True, local)
+            return
+        d = self.bus.claim(self.key(nick), self.node, self.ttl)
+
+        def claimed(ok: bool) -> Any:
+            if not (ok and joining and self.history):
+                return done(ok, local)
+            recent = self.bus.recent(self.stream, self.history)
+            recent.addCallback(lambda entries: done(True, self._said_lines(entries)))
+            recent.addErrback(lambda _: done(True, local))
+            return None
+
+        def failed(failure: Failure) -> None:  # the bus went away meanwhile: decide here
+            log.debug("claim of {nick} failed: {f}", nick=nick, f=failure.getErrorMessage())
+            done(True, local)
+
+        d.addCallbacks(claimed, failed)
+
+    def release(self, nick: str) -> None:
+        """Delete ``nick``'s key (once the bus is back, if it is down)."""
+        if self.up:
+            self.bus.release(self.key(nick), self.node).addErrback(self._ignore)
+        else:
+            self._released.add(nick.lower())
+        if self._stopping and not self.room.members:
+            self.clock.callLater(0, self.stop)
+
+    def said(self, line: str) -> None:
+        """To the stream and the channel; to the outbox while the bus is down."""
+        payload = json.dumps({"node": self.node, "said": line})
+        if self.up:
+            self._post(payload)
+        else:
+            self.outbox.append(payload)
+
+    def announced(self, line: str) -> None:
+        """To the channel (lost while the bus is down: a late join notice would mislead)."""
+        if self.up:
+            payload = json.dumps({"node": self.node, "notice": line})
+            self.bus.publish(payload).addErrback(self._ignore)
+
+    def _post(self, payload: str) -> None:
+        self.bus.post(self.stream, max(self.history, 1), payload).addErrback(self._ignore)
+
+    # --- the bus's side (BusListener) ----------------------------------------------------
+
+    def bus_message(self, message: str) -> None:
+        """One message: held while catching up, else delivered unless already seen or ours."""
+        if self._catching_up is not None:
+            self._catching_up.append(message)
+            return
+        entry_id, _, payload = message.partition(" ")
+        self._receive(None if entry_id == "-" else entry_id, payload)
+
+    def _receive(self, entry_id: str | None, payload: str) -> None:
+        if entry_id is not None:
+            if self.last_id is not None and stream_order(entry_id) <= stream_order(self.last_id):
+                return  # already delivered (read while catching up)
+            self.last_id = entry_id
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.warn("chat bus: ignored a message that is not ours: {m!r}", m=payload[:80])
+            return
+        if not isinstance(message, dict) or message.get("node") == self.node:
+            return
+        if isinstance(message.get("said"), str):
+            self.room.deliver(message["said"], said=True)
+        elif isinstance(message.get("notice"), str):
+            self.room.deliver(message["notice"], said=False)
+
+    def bus_down(self, why: str) -> None:
+        """Say so once per outage; the room goes on here."""
+        was_up, self.up, self._catching_up = self.up, False, None
+        if self._stopping:
+            return
+        if was_up:
+            self._down_since = self.clock.seconds()
+        if not self._told_down:
+            self._told_down = True
+            log.warn(
+                "chat bus: {where} is unreachable ({why}); the room is local to this process "
+                "until it is back",
+                where=self.bus.where,
+                why=why,
+            )
+
+    def bus_up(self) -> None:
+        """Heal: re-claim the nicks here, read what was missed, send the outbox."""
+        self.up = True
+        self._catching_up = []
+        nicks = [m.nick for m in self.room.members.values() if m.nick is not None]
+        claims: list[defer.Deferred[Any]] = [
+            self._reclaim(nick).addErrback(lambda _: False) for nick in nicks
+        ]
+        for nick in self._released - {n.lower() for n in nicks}:
+            self.bus.release(self.key(nick), self.node).addErrback(self._ignore)
+        self._released.clear()
+        first = self.last_id is None  # the first time: where the stream is, to start from
+        missed: defer.Deferred[Any] = (
+            self.bus.recent(self.stream, 1)
+            if self.last_id is None
+            else self.bus.since(self.stream, self.last_id)
+        )
+        missed.addErrback(lambda _: [])
+        everything: defer.Deferred[list[Any]] = defer.gatherResults(
+            [missed, *claims], consumeErrors=True
+        )
+        everything.addCallback(lambda results: self._healed(results[0], len(nicks), first))
+        everything.addErrback(self._ignore)
+
+    def _reclaim(self, nick: str) -> defer.Deferred[bool]:
+        d = self.bus.reclaim(self.key(nick), self.node, self.ttl)
+
+        def checked(ok: bool) -> bool:
+            if not ok:
+                log.warn("chat bus: the nick {nick} is held by another node too", nick=nick)
+            return ok
+
+        return d.addCallback(checked)
+
+    def _healed(self, missed: list[tuple[str, str]], nicks: int, first: bool) -> None:
+        """Deliver what was missed, then what came meanwhile; the first time, ``missed`` is
+        the stream's last entry: where to read from after the next outage (none missed)."""
+        if not self.up:
+            return  # down again meanwhile
+        held, self._catching_up = self._catching_up or [], None
+        start = missed[-1][0] if first and missed else "0-0"
+        if not first:
+            for entry_id, payload in missed:
+                self._receive(entry_id, payload)
+        for message in held:
+            self.bus_message(message)
+        if first and (self.last_id is None or stream_order(start) > stream_order(self.last_id)):
+            self.last_id = start
+        if first:
+            missed = []
+        queued = len(self.outbox)
+        while self.outbox and self.up:
+            self._post(self.outbox.popleft())
+        if self._down_since is not None:
+            log.info(
+                "chat bus: {where} reached{after}; the room spans processes (re-claimed "
+                "{nicks} nick(s), caught up {missed} line(s), sent {queued} queued line(s))",
+                where=self.bus.where,
+                after=f" after {self.clock.seconds() - self._down_since:.1f} s",
+                nicks=nicks,
+                missed=len(missed),
+                queued=queued,
+            )
+        self._down_since = None
+        self._told_down = False
+
+    def _refresh(self) -> None:
+        """Keep the nicks here alive on the bus (their TTL runs out if this node dies)."""
+        self._refresher = self.clock.callLater(self.ttl / 3, self._refresh)
+        if self.up:
+            for member in list(self.room.members.values()):
+                if member.nick is not None:
+                    self._reclaim(member.nick).addErrback(self._ignore)
+
+    def _said_lines(self, entries: list[tuple[str, str]]) -> list[str]:
+        lines = []
+        for _, payload in entries:
+            try:
+                said = json.loads(payload).get("said")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(said, str):
+                lines.append(said)
+        return lines
+
+    @staticmethod
+    def _ignore(failure: Failure) -> None:
+        log.debug("chat bus: {f}", f=failure.getErrorMessage())
