@@ -42,6 +42,9 @@ log = Logger(namespace="tcpfiles.chat.bus")
 
 #: Said lines kept while the bus is down, sent when it is back (the oldest go first).
 OUTBOX = 1000
+#: Said lines posted at most in one message (the lines said here in one reactor turn go together,
+#: so that the other nodes write them to each user at once: a send per user, not per line).
+BATCH = 100
 
 
 def node_id() -> str:
@@ -102,12 +105,13 @@ class Bus(Protocol):
     def release(self, key: str, node: str) -> defer.Deferred[Any]:
         """Delete ``key`` if it is ``node``'s."""
 
-    def post(self, stream: str, maxlen: int, payload: str) -> defer.Deferred[str]:
-        """Append ``payload`` to ``stream`` (capped near ``maxlen``) and publish ``"ID payload"``
-        on the channel, in one step; the stream id."""
+    def post(self, stream: str, maxlen: int, payloads: list[str]) -> defer.Deferred[Any]:
+        """Append each of ``payloads`` to ``stream`` (capped near ``maxlen``) and publish them
+        as one message on the channel, ``"ID1,ID2,...\\nPAYLOAD1\\nPAYLOAD2..."``, in one
+        step."""
 
     def publish(self, payload: str) -> defer.Deferred[Any]:
-        """Publish ``"- payload"`` on the channel (no stream id)."""
+        """Publish ``"-\\nPAYLOAD"`` on the channel (no stream id)."""
 
     def recent(self, stream: str, count: int) -> defer.Deferred[list[tuple[str, str]]]:
         """The last ``count`` entries of ``stream``, oldest first: (id, payload)."""
@@ -144,6 +148,7 @@ class RoomBus:
         self._started = False
         self._stopping = False
         self._refresher: interfaces.IDelayedCall | None = None
+        self._flushing: interfaces.IDelayedCall | None = None  # a post of the outbox, soon
         room.relay = self
 
     def key(self, nick: str) -> str:
@@ -169,9 +174,10 @@ class RoomBus:
     def stop(self) -> defer.Deferred[Any]:
         """Disconnect from the bus for good."""
         self._stopping = True
-        if self._refresher is not None and self._refresher.active():
-            self._refresher.cancel()
-        self._refresher = None
+        for call in (self._refresher, self._flushing):
+            if call is not None and call.active():
+                call.cancel()
+        self._refresher = self._flushing = None
         self.up = False
         if not self._started:
             return defer.succeed(None)
@@ -214,12 +220,11 @@ class RoomBus:
             self.clock.callLater(0, self.stop)
 
     def said(self, line: str) -> None:
-        """To the stream and the channel; to the outbox while the bus is down."""
-        payload = json.dumps({"node": self.node, "said": line})
-        if self.up:
-            self._post(payload)
-        else:
-            self.outbox.append(payload)
+        """To the stream and the channel with the others said in this reactor turn; to the
+        outbox while the bus is down."""
+        self.outbox.append(json.dumps({"node": self.node, "said": line}))
+        if self.up and self._flushing is None:
+            self._flushing = self.clock.callLater(0, self._flush)
 
     def announced(self, line: str) -> None:
         """To the channel (lost while the bus is down: a late join notice would mislead)."""
@@ -227,18 +232,32 @@ class RoomBus:
             payload = json.dumps({"node": self.node, "notice": line})
             self.bus.publish(payload).addErrback(self._ignore)
 
-    def _post(self, payload: str) -> None:
-        self.bus.post(self.stream, max(self.history, 1), payload).addErrback(self._ignore)
+    def _flush(self) -> None:
+        """Post what waits, in batches (kept for later if the bus went down meanwhile)."""
+        self._flushing = None
+        while self.outbox and self.up:
+            batch = [self.outbox.popleft() for _ in range(min(BATCH, len(self.outbox)))]
+            self.bus.post(self.stream, max(self.history, 1), batch).addErrback(self._ignore)
 
     # --- the bus's side (BusListener) ----------------------------------------------------
 
     def bus_message(self, message: str) -> None:
-        """One message: held while catching up, else delivered unless already seen or ours."""
+        """One message: held while catching up, else each of its lines delivered unless
+        already seen or ours."""
         if self._catching_up is not None:
             self._catching_up.append(message)
             return
-        entry_id, _, payload = message.partition(" ")
-        self._receive(None if entry_id == "-" else entry_id, payload)
+        header, *payloads = message.split("\n")
+        if header == "-":
+            for payload in payloads:
+                self._receive(None, payload)
+            return
+        ids = header.split(",")
+        if len(ids) != len(payloads):
+            log.warn("chat bus: ignored a message that is not ours: {m!r}", m=message[:80])
+            return
+        for entry_id, payload in zip(ids, payloads, strict=True):
+            self._receive(entry_id, payload)
 
     def _receive(self, entry_id: str | None, payload: str) -> None:
         if entry_id is not None:
@@ -324,8 +343,7 @@ class RoomBus:
         if first:
             missed = []
         queued = len(self.outbox)
-        while self.outbox and self.up:
-            self._post(self.outbox.popleft())
+        self._flush()
         if self._down_since is not None:
             log.info(
                 "chat bus: {where} reached{after}; the room spans processes (re-claimed "

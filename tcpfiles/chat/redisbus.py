@@ -20,12 +20,16 @@ from tcpfiles.chat.bus import BusListener, parse_url
 
 __all__ = ["RedisBus"]
 
-#: Append to the history stream and publish on the channel, in one step, so that stream ids
-#: and the order of the channel agree (a node that was away reads what it missed by id).
+#: Append lines to the history stream and publish them as one message on the channel, in one
+#: step, so that stream ids and the order of the channel agree (a node that was away reads what
+#: it missed by id): ``"ID1,ID2\\nPAYLOAD1\\nPAYLOAD2"``.
 POST = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
-redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2])
-return id
+local ids = {}
+for i = 2, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i])
+end
+redis.call('PUBLISH', KEYS[2], table.concat(ids, ',') .. '\\n' .. table.concat(ARGV, '\\n', 2))
+return ids
 """
 #: Take a nick that is free or already ours, and (re)set its time to live.
 RECLAIM = """
@@ -193,13 +197,13 @@ class RedisBus:
         """Delete if ours."""
         return self._script(RELEASE, [key], [node])
 
-    def post(self, stream: str, maxlen: int, payload: str) -> defer.Deferred[str]:
-        """XADD and PUBLISH in one script."""
-        return self._script(POST, [stream, self.channel], [maxlen, payload]).addCallback(str)
+    def post(self, stream: str, maxlen: int, payloads: list[str]) -> defer.Deferred[Any]:
+        """XADD each and PUBLISH them, in one script."""
+        return self._script(POST, [stream, self.channel], [maxlen, *payloads])
 
     def publish(self, payload: str) -> defer.Deferred[Any]:
-        """PUBLISH ``- payload``."""
-        return self._command("PUBLISH", self.channel, f"- {payload}")
+        """PUBLISH ``-\\nPAYLOAD``."""
+        return self._command("PUBLISH", self.channel, f"-\n{payload}")
 
     def recent(self, stream: str, count: int) -> defer.Deferred[list[tuple[str, str]]]:
         """XREVRANGE, oldest first."""

@@ -24,6 +24,7 @@ class FakeRedis:
         self.running = True
         self.seq = 0
         self.published: list[str] = []
+        self.posts = 0
 
     def get(self, key: str) -> str | None:
         value = self.keys.get(key)
@@ -112,25 +113,28 @@ class FakeBus:
         if self.server.get(key) == node:
             del self.server.keys[key]
 
-    def post(self, stream: str, maxlen: int, payload: str) -> defer.Deferred[str]:
-        return defer.maybeDeferred(self._post, stream, maxlen, payload)
+    def post(self, stream: str, maxlen: int, payloads: list[str]) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(self._post, stream, maxlen, payloads)
 
-    def _post(self, stream: str, maxlen: int, payload: str) -> str:
+    def _post(self, stream: str, maxlen: int, payloads: list[str]) -> list[str]:
         self._check()
-        self.server.seq += 1
-        entry_id = f"{int(self.server.clock.seconds() * 1000)}-{self.server.seq}"
+        ids = []
         entries = self.server.streams.setdefault(stream, [])
-        entries.append((entry_id, payload))
+        for payload in payloads:
+            self.server.seq += 1
+            ids.append(f"{int(self.server.clock.seconds() * 1000)}-{self.server.seq}")
+            entries.append((ids[-1], payload))
         del entries[:-maxlen]
-        self.server.publish(f"{entry_id} {payload}")
-        return entry_id
+        self.server.posts += 1
+        self.server.publish(",".join(ids) + "\n" + "\n".join(payloads))
+        return ids
 
     def publish(self, payload: str) -> defer.Deferred[Any]:
         return defer.maybeDeferred(self._publish, payload)
 
     def _publish(self, payload: str) -> None:
         self._check()
-        self.server.publish(f"- {payload}")
+        self.server.publish(f"-\n{payload}")
 
     def recent(self, stream: str, count: int) -> defer.Deferred[list[tuple[str, str]]]:
         return defer.maybeDeferred(

@@ -10,7 +10,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from tcpfiles.chat.bus import OUTBOX, RoomBus, parse_url, stream_order
+from tcpfiles.chat.bus import BATCH, OUTBOX, RoomBus, parse_url, stream_order
 from tcpfiles.chat.plugin import ChatOptions
 from tcpfiles.chat.room import Room
 from tests.chat.fakebus import FakeBus, FakeRedis
@@ -41,14 +41,19 @@ class TwoNodes(SynchronousTestCase):
         self.a = Node(self.server, "A", self.clock)
         self.b = Node(self.server, "B", self.clock)
 
+    def say(self, node: Node, person: Person, text: str) -> None:
+        """A line typed on ``node``; its reactor turn ends (what was said there is posted)."""
+        node.room.line(person, text)
+        self.clock.advance(0)
+
     def test_said_lines_cross_once(self) -> None:
         """A line said on A reaches B's users once, and A's own users once (not again)."""
         ann, dave = self.a.join("ann"), self.a.join("dave")
         bob = self.b.join("bob")
         ann.got.clear()
         dave.got.clear()
-        self.a.room.line(ann, "hello")
-        self.a.room.line(ann, "/me waves")
+        self.say(self.a, ann, "hello")
+        self.say(self.a, ann, "/me waves")
         assert bob.got == ["<ann> hello", "* ann waves"]
         assert dave.got == ["<ann> hello", "* ann waves"]
         assert ann.got == ["* ann waves"]  # as today: not echoed, but /me is
@@ -80,7 +85,7 @@ class TwoNodes(SynchronousTestCase):
         """A newcomer on B gets what was said on A (the last ``history`` lines), as today."""
         ann = self.a.join("ann")
         for n in range(5):
-            self.a.room.line(ann, f"line {n}")
+            self.say(self.a, ann, f"line {n}")
         carol = Person()
         self.b.room.set_nick(carol, "carol")
         assert carol.got[0].startswith("*** welcome, carol")
@@ -94,8 +99,8 @@ class TwoNodes(SynchronousTestCase):
         dave.got.clear()
         with capturedLogs() as events:
             self.server.crash()  # keys and streams lost, as with --save ''
-            self.a.room.line(ann, "while down")
-            self.a.room.line(ann, "still down")
+            self.say(self.a, ann, "while down")
+            self.say(self.a, ann, "still down")
             self.a.bus.lost()  # a second report of the same outage is not logged again
         warnings = [formatEvent(e) for e in events if "unreachable" in formatEvent(e)]
         assert len(warnings) == 2  # one per node
@@ -115,7 +120,7 @@ class TwoNodes(SynchronousTestCase):
         refused = Person()
         self.b.room.set_nick(refused, "ann")
         assert refused.got == ["!!! the nick ann is taken"]
-        self.a.room.line(ann, "after")
+        self.say(self.a, ann, "after")
         assert bob.got[-1] == "<ann> after"
         assert bob.got.count("<ann> while down") == 1
 
@@ -124,12 +129,12 @@ class TwoNodes(SynchronousTestCase):
         ann = self.a.join("ann")
         bob = self.b.join("bob")
         ann.got.clear()
-        self.a.room.line(ann, "before")
+        self.say(self.a, ann, "before")
         self.b.bus.lost()
-        self.a.room.line(ann, "missed 1")
-        self.a.room.line(ann, "missed 2")
+        self.say(self.a, ann, "missed 1")
+        self.say(self.a, ann, "missed 2")
         self.b.bus.reconnect()
-        self.a.room.line(ann, "after")
+        self.say(self.a, ann, "after")
         assert bob.got == ["<ann> before", "<ann> missed 1", "<ann> missed 2", "<ann> after"]
 
     def test_nicks_refreshed_and_expire(self) -> None:
@@ -185,12 +190,12 @@ class TwoNodes(SynchronousTestCase):
         ann = self.a.join("ann")
         bob = self.b.join("bob")
         self.server.crash()
-        self.a.room.line(ann, "while down")
+        self.say(self.a, ann, "while down")
         self.server.restart()
         self.a.bus.reconnect()
         assert bob.got == []
         self.b.bus.reconnect()
-        self.a.room.line(ann, "after")
+        self.say(self.a, ann, "after")
         assert bob.got == ["<ann> while down", "<ann> after"]
 
     def test_outbox_is_bounded(self) -> None:
@@ -206,7 +211,21 @@ class TwoNodes(SynchronousTestCase):
         self.b.bus.reconnect()
         self.a.bus.reconnect()
         assert len(bob.got) == OUTBOX
+        assert self.server.posts == OUTBOX // BATCH
         assert bob.got[0] == "<ann> n5"
+
+    def test_lines_of_one_turn_travel_together(self) -> None:
+        """What is said here in one reactor turn is one message on the channel (the other
+        nodes then write it to each user at once), in order, each line still once."""
+        ann, dan = self.a.join("ann"), self.a.join("dan")
+        bob = self.b.join("bob")
+        posts = self.server.posts
+        for n in range(5):
+            self.a.room.line(ann if n % 2 else dan, f"n{n}")
+        assert bob.got == []
+        self.clock.advance(0)
+        assert self.server.posts == posts + 1
+        assert bob.got == ["<dan> n0", "<ann> n1", "<dan> n2", "<ann> n3", "<dan> n4"]
 
 
 class OptionTests(SynchronousTestCase):
