@@ -5,13 +5,16 @@ object; :class:`RoomBus` is its :class:`~.room.Relay`: it sends what is said and
 to the bus and delivers what comes from the other nodes to the users here, formatted as they
 were where they were said.  Each message names its node, so a node ignores its own.
 
-The bus (:class:`Bus`; Redis in :mod:`tcpfiles.chat.redisbus`, a fake in the tests) offers:
+The bus (:class:`~.buscontract.Bus`; Redis in :mod:`tcpfiles.chat.redisbus`, a fake in the
+tests) offers:
 
-* nick claims: ``SET key node NX EX ttl``; the owner refreshes them while the user is here
+* nick claims: ``SET key node NX PX ttl``; the owner refreshes them while the user is here
   and deletes them when the user leaves or changes nick, so a nick is unique across nodes;
-* said lines in a capped stream *and* on a channel, in one step (a script): the stream id
-  orders them, so a node that was away reads what it missed (``XRANGE``) and drops what it
-  already had; a newcomer's history is the stream's last lines (``XREVRANGE``);
+* said lines in a capped stream *and* on a channel, in one step (a script; the lines said here
+  in one reactor turn together): the stream id orders them, so a node that was away reads what
+  it missed (``XRANGE``) and drops what it already had; a newcomer's history is the stream's
+  last lines (``XREVRANGE``).  Each line is numbered by its node, so a post that failed (and
+  is posted again) is delivered once;
 * notices (joins, leaves, renames) on the channel only.
 
 While the bus is down the room is local: users here still talk to each other, their said lines
@@ -22,18 +25,15 @@ the nicks of the users here, reads what it missed, sends the outbox, and says so
 from __future__ import annotations
 
 import json
-import os
-import socket
-import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from typing import Any
 
 from twisted.internet import defer, interfaces
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from tcpfiles.chat.buscontract import Bus, BusListener, node_id, parse_url, stream_order
 from tcpfiles.chat.room import Room
 
 __all__ = ["Bus", "BusListener", "RoomBus", "node_id", "parse_url", "stream_order"]
@@ -42,82 +42,14 @@ log = Logger(namespace="tcpfiles.chat.bus")
 
 #: Said lines kept while the bus is down, sent when it is back (the oldest go first).
 OUTBOX = 1000
+#: Said lines the stream keeps at least (more if ``--chat-history`` asks): what a node that was
+#: away reads back (what it missed beyond that is lost to it).
+STREAM_KEEP = 1000
 #: Said lines posted at most in one message (the lines said here in one reactor turn go together,
 #: so that the other nodes write them to each user at once: a send per user, not per line).
 BATCH = 100
-
-
-def node_id() -> str:
-    """This process's name on the bus: host, pid and a random part (unique per start)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def stream_order(entry_id: str) -> tuple[int, int]:
-    """A stream id (``"1700000000000-3"``) as something that sorts."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def parse_url(url: str) -> tuple[str, int, int, str | None]:
-    """``redis://[:PASSWORD@]HOST[:PORT][/DB]`` as (host, port, db, password); ValueError."""
-    parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise ValueError(f"{url!r}: only redis://HOST[:PORT][/DB] is supported")
-    if not parts.hostname:
-        raise ValueError(f"{url!r}: no host")
-    db = parts.path.strip("/") or "0"
-    if not db.isdigit():
-        raise ValueError(f"{url!r}: the database is a number (/0)")
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or 6379, int(db), password
-
-
-class BusListener(Protocol):
-    """What a bus tells (the relay)."""
-
-    def bus_up(self) -> None:
-        """Connected and subscribed: commands may be sent."""
-
-    def bus_down(self, why: str) -> None:
-        """The connection is lost (or could not be made); the bus keeps trying."""
-
-    def bus_message(self, payload: str) -> None:
-        """One message from the channel."""
-
-
-class Bus(Protocol):
-    """The shared store and channel of a room (every Deferred fails when the bus is down)."""
-
-    where: str  # for the log: redis://host:port/db
-
-    def start(self, listener: BusListener) -> None:
-        """Connect (and keep reconnecting, with back-off) and subscribe."""
-
-    def stop(self) -> defer.Deferred[Any]:
-        """Disconnect for good."""
-
-    def claim(self, key: str, node: str, ttl: float) -> defer.Deferred[bool]:
-        """``SET key node NX EX ttl``: whether it was set."""
-
-    def reclaim(self, key: str, node: str, ttl: float) -> defer.Deferred[bool]:
-        """Set ``key`` to ``node`` (TTL ``ttl``) if it is free or already ``node``'s."""
-
-    def release(self, key: str, node: str) -> defer.Deferred[Any]:
-        """Delete ``key`` if it is ``node``'s."""
-
-    def post(self, stream: str, maxlen: int, payloads: list[str]) -> defer.Deferred[Any]:
-        """Append each of ``payloads`` to ``stream`` (capped near ``maxlen``) and publish them
-        as one message on the channel, ``"ID1,ID2,...\\nPAYLOAD1\\nPAYLOAD2..."``, in one
-        step."""
-
-    def publish(self, payload: str) -> defer.Deferred[Any]:
-        """Publish ``"-\\nPAYLOAD"`` on the channel (no stream id)."""
-
-    def recent(self, stream: str, count: int) -> defer.Deferred[list[tuple[str, str]]]:
-        """The last ``count`` entries of ``stream``, oldest first: (id, payload)."""
-
-    def since(self, stream: str, after: str) -> defer.Deferred[list[tuple[str, str]]]:
-        """The entries of ``stream`` after id ``after``, oldest first."""
+#: Nodes whose last line number is remembered (the least recently heard forgotten first).
+SEEN_NODES = 10_000
 
 
 class RoomBus:
@@ -139,7 +71,9 @@ class RoomBus:
         self.prefix, self.ttl, self.history = prefix, ttl, history
         self.stream = f"{prefix}:history"
         self.up = False
-        self.outbox: deque[str] = deque(maxlen=OUTBOX)
+        self.outbox: deque[tuple[int, str]] = deque(maxlen=OUTBOX)  # (seq, payload) to post
+        self._seq = 0  # numbers this node's said lines: a line posted twice is delivered once
+        self._seen: dict[str, int] = {}  # by node: the highest seq delivered here
         self.last_id: str | None = None  # the newest stream id seen
         self._catching_up: list[str] | None = None  # messages held while reading what we missed
         self._released: set[str] = set()  # nicks to delete once the bus is back
@@ -222,7 +156,10 @@ class RoomBus:
     def said(self, line: str) -> None:
         """To the stream and the channel with the others said in this reactor turn; to the
         outbox while the bus is down."""
-        self.outbox.append(json.dumps({"node": self.node, "said": line}))
+        self._seq += 1
+        self.outbox.append(
+            (self._seq, json.dumps({"node": self.node, "seq": self._seq, "said": line}))
+        )
         if self.up and self._flushing is None:
             self._flushing = self.clock.callLater(0, self._flush)
 
@@ -233,11 +170,24 @@ class RoomBus:
             self.bus.publish(payload).addErrback(self._ignore)
 
     def _flush(self) -> None:
-        """Post what waits, in batches (kept for later if the bus went down meanwhile)."""
+        """Post what waits, in batches (what fails comes back to the outbox, for later)."""
         self._flushing = None
-        while self.outbox and self.up:
-            batch = [self.outbox.popleft() for _ in range(min(BATCH, len(self.outbox)))]
-            self.bus.post(self.stream, max(self.history, 1), batch).addErrback(self._ignore)
+        pending, self.outbox = list(self.outbox), deque(maxlen=OUTBOX)
+        for start in range(0, len(pending), BATCH):
+            batch = pending[start : start + BATCH]
+            if not self.up:
+                self.outbox.extend(batch)
+                continue
+            posted = self.bus.post(
+                self.stream, max(self.history, STREAM_KEEP), [p for _, p in batch]
+            )
+            posted.addErrback(self._unsent, batch)
+
+    def _unsent(self, failure: Failure, batch: list[tuple[int, str]]) -> None:
+        """A post failed (the bus went away, perhaps after doing it): back to the outbox, in
+        order, to be posted again; a line that did get through is dropped by its seq."""
+        log.debug("chat bus: post failed: {f}", f=failure.getErrorMessage())
+        self.outbox = deque(sorted([*batch, *self.outbox]), maxlen=OUTBOX)
 
     # --- the bus's side (BusListener) ----------------------------------------------------
 
@@ -272,9 +222,24 @@ class RoomBus:
         if not isinstance(message, dict) or message.get("node") == self.node:
             return
         if isinstance(message.get("said"), str):
+            if self._again(message):
+                return
             self.room.deliver(message["said"], said=True)
         elif isinstance(message.get("notice"), str):
             self.room.deliver(message["notice"], said=False)
+
+    def _again(self, message: dict[str, Any]) -> bool:
+        """Whether this said line was delivered here already (posted again after a failure)."""
+        node, seq = str(message.get("node")), message.get("seq")
+        if not isinstance(seq, int):
+            return False
+        if seq <= self._seen.get(node, 0):
+            return True
+        self._seen.pop(node, None)  # re-inserted: the oldest node is forgotten first
+        self._seen[node] = seq
+        while len(self._seen) > SEEN_NODES:
+            del self._seen[next(iter(self._seen))]
+        return False
 
     def bus_down(self, why: str) -> None:
         """Say so once per outage; the room goes on here."""
@@ -366,13 +331,15 @@ class RoomBus:
                     self._reclaim(member.nick).addErrback(self._ignore)
 
     def _said_lines(self, entries: list[tuple[str, str]]) -> list[str]:
-        lines = []
+        lines, seen = [], set()
         for _, payload in entries:
             try:
-                said = json.loads(payload).get("said")
-            except (ValueError, AttributeError):
+                message = json.loads(payload)
+                said, key = message.get("said"), (message.get("node"), message.get("seq"))
+            except (ValueError, AttributeError, TypeError):
                 continue
-            if isinstance(said, str):
+            if isinstance(said, str) and key not in seen:
+                seen.add(key)
                 lines.append(said)
         return lines
 

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer, interfaces
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tcpfiles.chat.bus import BusListener, parse_url
+from tcpfiles.chat.buscontract import BusListener, parse_url
 
 __all__ = ["RedisBus"]
 

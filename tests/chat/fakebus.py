@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from tcpfiles.chat.bus import BusListener
+from tcpfiles.chat.buscontract import BusListener
 
 
 class BusDown(ConnectionError):
@@ -63,6 +63,7 @@ class FakeBus:
         self.server = server
         self.where = "fake://bus"
         self.subscribed = False
+        self.fail_post: str | None = None  # "before" or "after": the next post fails so
         self.listener: BusListener
         server.buses.append(self)
 
@@ -118,6 +119,9 @@ class FakeBus:
 
     def _post(self, stream: str, maxlen: int, payloads: list[str]) -> list[str]:
         self._check()
+        if self.fail_post == "before":
+            self.fail_post = None
+            raise BusDown("lost before the post")
         ids = []
         entries = self.server.streams.setdefault(stream, [])
         for payload in payloads:
@@ -127,6 +131,9 @@ class FakeBus:
         del entries[:-maxlen]
         self.server.posts += 1
         self.server.publish(",".join(ids) + "\n" + "\n".join(payloads))
+        if self.fail_post == "after":
+            self.fail_post = None
+            raise BusDown("lost after the post, before its answer")
         return ids
 
     def publish(self, payload: str) -> defer.Deferred[Any]:

@@ -227,6 +227,29 @@ class TwoNodes(SynchronousTestCase):
         assert self.server.posts == posts + 1
         assert bob.got == ["<dan> n0", "<ann> n1", "<dan> n2", "<ann> n3", "<dan> n4"]
 
+    def test_a_failed_post_is_posted_again_and_delivered_once(self) -> None:
+        """A post that fails (whether or not Redis did it) goes back to the outbox and is
+        posted again; the other node and a newcomer's history have each line once."""
+        ann = self.a.join("ann")
+        bob = self.b.join("bob")
+        for when in ("after", "before"):
+            self.a.bus.fail_post = when
+            self.say(self.a, ann, f"failed {when}")
+            self.say(self.a, ann, f"next to {when}")
+        lines = [
+            f"<ann> {kind} {when}" for when in ("after", "before") for kind in ("failed", "next to")
+        ]
+        assert bob.got == lines  # posted again with the next line; once each
+        self.a.bus.fail_post = "before"
+        self.say(self.a, ann, "then down")
+        self.a.bus.lost()
+        assert [seq for seq, _ in self.a.relay.outbox] == [5]
+        self.a.bus.reconnect()
+        assert bob.got == [*lines, "<ann> then down"]
+        carol = Person()
+        self.b.room.set_nick(carol, "carol")
+        assert carol.got[1:] == lines[-2:] + ["<ann> then down"]  # history 3, each once
+
 
 class OptionTests(SynchronousTestCase):
     """--chat-bus is checked when parsed; without txredisapi, a usage error names the extra."""
