@@ -15,7 +15,9 @@ tests) offers:
   it missed (``XRANGE``) and drops what it already had; a newcomer's history is the stream's
   last lines (``XREVRANGE``).  Each line is numbered by its node, so a post that failed (and
   is posted again) is delivered once;
-* notices (joins, leaves, renames) on the channel only.
+* notices (joins, leaves, renames), private lines (``/msg`` to a nick elsewhere) and each
+  node's nicks (for ``/who``: told when they change and with each refresh, forgotten when a
+  node stops telling) on the channel only.
 
 While the bus is down the room is local: users here still talk to each other, their said lines
 wait in a bounded outbox, nicks are checked here only.  When it is back, the relay re-claims
@@ -35,6 +37,7 @@ from twisted.python.failure import Failure
 
 from tcpfiles.chat.buscontract import Bus, BusListener, node_id, parse_url, stream_order
 from tcpfiles.chat.room import Room
+from tcpfiles.chat.roster import Roster
 
 __all__ = ["Bus", "BusListener", "RoomBus", "node_id", "parse_url", "stream_order"]
 
@@ -83,6 +86,8 @@ class RoomBus:
         self._stopping = False
         self._refresher: interfaces.IDelayedCall | None = None
         self._flushing: interfaces.IDelayedCall | None = None  # a post of the outbox, soon
+        self._telling: interfaces.IDelayedCall | None = None  # the roster's, soon
+        self.roster = Roster(clock.seconds, ttl)  # the other nodes' nicks
         room.relay = self
 
     def key(self, nick: str) -> str:
@@ -108,10 +113,12 @@ class RoomBus:
     def stop(self) -> defer.Deferred[Any]:
         """Disconnect from the bus for good."""
         self._stopping = True
-        for call in (self._refresher, self._flushing):
+        for call in (self._refresher, self._flushing, self._telling):
             if call is not None and call.active():
                 call.cancel()
-        self._refresher = self._flushing = None
+        self._refresher = self._flushing = self._telling = None
+        if self.up:
+            self._publish(roster=[])  # none here any more
         self.up = False
         if not self._started:
             return defer.succeed(None)
@@ -166,8 +173,37 @@ class RoomBus:
     def announced(self, line: str) -> None:
         """To the channel (lost while the bus is down: a late join notice would mislead)."""
         if self.up:
-            payload = json.dumps({"node": self.node, "notice": line})
-            self.bus.publish(payload).addErrback(self._ignore)
+            self._publish(notice=line)
+            self._tell_roster_soon()
+
+    def others(self) -> list[str]:
+        """The nicks on the other nodes (none while the bus is down)."""
+        return self.roster.nicks() if self.up else []
+
+    def elsewhere(self, nick: str) -> str | None:
+        """``nick`` as written on the node that has it, if another has it."""
+        found = self.roster.find(nick) if self.up else None
+        return None if found is None else found[1]
+
+    def private(self, nick: str, line: str) -> None:
+        """To the node that has ``nick`` (lost if the bus goes down meanwhile)."""
+        found = self.roster.find(nick) if self.up else None
+        if found is not None:
+            self._publish(to=found[0], nick=nick.lower(), private=line)
+
+    def _publish(self, **message: Any) -> None:
+        self.bus.publish(json.dumps({"node": self.node, **message})).addErrback(self._ignore)
+
+    def _tell_roster_soon(self, ask: bool = False) -> None:
+        """Tell the nicks here at the end of this reactor turn (once, however many changed)."""
+        if self._telling is None:
+            self._telling = self.clock.callLater(0, self._tell_roster, ask)
+
+    def _tell_roster(self, ask: bool = False) -> None:
+        self._telling = None
+        if self.up:
+            nicks = [m.nick for m in self.room.members.values() if m.nick is not None]
+            self._publish(roster=nicks, ask=ask)
 
     def _flush(self) -> None:
         """Post what waits, in batches (what fails comes back to the outbox, for later)."""
@@ -222,11 +258,18 @@ class RoomBus:
         if not isinstance(message, dict) or message.get("node") == self.node:
             return
         if isinstance(message.get("said"), str):
-            if self._again(message):
-                return
-            self.room.deliver(message["said"], said=True)
+            if not self._again(message):
+                self.room.deliver(message["said"], said=True)
         elif isinstance(message.get("notice"), str):
             self.room.deliver(message["notice"], said=False)
+        elif "roster" in message:
+            self.roster.heard(str(message["node"]), message["roster"])
+            if message.get("ask"):
+                self._tell_roster_soon()
+        elif message.get("to") == self.node and isinstance(message.get("private"), str):
+            target = self.room.members.get(str(message.get("nick")))
+            if target is not None:
+                target.send(message["private"])
 
     def _again(self, message: dict[str, Any]) -> bool:
         """Whether this said line was delivered here already (posted again after a failure)."""
@@ -244,6 +287,7 @@ class RoomBus:
     def bus_down(self, why: str) -> None:
         """Say so once per outage; the room goes on here."""
         was_up, self.up, self._catching_up = self.up, False, None
+        self.roster.clear()
         if self._stopping:
             return
         if was_up:
@@ -261,6 +305,7 @@ class RoomBus:
         """Heal: re-claim the nicks here, read what was missed, send the outbox."""
         self.up = True
         self._catching_up = []
+        self._tell_roster_soon(ask=True)  # and ask the others for theirs
         nicks = [m.nick for m in self.room.members.values() if m.nick is not None]
         claims: list[defer.Deferred[Any]] = [
             self._reclaim(nick).addErrback(lambda _: False) for nick in nicks
@@ -326,6 +371,7 @@ class RoomBus:
         """Keep the nicks here alive on the bus (their TTL runs out if this node dies)."""
         self._refresher = self.clock.callLater(self.ttl / 3, self._refresh)
         if self.up:
+            self._tell_roster_soon()
             for member in list(self.room.members.values()):
                 if member.nick is not None:
                     self._reclaim(member.nick).addErrback(self._ignore)

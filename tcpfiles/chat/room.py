@@ -68,6 +68,15 @@ class Relay(Protocol):
     def announced(self, line: str) -> None:
         """A notice here: a join, a leave, a rename."""
 
+    def others(self) -> list[str]:
+        """The nicks in the room elsewhere (for ``/who``)."""
+
+    def elsewhere(self, nick: str) -> str | None:
+        """``nick`` as written where it is, if it is elsewhere; None if not."""
+
+    def private(self, nick: str, line: str) -> None:
+        """Deliver a private line to ``nick``, elsewhere."""
+
 
 def clean(text: str) -> str:
     r"""Make text safe to relay: what the files protocol deems unsafe becomes ``\uNNNN``; TAB stays.
@@ -206,7 +215,8 @@ class Room:
         member.nick = nick
         self.members[nick.lower()] = member
         if old is None:
-            member.send(f"*** welcome, {nick}; {len(self.members)} here. /help for commands")
+            here = len(self.members) + (len(self.relay.others()) if self.relay else 0)
+            member.send(f"*** welcome, {nick}; {here} here. /help for commands")
             for line in history:
                 member.send(line)
             self._announce(f"*** {nick} joined", exclude=member)
@@ -279,7 +289,8 @@ class Room:
         elif member.nick is None:
             member.send("!!! choose a nick first: /nick NAME")
         elif command == "who":
-            names = sorted((m.nick or "" for m in self.members.values()), key=str.lower)
+            names = [m.nick or "" for m in self.members.values()]
+            names = sorted(names + (self.relay.others() if self.relay else []), key=str.lower)
             member.send(f"*** {len(names)} here: {', '.join(names)}")
         elif command == "me":
             rest = clean(rest).strip()
@@ -293,11 +304,18 @@ class Room:
     def _private(self, member: Member, rest: str) -> None:
         target_nick, _, text = rest.partition(" ")
         target = self.members.get(target_nick.lower())
-        if target is None:
+        elsewhere = None
+        if target is None and self.relay is not None:
+            elsewhere = self.relay.elsewhere(target_nick)
+        if target is None and elsewhere is None:
             member.send(f"!!! no one called {target_nick or '?'} is here")
         elif text.strip():
-            line = f"[{member.nick} -> {target.nick}] {text}"
-            target.send(line)
+            shown = target.nick if target is not None else elsewhere
+            line = f"[{member.nick} -> {shown}] {text}"
+            if target is not None:
+                target.send(line)
+            elif self.relay is not None:
+                self.relay.private(target_nick, line)
             if target is not member:
                 member.send(line)
 

@@ -250,6 +250,48 @@ class TwoNodes(SynchronousTestCase):
         self.b.room.set_nick(carol, "carol")
         assert carol.got[1:] == lines[-2:] + ["<ann> then down"]  # history 3, each once
 
+    def test_who_and_msg_across_nodes(self) -> None:
+        """/who and the welcome count everyone; /msg reaches a nick on another node; a node
+        that stops, or stops telling, is forgotten."""
+        ann = self.a.join("ann")
+        bob = self.b.join("bob")
+        self.clock.advance(0)  # the rosters are told at the end of the turn
+        self.say(self.b, bob, "/who")
+        assert bob.got[-1] == "*** 2 here: ann, bob"
+        self.say(self.b, bob, "/msg ANN psst")
+        assert ann.got[-1] == bob.got[-1] == "[bob -> ann] psst"
+        self.say(self.a, ann, "/msg nobody hi")
+        assert ann.got[-1] == "!!! no one called nobody is here"
+        carol = Person()
+        self.b.room.set_nick(carol, "carol")
+        assert carol.got[0].startswith("*** welcome, carol; 3 here")
+        self.clock.advance(0)
+        self.a.relay.stop()
+        self.say(self.b, bob, "/who")
+        assert bob.got[-1] == "*** 2 here: bob, carol"
+        self.b.relay.stop()
+        third = Node(self.server, "C", self.clock)
+        dan = third.join("dan")
+        self.clock.advance(0)
+        self.server.buses.remove(third.bus)  # C dies without a word
+        third.bus.subscribed = False
+        self.b = Node(self.server, "B2", self.clock)
+        eve = self.b.join("eve")
+        self.clock.advance(0)
+        self.say(self.b, eve, "/who")
+        assert eve.got[-1] == "*** 1 here: eve"  # C's roster never reached B2
+        self.server.buses.append(third.bus)
+        third.bus.subscribed = True
+        self.clock.advance(10)  # C's refresh tells it
+        self.say(self.b, eve, "/who")
+        assert eve.got[-1] == "*** 2 here: dan, eve"
+        self.server.buses.remove(third.bus)
+        third.bus.subscribed = False
+        self.clock.advance(31)
+        self.say(self.b, eve, "/who")
+        assert eve.got[-1] == "*** 1 here: eve"
+        assert dan.nick == "dan"
+
 
 class OptionTests(SynchronousTestCase):
     """--chat-bus is checked when parsed; without txredisapi, a usage error names the extra."""

@@ -32,7 +32,7 @@ class ChatBusTests(E2ETestCase):
 
     def test_one_room_over_two_processes(self) -> None:
         """A line said on A arrives on B once; a nick held on A is refused on B; a newcomer on
-        B gets A's lines as history."""
+        B gets A's lines as history, and sees and reaches A's users (/who, /msg)."""
         (_, port_a), (_, port_b) = self.node(), self.node()
         bob = self.user(port_b, "bob")
         ann = self.user(port_a, "ann")
@@ -48,6 +48,11 @@ class ChatBusTests(E2ETestCase):
         carol = self.user(port_b, "carol")
         assert [carol.line(), carol.line()] == [b"<ann> hello from A", b"<ann> second"]
         assert ann.line() == b"*** carol joined"
+        carol.send(b"/who\n")
+        assert carol.line() == b"*** 3 here: ann, bob, carol"
+        carol.send(b"/msg ANN psst\n")
+        assert ann.line() == carol.line() == b"[carol -> ann] psst"
+        assert bob.line() == b"*** carol joined"
 
     def test_room_heals_after_redis_restart(self) -> None:
         """redis-server stopped and started again on its port: each node says so once, the
