@@ -12,12 +12,14 @@ per address (a burst of 60) sees a crowd, not one address joining 200 times.  Th
 driver (one asyncio process, pinned to one CPU, the server to the other) connects the clients,
 joins them, then has them send ``--messages`` messages in turn, as fast as it can.  Each message
 carries its send time; every delivery is timed.  Printed: deliveries per second (from the first
-send to the last delivery) and the p50/p99 delivery latency, medians over the rounds.
+send to the last delivery), the p50/p99 delivery latency, and the server's CPU time per 1000
+deliveries (from /proc: steadier than the rates on a shared machine), medians over the rounds.
 
 With ``--nodes N`` (N > 1) each round also runs the room over N processes sharing one
 redis-server (``--chat-bus``, started here on a free loopback port, nothing saved), the clients
 split over them in turn; every process and Redis share the server CPU, so both figures come from
-the same CPU budget.  Every delivery is counted: a message missing or delivered twice is printed.
+the same CPU budget (Redis's CPU is counted in the server's).  Every delivery is counted: a
+message missing or delivered twice is printed.
 """
 
 from __future__ import annotations
@@ -96,7 +98,19 @@ class Run:
 PER_ADDRESS = 50
 
 
-async def fan_out(ports: list[int], clients: int, messages: int) -> dict[str, float]:
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes have used, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+async def fan_out(
+    ports: list[int], clients: int, messages: int, pids: list[int]
+) -> dict[str, float]:
     """Clients split over ``ports`` in turn; every message to every other client, counted."""
     loop = asyncio.get_running_loop()
     run = Run(messages * (clients - 1))
@@ -109,7 +123,7 @@ async def fan_out(ports: list[int], clients: int, messages: int) -> dict[str, fl
         users.append(user)
     await asyncio.wait_for(asyncio.gather(*(u.joined for u in users)), TIME_LIMIT)
     await asyncio.sleep(0.5)  # let the join notices drain (over the bus too) before timing
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(pids)
     for m in range(messages):
         users[m % clients].say()
         if m % clients == clients - 1:
@@ -118,6 +132,7 @@ async def fan_out(ports: list[int], clients: int, messages: int) -> dict[str, fl
         await asyncio.wait_for(asyncio.shield(run.done), TIME_LIMIT)
     except TimeoutError:
         pass  # reported as missing
+    cpu = cpu_seconds(pids) - cpu
     await asyncio.sleep(0.5)  # a late second copy would arrive by now
     for user in users:
         user.transport.close()
@@ -128,6 +143,7 @@ async def fan_out(ports: list[int], clients: int, messages: int) -> dict[str, fl
         "p99": ordered[int(len(ordered) * 0.99)],
         "missing": run.expected - len(run.latencies),
         "twice": run.twice,
+        "cpu_per_k": cpu / max(len(run.latencies), 1) * 1000,
     }
 
 
@@ -193,10 +209,15 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     sys.exit("redis-server did not answer")
 
 
-def one_round(root: Path, nodes: int, bus: str | None, args: argparse.Namespace, n: int) -> dict:
-    servers = [Node(root, bus if nodes > 1 else None, f"bench{n}") for _ in range(nodes)]
+def one_round(
+    root: Path, nodes: int, bus: tuple[int, str] | None, args: argparse.Namespace, n: int
+) -> dict:
+    url = None if bus is None or nodes == 1 else bus[1]
+    servers = [Node(root, url, f"bench{n}") for _ in range(nodes)]
+    pids = [s.proc.pid for s in servers] + ([bus[0]] if url is not None and bus else [])
     try:
-        result = asyncio.run(fan_out([s.port for s in servers], args.clients, args.messages))
+        ports = [s.port for s in servers]
+        result = asyncio.run(fan_out(ports, args.clients, args.messages, pids))
         result["rss"] = max(peak_rss_mib(s.proc.pid) for s in servers)
     finally:
         for server in servers:
@@ -221,7 +242,8 @@ def main() -> None:
         root.mkdir()
         bus = None
         if args.nodes > 1:
-            redis, bus = start_redis(Path(tmp))
+            redis, url = start_redis(Path(tmp))
+            bus = (redis.pid, url)
         try:
             for n in range(args.rounds):
                 for nodes in layouts:  # alternated in each round
@@ -230,7 +252,8 @@ def main() -> None:
                     print(
                         f"  round {n + 1}, {nodes} process(es): {r['rate']:9.0f} deliveries/s"
                         f"  p50 {r['p50'] * 1e3:6.1f} ms  p99 {r['p99'] * 1e3:6.1f} ms"
-                        f"  missing {r['missing']}  twice {r['twice']}",
+                        f"  server CPU {r['cpu_per_k'] * 1e3:5.1f} ms/1000  missing {r['missing']}"
+                        f"  twice {r['twice']}",
                         flush=True,
                     )
         finally:
@@ -253,6 +276,8 @@ def report(args: argparse.Namespace, results: dict[int, list[dict]]) -> None:
             f"{statistics.median(r['p50'] for r in rounds) * 1e3:.1f} ms   p99 "
             f"{statistics.median(r['p99'] for r in rounds) * 1e3:.1f} ms   missing "
             f"{sum(r['missing'] for r in rounds)}   twice {sum(r['twice'] for r in rounds)}"
+            f"   server CPU {statistics.median(r['cpu_per_k'] for r in rounds) * 1e3:.1f} ms"
+            " per 1000 deliveries"
             f"   server peak RSS {max(r['rss'] for r in rounds):.1f} MiB"
         )
 
