@@ -118,6 +118,7 @@ class RoomBus:
                 call.cancel()
         self._refresher = self._flushing = self._telling = None
         if self.up:
+            self._flush()  # what was said in this last turn
             self._publish(roster=[])  # none here any more
         self.up = False
         if not self._started:
@@ -173,6 +174,7 @@ class RoomBus:
     def announced(self, line: str) -> None:
         """To the channel (lost while the bus is down: a late join notice would mislead)."""
         if self.up:
+            self._flush()  # what was said before it, first
             self._publish(notice=line)
             self._tell_roster_soon()
 
@@ -207,6 +209,8 @@ class RoomBus:
 
     def _flush(self) -> None:
         """Post what waits, in batches (what fails comes back to the outbox, for later)."""
+        if self._flushing is not None and self._flushing.active():
+            self._flushing.cancel()
         self._flushing = None
         pending, self.outbox = list(self.outbox), deque(maxlen=OUTBOX)
         for start in range(0, len(pending), BATCH):

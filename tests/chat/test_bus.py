@@ -165,10 +165,18 @@ class TwoNodes(SynchronousTestCase):
         """On shutdown the relay waits for the users here to leave (their leaves are told)."""
         ann = self.a.join("ann")
         bob = self.b.join("bob")
+        dan = self.a.join("dan")
         self.a.relay.stop_when_empty()
         assert self.a.relay.up
+        self.a.room.line(dan, "last words")  # said in the turn the relay stops in
+        self.a.room.leave(dan, "server shutting down")
         self.a.room.leave(ann, "server shutting down")
-        assert bob.got == ["*** ann left (server shutting down)"]
+        assert bob.got == [
+            "*** dan joined",
+            "<dan> last words",  # before the notice that follows it here
+            "*** dan left (server shutting down)",
+            "*** ann left (server shutting down)",
+        ]
         self.clock.advance(0)
         assert not self.a.relay.up
 
