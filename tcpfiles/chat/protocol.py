@@ -271,6 +271,17 @@ class ChatFactory(Factory[ChatProtocol]):
         self.max_line = options["max-line"]
         self.max_queue = options["max-queue"]
         self.idle_timeout = options["idle-timeout"]
+        self.relay: Any = None  # a tcpfiles.chat.bus.RoomBus: the room spans processes
+
+    def startFactory(self) -> None:
+        """Join the bus, if any, once the reactor runs (not at bind time, before a fork)."""
+        if self.relay is not None:
+            self.clock.callLater(0, self.relay.start)
+
+    def stopFactory(self) -> None:
+        """Leave the bus once the users here have left (their leaves are relayed)."""
+        if self.relay is not None:
+            self.relay.stop_when_empty()
 
     def refusal_message(self, reason: str) -> bytes:
         """``!!! busy: <reason>``."""

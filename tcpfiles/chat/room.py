@@ -8,6 +8,11 @@ Flood control: every line a member sends (commands too, except ``/quit``) spends
 that member's :class:`TokenBucket`; lines everyone sees or whose answer grows with the room cost
 more (:data:`FANOUT_COST`, :func:`who_cost`).  A line over budget is dropped; the member is told
 once, and not again until a line of theirs gets through.
+
+A room may span processes: give it a :class:`Relay` (:mod:`tcpfiles.chat.bus` is one) and it
+asks the relay before a nick is taken (the answer may come later), tells it what is said and
+announced here, and delivers what the relay brings from elsewhere (:meth:`Room.deliver`).
+Without one, nothing changes: a room in one process.
 """
 
 from __future__ import annotations
@@ -45,6 +50,32 @@ class Member(Protocol):
 
     def send(self, line: str) -> None:
         """Deliver one line (without its newline)."""
+
+
+class Relay(Protocol):
+    """What carries a room to its other processes (:mod:`tcpfiles.chat.bus`)."""
+
+    def claim(self, nick: str, joining: bool, done: Callable[[bool, list[str]], None]) -> None:
+        """Ask for ``nick`` everywhere; ``done(taken, history)`` once known (now or later):
+        ``taken`` true when it is ours, ``history`` the said lines a newcomer gets."""
+
+    def release(self, nick: str) -> None:
+        """``nick`` is no longer used here."""
+
+    def said(self, line: str) -> None:
+        """A line said here (it goes to history)."""
+
+    def announced(self, line: str) -> None:
+        """A notice here: a join, a leave, a rename."""
+
+    def others(self) -> list[str]:
+        """The nicks in the room elsewhere (for ``/who``)."""
+
+    def elsewhere(self, nick: str) -> str | None:
+        """``nick`` as written where it is, if it is elsewhere; None if not."""
+
+    def private(self, nick: str, line: str) -> None:
+        """Deliver a private line to ``nick``, elsewhere."""
 
 
 def clean(text: str) -> str:
@@ -126,6 +157,8 @@ class Room:
         self._joins: dict[str, TokenBucket] = {}  # by the member's address (insertion order)
         #: Messages sent so far, to everyone (lines, /me) or to one (/msg): for the metrics.
         self.messages = 0
+        self.relay: Relay | None = None  # the room's other processes, if any
+        self._pending: dict[int, Member] = {}  # members whose /nick the relay is asked about
 
     # --- joining and leaving -------------------------------------------------------------
 
@@ -145,19 +178,52 @@ class Room:
             member.send(f"!!! the nick {nick} is taken")
             return
         old = member.nick
+        if id(member) in self._pending:
+            member.send("!!! your last /nick is still being checked")
+            return
         if old is None and not self._may_join(member):
             return
+        if self.relay is None or (old is not None and old.lower() == nick.lower()):
+            self._take(member, nick, list(self.history))
+            return
+        self._pending[id(member)] = member
+        self.relay.claim(
+            nick, old is None, lambda ok, lines: self._claimed(member, nick, ok, lines)
+        )
+
+    def _claimed(self, member: Member, nick: str, ok: bool, history: list[str]) -> None:
+        """The relay's answer about ``nick``: take it, or refuse (release it if the member left
+        or someone here took it meanwhile)."""
+        relay = self.relay
+        if self._pending.pop(id(member), None) is None:
+            if ok and relay is not None:
+                relay.release(nick)  # the member left while we asked
+            return
+        holder = self.members.get(nick.lower())
+        if not ok or (holder is not None and holder is not member):
+            if ok and relay is not None:
+                relay.release(nick)
+            member.send(f"!!! the nick {nick} is taken")
+            return
+        self._take(member, nick, history)
+
+    def _take(self, member: Member, nick: str, history: list[str]) -> None:
+        """Give ``member`` the nick: a join (welcome, history) or a rename, announced."""
+        old = member.nick
         if old is not None:
             del self.members[old.lower()]
+            if self.relay is not None and old.lower() != nick.lower():
+                self.relay.release(old)
         member.nick = nick
         self.members[nick.lower()] = member
         if old is None:
-            member.send(f"*** welcome, {nick}; {len(self.members)} here. /help for commands")
-            for line in self.history:
+            here = len(self.members) + (len(self.relay.others()) if self.relay else 0)
+            member.send(f"*** welcome, {nick}; {here} here. /help for commands")
+            for line in history:
                 member.send(line)
-            self._broadcast(f"*** {nick} joined", exclude=member)
+            self._announce(f"*** {nick} joined", exclude=member)
         elif old != nick:
-            self._broadcast(f"*** {old} is now known as {nick}")
+            self._announce(f"*** {old} is now known as {nick}")
 
     def _may_join(self, member: Member) -> bool:
         """Spend a join from the member's address (``member.address``, when it has one)."""
@@ -179,10 +245,13 @@ class Room:
         """Remove a member (idempotent); the others are told."""
         self._buckets.pop(id(member), None)
         self._told.discard(id(member))
+        self._pending.pop(id(member), None)
         if member.nick is None or self.members.get(member.nick.lower()) is not member:
             return
         del self.members[member.nick.lower()]
-        self._broadcast(f"*** {member.nick} left ({reason})")
+        if self.relay is not None:
+            self.relay.release(member.nick)
+        self._announce(f"*** {member.nick} left ({reason})")
 
     # --- talking ---------------------------------------------------------------------------
 
@@ -222,7 +291,8 @@ class Room:
         elif member.nick is None:
             member.send("!!! choose a nick first: /nick NAME")
         elif command == "who":
-            names = sorted((m.nick or "" for m in self.members.values()), key=str.lower)
+            names = [m.nick or "" for m in self.members.values()]
+            names = sorted(names + (self.relay.others() if self.relay else []), key=str.lower)
             member.send(f"*** {len(names)} here: {', '.join(names)}")
         elif command == "me":
             rest = clean(rest).strip()
@@ -236,12 +306,19 @@ class Room:
     def _private(self, member: Member, rest: str) -> None:
         target_nick, _, text = rest.partition(" ")
         target = self.members.get(target_nick.lower())
-        if target is None:
+        elsewhere = None
+        if target is None and self.relay is not None:
+            elsewhere = self.relay.elsewhere(target_nick)
+        if target is None and elsewhere is None:
             member.send(f"!!! no one called {target_nick or '?'} is here")
         elif text.strip():
-            line = f"[{member.nick} -> {target.nick}] {text}"
+            shown = target.nick if target is not None else elsewhere
+            line = f"[{member.nick} -> {shown}] {text}"
             self.messages += 1
-            target.send(line)
+            if target is not None:
+                target.send(line)
+            elif self.relay is not None:
+                self.relay.private(target_nick, line)
             if target is not member:
                 member.send(line)
 
@@ -267,6 +344,20 @@ class Room:
         self.messages += 1
         self.history.append(line)
         self._broadcast(line, exclude)
+        if self.relay is not None:
+            self.relay.said(line)
+
+    def _announce(self, line: str, exclude: Member | None = None) -> None:
+        self._broadcast(line, exclude)
+        if self.relay is not None:
+            self.relay.announced(line)
+
+    def deliver(self, line: str, said: bool) -> None:
+        """A line from the room's other processes: to everyone here, as if said here (a said
+        line goes to history too); never back to the relay."""
+        if said:
+            self.history.append(line)
+        self._broadcast(line)
 
     def _broadcast(self, line: str, exclude: Member | None = None) -> None:
         for member in list(self.members.values()):
