@@ -30,6 +30,7 @@ from tcpfiles.core.auth import LoginLimiter, make_portal, text_of
 from tcpfiles.core.interfaces import IAccount
 from tcpfiles.core.options import size
 from tcpfiles.core.plugin import Context
+from tcpfiles.tree.filecache import MAX_FILES
 from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
@@ -166,7 +167,7 @@ class FilesRealm:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
             self._stores[root.real] = (
-                FileStore(root, self._defer_to_thread, hasher=self.hasher),
+                FileStore(root, self._defer_to_thread, hasher=self.hasher, keep_open=MAX_FILES),
                 Uploads(root, self.max_upload, self._defer_to_thread, ledger=self._ledger),
             )
         return self._stores[root.real]
