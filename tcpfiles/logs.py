@@ -254,14 +254,51 @@ def cached_time_format(
 
 @implementer(ILogObserver)
 class _BatchedTextObserver:
+    """``formatEventAsClassicLogText``, with a shortcut for the usual event: a format with no
+    fields (the per-request event's is one: its text is rendered before it is logged), no
+    traceback; its line is put together here, as Twisted would (the tests compare both)."""
+
     def __init__(self, out: BatchedFile, time_format: str | None) -> None:
         self.out = out
         self.format_time = cached_time_format(time_format)
+        self._systems: dict[tuple[Any, Any], str] = {}
 
     def __call__(self, event: LogEvent) -> None:
-        text = formatEventAsClassicLogText(event, formatTime=self.format_time)
+        level = event.get("log_level")
+        text = event.get("log_format")
+        if (
+            type(text) is str
+            and text
+            and "{" not in text
+            and "}" not in text
+            and "log_failure" not in event
+            and "log_flattened" not in event
+        ):
+            line = (
+                f"{self.format_time(event.get('log_time'))} [{self._system(event, level)}] {text}"
+            )
+            text = line.replace("\n", "\n\t") + "\n"
+        else:
+            text = formatEventAsClassicLogText(event, formatTime=self.format_time)
         if text:
-            self.out.write(text, event.get("log_level") in _URGENT)
+            self.out.write(text, level in _URGENT)
+
+    def _system(self, event: LogEvent, level: Any) -> str:
+        """``[system]``: ``log_system``, else namespace#level (Twisted's ``_formatSystem``)."""
+        system = event.get("log_system")
+        if system is not None:
+            try:
+                return str(system)
+            except Exception:  # noqa: BLE001 - what Twisted writes then
+                return "UNFORMATTABLE"
+        key = (event.get("log_namespace", "-"), level)
+        known = self._systems.get(key)
+        if known is None:
+            if len(self._systems) > 1024:  # namespaces are few; bounded all the same
+                self._systems.clear()
+            known = f"{key[0]}#{'-' if level is None else level.name}"
+            self._systems[key] = known
+        return known
 
 
 def batched_text_observer(

@@ -19,6 +19,7 @@ from twisted.logger import (
     formatTime,
     textFileLogObserver,
 )
+from twisted.logger import _logger as twisted_logger_module
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -54,10 +55,21 @@ class ThreadedClock(MemoryReactorClock):
 
 
 def log_events(observer: Any, at: float) -> None:
-    """The kinds of event a server logs: a request (braces doubled), one with fields, a warning
-    and a failure with its traceback."""
+    """The kinds of event a server logs: a request (braces doubled or none), one with fields,
+    one of two lines, a warning, a failure with its traceback, and odd ones made by hand.
+    (Logger sets log_time itself, from its module's ``time``.)"""
     log = Logger(namespace="tcpfiles.files", observer=LogPublisher(observer))
     log.info("127.0.0.1:4000 GET {{odd}} name -> OK 6 bytes in 0.001s", peer="127.0.0.1:4000")
+    log.info("127.0.0.1:4000 GET plain -> OK 6 bytes in 0.001s", log_time=at)
+    log.info("two\nlines", log_time=at)
+    observer({"log_format": "unbalanced } brace", "log_time": at, "log_namespace": "x"})
+    log.info("", log_time=at)
+    log.emit(LogLevel.error, "an error", log_time=at)
+    log.info("a number system", log_system=42, log_time=at)
+    observer({"log_format": "no level, no namespace", "log_time": at})
+    observer({"log_format": b"bytes format", "log_time": at, "log_level": LogLevel.info})
+    observer({"log_format": None, "log_time": at})
+    observer({"log_text": "no format at all", "log_time": at})
     log.info("{count} more bad requests", count=3, log_time=at)
     log.emit(LogLevel.info, "with a system", log_system="-", log_time=at + 0.5)
     try:
@@ -73,6 +85,7 @@ class SameLinesTests(SynchronousTestCase):
         """Request lines, fields, a system, a multi-line traceback: byte for byte."""
         theirs, ours = io.StringIO(), io.StringIO()
         reactor = ThreadedClock()
+        self.patch(twisted_logger_module, "time", lambda: 1_796_000_000.5)  # Logger's clock
         log_events(textFileLogObserver(theirs), at=1_796_000_000.25)
         observer = logs.batched_text_observer(ours, reactor)
         log_events(observer, at=1_796_000_000.25)
