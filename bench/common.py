@@ -45,6 +45,44 @@ def twistd(plugin: str, *options: str, port: int, kind: str = "tcp", extra: str 
     ]
 
 
+NGINX = "/usr/sbin/nginx"
+
+
+def nginx_binary() -> str | None:
+    """nginx's path (/usr/sbin/nginx, else on $PATH), or None when it is not installed."""
+    return NGINX if os.access(NGINX, os.X_OK) else shutil.which("nginx")
+
+
+def nginx_command(
+    root: Path, port: int, workers: int = 1, access_log: bool = False, keepalive: int = 1_000_000
+) -> list[str]:
+    """nginx on 127.0.0.1:port serving ``root``: ``workers`` worker processes under a master,
+    in the foreground (stop it by its PID: the master's), sendfile and tcp_nopush on,
+    ``keepalive`` requests per connection, its config, pid file and logs in a directory of
+    their own beside ``root`` (removed with it).  The access log is off unless asked for."""
+    prefix = root.parent / f"nginx-{port}"
+    (prefix / "logs").mkdir(parents=True)
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = " ".join(f"{kind}_temp_path {prefix};" for kind in kinds)
+    log = f"access_log {prefix}/logs/access.log;" if access_log else "access_log off;"
+    (prefix / "nginx.conf").write_text(f"""
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    sendfile on; tcp_nopush on; {log}
+    keepalive_requests {keepalive}; keepalive_timeout 60s;
+    {temp}
+    server {{ listen 127.0.0.1:{port} backlog=511; root {root}; }}
+}}
+""")
+    binary = nginx_binary() or "nginx"
+    return [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+
+
 def pin(cpu: int | None) -> Callable[[], None]:
     """A preexec_fn (or a call) that keeps a process on one CPU; a no-op with one CPU."""
     if cpu is None or len(CPUS) < 2:
@@ -52,29 +90,42 @@ def pin(cpu: int | None) -> Callable[[], None]:
     return lambda: os.sched_setaffinity(0, {cpu})
 
 
-def start_server(command: list[str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
-    """Start a server under test on the second CPU, output discarded; return once it listens."""
-    proc = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=pin(CPUS[1] if len(CPUS) > 1 else None),
-    )
+def start_server(
+    command: list[str], cwd: Path, port: int, pinned: bool = True, errors: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server under test on the second CPU (anywhere unless ``pinned``), its output
+    discarded (standard error kept in ``errors``, if given); return once it listens."""
+    with open(errors or os.devnull, "wb") as stderr:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            preexec_fn=pin(CPUS[1] if len(CPUS) > 1 and pinned else None),
+        )
     try:
-        wait_listening(port, proc)
+        wait_listening(port, proc, errors=errors)
     except BaseException:
         stop(proc)
         raise
     return proc
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+class ServerExited(SystemExit):
+    """The server under test exited before it listened (a refused option, say)."""
+
+
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0, errors: Path | None = None
+) -> None:
     """Until 127.0.0.1:port accepts a connection; exit if the server dies or takes too long."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"server exited early: {proc.args}")
+            said = errors.read_text(errors="replace").strip()[-2000:] if errors else ""
+            raise ServerExited(
+                f"server exited early: {proc.args}" + (f"\n  it said: {said}" if said else "")
+            )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return

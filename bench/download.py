@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import ssl
 import statistics
@@ -36,6 +35,8 @@ from common import (
     cpu_seconds,
     free_port,
     make_certificate,
+    nginx_binary,
+    nginx_command,
     pin,
     rss_mib,
     start_server,
@@ -55,26 +56,6 @@ class Server:
     command: Callable[[Path, int], list[str]]
     http: bool
     tls: bool = False
-
-
-def nginx_command(root: Path, port: int) -> list[str]:
-    """A one-worker nginx on 127.0.0.1:port serving root (config in a temporary prefix)."""
-    prefix = Path(tempfile.mkdtemp(prefix="tcpfiles-nginx-"))
-    (prefix / "logs").mkdir()
-    (prefix / "nginx.conf").write_text(f"""
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    sendfile on; tcp_nopush on; access_log off;
-    client_body_temp_path {prefix}; proxy_temp_path {prefix}; fastcgi_temp_path {prefix};
-    uwsgi_temp_path {prefix}; scgi_temp_path {prefix};
-    server {{ listen 127.0.0.1:{port}; root {root}; }}
-}}
-""")
-    return [shutil.which("nginx") or "nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
 
 
 def servers(cert: Path, key: Path) -> list[Server]:
@@ -114,7 +95,7 @@ def servers(cert: Path, key: Path) -> list[Server]:
             True,
         ),
     ]
-    if shutil.which("nginx"):
+    if nginx_binary():
         found.insert(2, Server("nginx", nginx_command, True))
     else:
         print("nginx not found: apt-get install nginx-light (it is then measured too)")

@@ -1,16 +1,22 @@
-#!/usr/bin/env python3
 """Many clients at once, and many idle connections.
 
-    python bench/many.py                     # 100 clients, 5000 requests of a 64 KiB file, 3 rounds
+    python bench/many.py                     # 100 clients, 5000 requests of a 64 KiB file, 5 rounds
     python bench/many.py --idle 1000         # also: the RSS cost of 1000 idle connections
+    python bench/many.py --workers 2         # also: tcpfiles --workers 2 against nginx with 2
 
-Servers: tcpfiles (files protocol) and twistd web (HTTP/1.1), each fresh per measurement on
-127.0.0.1 only, pinned to one CPU with the driver on the other; the per-address limit of
-tcpfiles is lifted (all the load comes from one address).  The driver (an epoll loop) speaks both
-protocols; in "one per connection" every request opens its own connection, in "persistent" each
-of the clients keeps one.  Printed per mode: requests/s, p50/p99/max latency (a request that
-waited for a SYN retry would take a second or more), and tcpfiles' ratio.  Bounded in count
-and time.
+Servers: tcpfiles (files protocol), twistd web (HTTP/1.1) and, when installed
+(/usr/sbin/nginx), nginx with one worker (HTTP/1.1, sendfile, its own temporary config), each
+fresh per measurement on 127.0.0.1 only, pinned to one CPU with the driver on the other; the
+per-address limit of tcpfiles is lifted (all the load comes from one address).  With
+``--workers N`` (N > 1), tcpfiles is also run with ``--workers N`` and nginx with N worker
+processes, both unpinned (the driver stays on its CPU); a tcpfiles that refuses the option is
+reported as such and left out.  The driver (an epoll loop) speaks both protocols with the same
+pattern: one request, whose answer is the same 64 KiB body, at a time per client; in "one per
+connection" every request opens its own connection, in "persistent" each of the clients keeps
+one.  Printed per round and mode: requests/s, the server's CPU per request (its processes'
+user + system time over the run), p99; then medians, the ratio tcpfiles/other of the medians
+and of each round (same round: the machine's drift cancels), p50/p99/max latency (a request
+that waited for a SYN retry would take a second or more).  Bounded in count and time.
 """
 
 from __future__ import annotations
@@ -25,27 +31,84 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import CPUS, free_port, pin, rss_mib, start_server, stop, twistd
+from common import (
+    CPUS,
+    ServerExited,
+    cpu_seconds,
+    free_port,
+    nginx_binary,
+    nginx_command,
+    pin,
+    rss_mib,
+    start_server,
+    stop,
+    twistd,
+)
 
 NAME = "small.bin"
 TIME_LIMIT = 120.0
+MODES = ("one per connection", "persistent")
 
 
-def command(kind: str, root: Path, port: int) -> list[str]:
-    if kind == "tcpfiles":
-        return twistd(
-            "tcpfiles",
-            "--root",
-            str(root),
-            "--max-per-peer",
-            "5000",
-            "--max-connections",
-            "5000",
-            port=port,
+def tcpfiles_command(root: Path, port: int, workers: int = 1) -> list[str]:
+    extra = ["--workers", str(workers)] if workers > 1 else []
+    return twistd(
+        "tcpfiles",
+        "--root",
+        str(root),
+        "--max-per-peer",
+        "5000",
+        "--max-connections",
+        "5000",
+        *extra,
+        port=port,
+    )
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A server under test: how to start it, which protocol it speaks, how many processes."""
+
+    label: str
+    http: bool
+    command: Callable[[Path, int], list[str]]
+    workers: int = 1
+
+
+def kinds(workers: int) -> list[Kind]:
+    """tcpfiles, twistd web, nginx (if installed); with ``workers`` > 1, tcpfiles and nginx
+    with that many processes too."""
+    found = [
+        Kind("tcpfiles", False, tcpfiles_command),
+        Kind("twistd web", True, lambda root, port: twistd("web", "--path", str(root), port=port)),
+    ]
+    if nginx_binary():
+        found.append(Kind("nginx", True, nginx_command))
+    else:
+        print("nginx not found (/usr/sbin/nginx): apt-get install nginx-light to measure it too")
+    if workers > 1:
+        found.append(
+            Kind(
+                f"tcpfiles x{workers}",
+                False,
+                lambda root, port: tcpfiles_command(root, port, workers),
+                workers,
+            )
         )
-    return twistd("web", "--path", str(root), port=port)
+        if nginx_binary():
+            found.append(
+                Kind(
+                    f"nginx x{workers}",
+                    True,
+                    lambda root, port: nginx_command(root, port, workers),
+                    workers,
+                )
+            )
+    return found
 
 
 class Slot:
@@ -62,7 +125,7 @@ class Slot:
 
 
 def load(
-    kind: str, port: int, clients: int, requests: int, persistent: bool, size: int
+    http: bool, port: int, clients: int, requests: int, persistent: bool, size: int
 ) -> tuple[list[float], float]:
     """Run the load; every request's latency, and the wall time of the whole run.
 
@@ -71,11 +134,9 @@ def load(
     driver (an asyncio-streams driver gave 1.43-1.88x where this one gives more).
     """
     request = (
-        f"GET {NAME}\n"
-        if kind == "tcpfiles"
-        else f"GET /{NAME} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        f"GET /{NAME} HTTP/1.1\r\nHost: localhost\r\n\r\n" if http else f"GET {NAME}\n"
     ).encode()
-    marker = b"\n" if kind == "tcpfiles" else b"\r\n\r\n"
+    marker = b"\r\n\r\n" if http else b"\n"
     expected = f"OK {size}".encode()
     buffer = bytearray(1 << 18)
     view = memoryview(buffer)
@@ -148,7 +209,7 @@ def load(
                             slot.head = bytes(view[:n])
                             continue
                         head, got = bytes(view[:end]), n - end - len(marker)
-                    ok = head == expected if kind == "tcpfiles" else b" 200 " in head[:20]
+                    ok = b" 200 " in head[:20] if http else head == expected
                     if not ok:
                         raise RuntimeError(f"bad answer {head[:80]!r}")
                     slot.left = size - got
@@ -176,9 +237,146 @@ async def idle_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
     return writers
 
 
-def start(kind: str, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(kind: Kind, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``kind`` on a free port (pinned to the server's CPU when it is one process)."""
     port = free_port()
-    return start_server(command(kind, root, port), root.parent, port), port
+    errors = root.parent / f"stderr-{port}.txt"
+    proc = start_server(kind.command(root, port), root.parent, port, kind.workers == 1, errors)
+    return proc, port
+
+
+@dataclass
+class Run:
+    """One measurement: requests/s, server CPU per request (µs), every latency."""
+
+    rate: float
+    cpu_us: float
+    latencies: list[float]
+
+
+def measure(kind: Kind, root: Path, mode: str, args: argparse.Namespace) -> Run:
+    proc, port = start(kind, root)
+    try:
+        before = cpu_seconds(proc.pid)
+        latencies, wall = load(
+            kind.http, port, args.clients, args.requests, mode == "persistent", args.size
+        )
+        used = cpu_seconds(proc.pid) - before
+    finally:
+        stop(proc)
+    return Run(len(latencies) / wall, used / len(latencies) * 1e6, latencies)
+
+
+def rounds(
+    root: Path, chosen: list[Kind], args: argparse.Namespace
+) -> dict[tuple[str, str], list[Run]]:
+    """Every kind in every mode, ``args.rounds`` times, the order rotated each round."""
+    runs: dict[tuple[str, str], list[Run]] = {}
+    for number in range(args.rounds):
+        shift = number % len(chosen)
+        for mode in MODES:
+            for kind in chosen[shift:] + chosen[:shift]:
+                if kind.label == "refused":
+                    continue
+                try:
+                    run = measure(kind, root, mode, args)
+                except ServerExited:
+                    if kind.workers == 1 or kind.http:
+                        raise
+                    print(f"\n*** {refusal(kind, root)}\n*** {kind.label} is left out.\n")
+                    chosen[chosen.index(kind)] = Kind("refused", False, kind.command)
+                    continue
+                runs.setdefault((kind.label, mode), []).append(run)
+                print(
+                    f"  round {number + 1}: {kind.label:<12} {mode:<19} {run.rate:8.0f} "
+                    f"requests/s, {run.cpu_us:6.1f} µs CPU/request, p99 "
+                    f"{sorted(run.latencies)[int(len(run.latencies) * 0.99)] * 1e3:.1f} ms",
+                    flush=True,
+                )
+    return runs
+
+
+def refusal(kind: Kind, root: Path) -> str:
+    """What twistd says when tcpfiles --workers N does not start (its usage error, on stdout)."""
+    command = kind.command(root, free_port())
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=15, cwd=root.parent)
+    except subprocess.TimeoutExpired:
+        return f"{kind.label} did not listen, yet ran on: {command}"
+    said = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+    return f"twistd tcpfiles refused --workers {kind.workers} (exit {done.returncode}): " + (
+        said[-1] if said else "no message"
+    )
+
+
+def reference(label: str, chosen: list[Kind]) -> str:
+    """The tcpfiles a row is compared with: the one with as many processes."""
+    workers = next((k.workers for k in chosen if k.label == label), 1)
+    return next(
+        (k.label for k in chosen if not k.http and k.workers == workers and k.label != "refused"),
+        "tcpfiles",
+    )
+
+
+def report(
+    runs: dict[tuple[str, str], list[Run]], chosen: list[Kind], args: argparse.Namespace
+) -> None:
+    print(
+        f"\n{args.clients} clients, {args.requests} requests of {args.size} B per "
+        f"measurement; median of {args.rounds}; {len(CPUS)} CPUs, "
+        f"Python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'server':<12} {'mode':<19} {'requests/s':>10} {'µs CPU/req':>10} {'tcpfiles ×':>10} "
+        f"{'same round':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    )
+    for (label, mode), seen in runs.items():
+        mine = runs.get((reference(label, chosen), mode), [])
+        rate = statistics.median(r.rate for r in seen)
+        ratio = statistics.median(r.rate for r in mine) / rate if mine else float("nan")
+        paired = [a.rate / b.rate for a, b in zip(mine, seen, strict=False)]
+        same = statistics.median(paired) if paired else float("nan")
+        merged = sorted(x for run in seen for x in run.latencies)
+        cpu = statistics.median(r.cpu_us for r in seen)
+        print(
+            f"{label:<12} {mode:<19} {rate:10.0f} {cpu:10.1f} "
+            f"{ratio:10.2f} {same:10.2f} {merged[len(merged) // 2] * 1e3:7.1f} "
+            f"{merged[int(len(merged) * 0.99)] * 1e3:7.1f} {merged[-1] * 1e3:7.1f}"
+        )
+    for kind in chosen:
+        if kind.label.startswith("nginx"):
+            mine = reference(kind.label, chosen)
+            for mode in MODES:
+                if (mine, mode) in runs and (kind.label, mode) in runs:
+                    paired = [
+                        a.rate / b.rate
+                        for a, b in zip(runs[(mine, mode)], runs[(kind.label, mode)], strict=False)
+                    ]
+                    print(
+                        f"{mine} / {kind.label}, {mode}: {statistics.median(paired):.2f} "
+                        f"(median of the rounds' ratios; range {min(paired):.2f}-{max(paired):.2f})"
+                    )
+
+
+def idle_cost(root: Path, count: int) -> None:
+    proc, port = start(Kind("tcpfiles", False, tcpfiles_command), root)
+    try:
+        before = rss_mib(proc.pid)
+
+        async def hold() -> float:
+            writers = await idle_connections(port, count)
+            grown = rss_mib(proc.pid) - before
+            for writer in writers:
+                writer.close()
+            return grown
+
+        grown = asyncio.run(hold())
+    finally:
+        stop(proc)
+    print(
+        f"\n{count} idle connections: tcpfiles RSS +{grown:.1f} MiB "
+        f"({grown * 1024 / count:.1f} KiB each)"
+    )
 
 
 def main() -> None:
@@ -186,79 +384,30 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--size", type=int, default=64 * 1024)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--idle", type=int, default=1000, help="idle connections (0: skip)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="also run tcpfiles --workers N and nginx with N"
+    )
+    parser.add_argument(
+        "--servers", help="comma-separated labels to run (default: all), e.g. tcpfiles,nginx"
+    )
     args = parser.parse_args()
     pin(CPUS[0])()
-    results: dict[tuple[str, str], list[list[float]]] = {}
-    rates_seen: dict[tuple[str, str], list[float]] = {}
+    chosen = kinds(args.workers)
+    if args.servers:
+        wanted = set(args.servers.split(","))
+        chosen = [k for k in chosen if k.label in wanted]
     with tempfile.TemporaryDirectory(prefix="tcpfiles-many-") as tmp:
+        os.chmod(tmp, 0o755)  # nginx's workers run as an unprivileged user
         root = Path(tmp) / "files"
         root.mkdir()
         (root / NAME).write_bytes(os.urandom(args.size))
-        for round_number in range(args.rounds):
-            kinds = ["tcpfiles", "twistd web"][:: 1 if round_number % 2 == 0 else -1]
-            for mode in ("one per connection", "persistent"):
-                for kind in kinds:
-                    proc, port = start(kind, root)
-                    try:
-                        latencies, wall = load(
-                            kind,
-                            port,
-                            args.clients,
-                            args.requests,
-                            mode == "persistent",
-                            args.size,
-                        )
-                    finally:
-                        stop(proc)
-                    results.setdefault((kind, mode), []).append(latencies)
-                    rates_seen.setdefault((kind, mode), []).append(len(latencies) / wall)
-                    print(
-                        f"  round {round_number + 1}: {kind:<10} {mode:<19} "
-                        f"{len(latencies) / wall:8.0f} requests/s, p99 "
-                        f"{sorted(latencies)[int(len(latencies) * 0.99)] * 1e3:.1f} ms",
-                        flush=True,
-                    )
-        rates = {}
-        print(
-            f"\n{args.clients} clients, {args.requests} requests of {args.size} B per "
-            f"measurement; median of {args.rounds}; {len(CPUS)} CPUs, "
-            f"Python {sys.version.split()[0]}"
-        )
-        print(
-            f"{'server':<11} {'mode':<19} {'requests/s':>11} {'tcpfiles ×':>11} "
-            f"{'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
-        )
-        for key, seen in rates_seen.items():
-            rates[key] = statistics.median(seen)
-        for (kind, mode), runs in results.items():
-            merged = sorted(x for run in runs for x in run)
-            mine = rates[("tcpfiles", mode)]
-            print(
-                f"{kind:<11} {mode:<19} {rates[(kind, mode)]:11.0f} "
-                f"{mine / rates[(kind, mode)]:11.2f} {merged[len(merged) // 2] * 1e3:7.1f} "
-                f"{merged[int(len(merged) * 0.99)] * 1e3:7.1f} {merged[-1] * 1e3:7.1f}"
-            )
+        os.chmod(root / NAME, 0o644)
+        runs = rounds(root, chosen, args)
+        report(runs, chosen, args)
         if args.idle:
-            proc, port = start("tcpfiles", root)
-            try:
-                before = rss_mib(proc.pid)
-
-                async def hold() -> float:
-                    writers = await idle_connections(port, args.idle)
-                    grown = rss_mib(proc.pid) - before
-                    for writer in writers:
-                        writer.close()
-                    return grown
-
-                grown = asyncio.run(hold())
-            finally:
-                stop(proc)
-            print(
-                f"\n{args.idle} idle connections: tcpfiles RSS +{grown:.1f} MiB "
-                f"({grown * 1024 / args.idle:.1f} KiB each)"
-            )
+            idle_cost(root, args.idle)
 
 
 if __name__ == "__main__":

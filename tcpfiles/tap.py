@@ -34,6 +34,7 @@ from tcpfiles.core.workers import (
     tag_events,
     worker_role,
 )
+from tcpfiles.logs import batch_twistd_text_log
 from tcpfiles.tree.accounts import AccountOptions
 from tcpfiles.tree.paths import Root
 
@@ -310,6 +311,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
             bind_now(top)
         except ListenFailed as exc:
             raise SystemExit(f"twistd: {exc}") from None
+        batch_twistd_text_log(top, options.parent, reactor)
     return top
 
 

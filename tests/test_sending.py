@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet import interfaces, tcp
+from twisted.internet import error, interfaces, tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
@@ -18,6 +18,7 @@ from tcpfiles.core.sending import (
     adapt_read_size,
     buffered,
     can_send_now,
+    close_now,
     drained,
     send_now,
     write_paced,
@@ -188,3 +189,55 @@ class SendingTests(SynchronousTestCase):
         from tcpfiles.tree.zerocopy import sendfile_possible
 
         assert sendfile_possible(guard)  # getHandle, producer, disconnecting: passed through
+
+
+class LostProtocol(Protocol):
+    """Records connectionLost."""
+
+    def __init__(self) -> None:
+        self.reasons: list = []
+
+    def connectionLost(self, reason=None) -> None:  # type: ignore[no-untyped-def]
+        self.reasons.append(reason)
+
+
+class CloseNowTests(SynchronousTestCase):
+    """close_now: what loseConnection's write turn would do, without the turn."""
+
+    def pair(self) -> tuple[tcp.Connection, socket.socket, LostProtocol]:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        protocol = LostProtocol()
+        reactor = MemoryReactor()
+        connection = tcp.Connection(ours, protocol, reactor=reactor)
+        connection.connected = 1
+        connection.startReading()
+        return connection, theirs, protocol
+
+    def test_sent_then_closed_cleanly_at_once(self) -> None:
+        """The bytes the kernel took arrive, then the end of the stream; connectionLost has
+        run with a clean close, reading and writing stopped."""
+        connection, theirs, protocol = self.pair()
+        assert send_now(connection, b"OK 2\n", b"hi")
+        assert close_now(connection) is True
+        assert len(protocol.reasons) == 1 and protocol.reasons[0].check(error.ConnectionDone)
+        assert connection.disconnected
+        assert connection not in connection.reactor.getReaders()
+        assert connection not in connection.reactor.getWriters()
+        assert read_all(theirs, 7) == b"OK 2\nhi"
+        assert theirs.recv(10) == b""
+
+    def test_not_when_anything_is_queued_or_not_plain(self) -> None:
+        """Bytes still in Twisted's buffer, a producer, a closing or test transport: no."""
+        connection, _, protocol = self.pair()
+        connection.write(b"queued")
+        assert close_now(connection) is False
+        connection, _, protocol = self.pair()
+        connection.registerProducer(LostProtocol(), True)
+        assert close_now(connection) is False
+        connection.unregisterProducer()
+        connection.loseWriteConnection()
+        assert close_now(connection) is False
+        assert close_now(StringTransport()) is False
+        assert protocol.reasons == []

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, interfaces, tcp
+from twisted.internet import defer, error, interfaces, tcp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.guard import GuardedProtocol
@@ -35,8 +36,10 @@ __all__ = [
     "adapt_read_size",
     "buffered",
     "can_send_now",
+    "close_now",
     "drained",
     "send_now",
+    "send_paced",
     "write_paced",
 ]
 
@@ -135,6 +138,38 @@ def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
     return buffered(transport) == 0
 
 
+#: What Twisted's reactor hands ``connectionLost`` for a connection closed in order (one, shared).
+_CLOSED_CLEANLY = Failure(error.ConnectionDone())
+
+
+def close_now(transport: Any) -> bool:
+    """Close a plain TCP connection that has nothing left to send, now; False (nothing done)
+    where that cannot be known, and ``loseConnection`` is the way.
+
+    ``loseConnection`` with an empty buffer asks for a write turn, whose ``doWrite`` finds
+    nothing to write, sends zero bytes and closes: three system calls (``epoll_ctl`` twice,
+    an empty ``send``) and a reactor turn per connection.  This does what that turn does
+    (stop reading and writing, ``connectionLost`` with a clean close: ``shutdown`` then
+    ``close``, a FIN after what the kernel still holds), at once: the protocol's
+    ``connectionLost`` runs before this returns, as Twisted's own ``loseConnection`` does
+    on a connection whose write side is already shut.
+    """
+    if not can_send_now(transport):
+        return False
+    if isinstance(transport, GuardedProtocol):
+        transport = transport.transport
+    if (
+        transport.producer is not None
+        or transport._writeDisconnecting
+        or transport._writeDisconnected
+    ):
+        return False
+    transport.stopReading()
+    transport.stopWriting()
+    transport.connectionLost(_CLOSED_CLEANLY)
+    return True
+
+
 @implementer(interfaces.IPullProducer)
 class _DrainWaiter:
     """A pull producer that writes nothing: Twisted asks it for more once its buffer is empty."""
@@ -166,6 +201,14 @@ def drained(transport: Any) -> defer.Deferred[None]:
     waiter = _DrainWaiter(transport)
     transport.registerProducer(waiter, False)
     return waiter.done
+
+
+def send_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None] | None:
+    """:func:`write_paced`, except that it returns None, and makes no Deferred, when the pieces
+    went to the kernel at once (an idle plain TCP connection: the usual answer)."""
+    if can_send_now(transport):
+        return None if _sendmsg(transport, pieces) else drained(transport)
+    return write_paced(transport, *pieces)
 
 
 @implementer(interfaces.IPushProducer)

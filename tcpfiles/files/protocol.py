@@ -17,17 +17,18 @@ for ``stall_timeout`` is aborted.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import interfaces
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.connections import describe_peer
 from tcpfiles.core.rates import Pace, TokenBucket, as_pace
-from tcpfiles.core.sending import write_paced
+from tcpfiles.core.sending import close_now, send_paced
 from tcpfiles.files import wire
 from tcpfiles.files.handlers import ROUTES, refuse
 from tcpfiles.files.limits import BAD_REQUESTS_LOGGED, REQUESTS_PER_TURN
@@ -216,8 +217,8 @@ class FileServerProtocol(Protocol):
 
     def answer(self, outcome: str, nbytes: int, *pieces: bytes) -> None:
         """Send an answer; the next request is taken once the transport is ready for more."""
-        d = write_paced(self.transport, *pieces)
-        if d.called and not isinstance(d.result, Failure):  # taken at once: the usual case
+        d = send_paced(self.transport, *pieces)
+        if d is None or (d.called and not isinstance(d.result, Failure)):  # taken at once
             self.finished(outcome, nbytes)
             return
         waiting = Answering(self, outcome, nbytes)  # the client is not reading (or is gone)
@@ -264,13 +265,22 @@ class FileServerProtocol(Protocol):
             if self._bad_requests > BAD_REQUESTS_LOGGED:
                 return
         text = f"{self.peer} {self.request_text} -> {outcome} {nbytes} bytes in {seconds:.3f}s"
-        log.info(
-            text.replace("{", "{{").replace("}", "}}"),
-            peer=self.peer,
-            request=self.request_text,
-            outcome=outcome,
-            nbytes=nbytes,
-            seconds=seconds,
+        # The event Logger.info would make, handed to its observer directly: Logger.emit also
+        # checks the level against every level there is (a sort) at every call.
+        log.observer(
+            {
+                "peer": self.peer,
+                "request": self.request_text,
+                "outcome": outcome,
+                "nbytes": nbytes,
+                "seconds": seconds,
+                "log_logger": log,
+                "log_level": LogLevel.info,
+                "log_namespace": log.namespace,
+                "log_source": None,
+                "log_format": text.replace("{", "{{").replace("}", "}}"),
+                "log_time": time.time(),
+            }
         )
 
     def activity(self) -> dict[str, Any] | None:
@@ -290,9 +300,11 @@ class FileServerProtocol(Protocol):
         }
 
     def close(self) -> None:
-        """Close once what is written has been sent (from a state that holds nothing)."""
+        """Close once what is written has been sent (from a state that holds nothing): at
+        once when the kernel has it all already (``connectionLost`` runs before this returns)."""
         self.enter(Closing(self))
-        self.transport.loseConnection()
+        if not close_now(self.transport):
+            self.transport.loseConnection()
 
     def abort(self) -> None:
         """Drop the connection now (a stalled client, a body that cannot be completed); what

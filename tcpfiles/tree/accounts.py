@@ -8,9 +8,8 @@ with ``--anonymous``) is read-only.  With a users file, accounts are denied by d
 does not list (nor covers with ``*``) is refused like a wrong password.
 
 :func:`make_accounts` builds them once for the whole server (:class:`Accounts`: the realm, the
-portal, and the :class:`~tcpfiles.core.auth.LoginLimiter` that slows down password guessing per
-network and per account); every behaviour is given them through its
-:class:`~tcpfiles.core.plugin.Context`.
+portal, the :class:`~tcpfiles.core.auth.LoginLimiter` that slows down password guessing per
+network and per account); behaviours get them in their :class:`~tcpfiles.core.plugin.Context`.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from tcpfiles.core.interfaces import IAccount
 from tcpfiles.core.options import byte_limit, byte_rate, size
 from tcpfiles.core.plugin import Context
 from tcpfiles.core.rates import TokenBucket
+from tcpfiles.tree.filecache import MAX_FILES
 from tcpfiles.tree.hashing import Hasher, HashLimits, make_hasher
 from tcpfiles.tree.interfaces import IFilesAccount
 from tcpfiles.tree.paths import Root
@@ -200,7 +200,7 @@ class FilesRealm:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
             self._stores[root.real] = (
-                FileStore(root, self._defer_to_thread, hasher=self.hasher),
+                FileStore(root, self._defer_to_thread, hasher=self.hasher, keep_open=MAX_FILES),
                 Uploads(root, self.max_upload, self._defer_to_thread, ledger=self._ledger),
             )
         return self._stores[root.real]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 
@@ -125,9 +126,8 @@ def os_error(exc: OSError) -> PathError:
     return NotFound("no such file or directory")
 
 
-def _is_forbidden_char(ch: str) -> bool:
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code <= 0x9F or ch == "\\"
+#: What a path may not contain: control characters (C0, DEL, C1) and the backslash.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\\\\]")
 
 
 def parse_path(text: str) -> tuple[str, ...]:
@@ -140,13 +140,17 @@ def parse_path(text: str) -> tuple[str, ...]:
     """
     if len(text.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         raise BadPath(f"path longer than {MAX_PATH_BYTES} bytes")
-    if any(_is_forbidden_char(ch) for ch in text):
+    if _FORBIDDEN.search(text):
         raise BadPath("path contains a control character or a backslash")
     parts = tuple(part for part in text.split("/") if part)
     for part in parts:
         if part in (".", ".."):
             raise BadPath("'.' and '..' are not allowed in paths")
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
+        # A character is at most 4 bytes: only a long part needs encoding to be measured.
+        if (
+            len(part) * 4 > MAX_PART_BYTES
+            and len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES
+        ):
             raise BadPath(f"a path part is longer than {MAX_PART_BYTES} bytes")
     if len(parts) > MAX_DEPTH:
         raise BadPath(f"path deeper than {MAX_DEPTH} levels")

@@ -10,16 +10,19 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer
 from zope.interface import implementer
 
+from tcpfiles.tree.filecache import OpenFiles
 from tcpfiles.tree.hashing import Hasher, inline
 from tcpfiles.tree.interfaces import IFileStore
 from tcpfiles.tree.listing import TEMP_PREFIX, DirListing, Entry, open_listing
 from tcpfiles.tree.paths import (
+    Exhausted,
     NotFound,
     PathError,
     Root,
@@ -35,15 +38,21 @@ DeferToThread = Callable[..., defer.Deferred[Any]]
 
 @dataclass(frozen=True)
 class OpenedFile:
-    """A regular file opened for reading; the holder must :meth:`close` it."""
+    """A regular file opened for reading; the holder must :meth:`close` it (once)."""
 
     fd: int
     size: int
     mtime: float
+    #: Set when the descriptor is the store's, kept open for the next request: closing gives
+    #: it back instead (:class:`~tcpfiles.tree.filecache.OpenFiles`).
+    give_back: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def close(self) -> None:
-        """Close the descriptor."""
-        os.close(self.fd)
+        """Close the descriptor (or give it back to the store that keeps it)."""
+        if self.give_back is None:
+            os.close(self.fd)
+        else:
+            self.give_back()
 
 
 @dataclass(frozen=True)
@@ -70,20 +79,41 @@ class FileStore:
         root: Root,
         defer_to_thread: DeferToThread | None = None,
         hasher: Hasher | None = None,
+        keep_open: int = 0,
     ) -> None:
         """``hasher`` may be shared by several stores (one cache, one bound); without one,
         a store has its own, running jobs with ``defer_to_thread`` (default: inline).  LIST's
-        batches run with ``defer_to_thread``."""
+        batches run with ``defer_to_thread``.  Up to ``keep_open`` small files are kept open
+        between requests (0, the default: none; the servers' stores keep
+        :data:`~tcpfiles.tree.filecache.MAX_FILES`)."""
         self.root = root
         self._defer_to_thread = defer_to_thread or inline  # LIST's batches
         self.hasher = hasher or Hasher(self._defer_to_thread)
+        #: Small files kept open between requests (:mod:`tcpfiles.tree.filecache`).
+        self.open_files = OpenFiles(root, max_files=keep_open)
 
     def open_file(self, path: str) -> OpenedFile:
-        """Open a regular file for reading; raises a ``PathError``."""
+        """Open a regular file for reading; raises a ``PathError``.
+
+        A small file served before may come back on the descriptor kept open for it, once
+        its path is checked to lead to the same file still (one ``lstat`` per level).
+        """
         parts = parse_path(path)
         _check_parts(parts)
-        fd, st = open_file_beneath(self.root, parts)
-        return OpenedFile(fd, st.st_size, st.st_mtime)
+        cache = self.open_files
+        hit = cache.get(parts)
+        if hit is not None:
+            entry, st = hit
+            return OpenedFile(entry.fd, st.st_size, st.st_mtime, partial(cache.release, entry))
+        try:
+            fd, st = open_file_beneath(self.root, parts)
+        except Exhausted:
+            cache.clear()  # out of descriptors: give back the ones kept for speed
+            raise
+        kept = cache.keep(parts, fd, st)
+        if kept is None:
+            return OpenedFile(fd, st.st_size, st.st_mtime)
+        return OpenedFile(fd, st.st_size, st.st_mtime, partial(cache.release, kept))
 
     def open_listing(self, path: str) -> DirListing:
         """Open a directory to be listed in batches (in the thread pool); raises ``PathError``.
