@@ -241,3 +241,34 @@ class CloseNowTests(SynchronousTestCase):
         assert close_now(connection) is False
         assert close_now(StringTransport()) is False
         assert protocol.reasons == []
+
+    def test_beneath_the_guard_and_the_proxy_layer_the_socket_itself_is_closed(self) -> None:
+        """Behind a haproxy: listener: the TCP connection is closed (the client sees the end
+        of the stream), not only the layers above it told."""
+        from twisted.internet import task
+
+        from tcpfiles.core.proxy import ProxyFactory, ProxySettings
+        from tcpfiles.testing import guarded
+
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        clock = task.Clock()
+        factory = ProxyFactory(
+            guarded(Factory.forProtocol(LostProtocol), clock), clock, ProxySettings()
+        )
+        proxy = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        connection = tcp.Connection(ours, proxy, reactor=MemoryReactor())
+        connection.connected = 1
+        connection.getPeer = lambda: IPv4Address("TCP", "127.0.0.1", 40000)  # type: ignore[method-assign]
+        connection.startReading()
+        proxy.makeConnection(connection)
+        proxy.dataReceived(b"PROXY TCP4 203.0.113.5 192.0.2.1 5555 8888\r\n")
+        guard = proxy.wrappedProtocol
+        protocol = guard.wrappedProtocol
+        assert send_now(guard, b"OK 2\n", b"hi")
+        assert close_now(guard) is True
+        assert connection.disconnected
+        assert len(protocol.reasons) == 1 and protocol.reasons[0].check(error.ConnectionDone)
+        assert read_all(theirs, 7) == b"OK 2\nhi"
+        assert theirs.recv(10) == b""

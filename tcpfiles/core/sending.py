@@ -158,6 +158,8 @@ def close_now(transport: Any) -> bool:
         return False
     if isinstance(transport, GuardedProtocol):
         transport = transport.transport
+        if type(transport) is ProxyProtocol:  # the connection itself is one layer further
+            transport = transport.transport
     if (
         transport.producer is not None
         or transport._writeDisconnecting
