@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from twisted.logger import (
@@ -57,6 +58,7 @@ __all__ = [
     "ENVIRONMENT",
     "FLUSH_BYTES",
     "FLUSH_DELAY",
+    "WHOLE_WRITE",
     "BatchedFile",
     "ReopeningFile",
     "as_json_line",
@@ -66,6 +68,7 @@ __all__ = [
     "json_lines",
     "json_logger",
     "twistd_log_file",
+    "whole_writes",
 ]
 
 ENVIRONMENT = "TCPFILES_JSON_LOG"
@@ -155,7 +158,8 @@ class BatchedFile:
     (the timer is set through ``callFromThread``, the one reactor call that is safe from
     another thread and from a signal handler: events are logged from the thread pool, and
     from Twisted's SIGTERM handler, which may run in the middle of a write);
-    :meth:`flush` writes everything gathered in one ``write``.  An event logged while a flush is
+    :meth:`flush` writes everything gathered, in as few ``write`` calls as keep each one whole on
+    a pipe shared with other processes (:func:`whole_writes`).  An event logged while a flush is
     writing (a signal handler's, in the same thread) is written by that flush, after what it
     was writing: nothing waits for itself.  Nothing is lost on a clean exit: once the reactor
     has shut down, what is gathered is written and every later line ("Main loop terminated.",
@@ -219,7 +223,8 @@ class BatchedFile:
                 while self._lines:
                     lines, self._lines = self._lines, []
                     self._size = 0
-                    self._write("".join(lines))
+                    for piece in whole_writes(lines):
+                        self._write(piece)
             finally:
                 self._flushing = False
 
@@ -229,6 +234,28 @@ class BatchedFile:
             self.out.flush()
         except (OSError, ValueError):  # closed at exit, disk full: as twistd's would, drop
             pass
+
+
+#: Bytes that one write to a pipe delivers whole (POSIX's ``PIPE_BUF``): ``--workers`` share
+#: their parent's standard output, and a longer write may be cut by another process's line.
+WHOLE_WRITE = select.PIPE_BUF
+
+
+def whole_writes(events: list[str], limit: int = WHOLE_WRITE) -> Iterator[str]:
+    """``events`` (each one event's text: a line, with its continuation lines) joined into as
+    few pieces as can each be written whole: at most ``limit`` bytes, never an event cut in
+    two (a longer event is a piece of its own)."""
+    piece: list[str] = []
+    size = 0
+    for text in events:
+        length = len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+        if piece and size + length > limit:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(text)
+        size += length
+    if piece:
+        yield "".join(piece)
 
 
 def cached_time_format(

@@ -143,6 +143,30 @@ class BatchingTests(SynchronousTestCase):
             self.file.write(line)
         self.assertGreaterEqual(len(self.out.getvalue()), logs.FLUSH_BYTES)
 
+    def test_each_write_is_whole_on_a_shared_pipe(self) -> None:
+        """A batch is written in pieces of at most WHOLE_WRITE bytes, each of whole events (a
+        multi-line event never cut), so that workers sharing a pipe never cut each other's
+        lines; one event longer than that is a write of its own."""
+        writes: list[str] = []
+
+        class Recording(io.StringIO):
+            def write(self, text: str) -> int:
+                writes.append(text)
+                return len(text)
+
+        batched = logs.BatchedFile(Recording(), self.reactor)
+        events = [f"{n:04d} " + "x" * 90 + "\n\tcontinued\n" for n in range(200)]
+        events.insert(100, "y" * (logs.WHOLE_WRITE + 10) + "\n")
+        for text in events:
+            batched.write(text)
+        batched.flush()
+        self.assertEqual("".join(writes), "".join(events))
+        self.assertGreater(len(writes), 5)
+        for piece in writes:
+            self.assertTrue(len(piece.encode()) <= logs.WHOLE_WRITE or piece == events[100])
+            self.assertTrue(piece.endswith("continued\n") or piece == events[100])
+        self.assertEqual(list(logs.whole_writes(["é" * 3000 + "\n"] * 2)), ["é" * 3000 + "\n"] * 2)
+
     def test_after_shutdown_every_line_at_once(self) -> None:
         """Once the reactor has stopped its timers never run: lines are written as they come."""
         self.file.write("before\n")
