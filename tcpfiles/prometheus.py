@@ -16,12 +16,16 @@ Several processes (``PROMETHEUS_MULTIPROC_DIR`` set in each before ``prometheus_
 imported): each worker's counters and histograms go to files in that directory, and what is
 read from live objects is copied there every :data:`SAMPLE_EVERY` seconds (gauges with
 ``multiprocess_mode="livesum"``: a dead worker's drop out once :func:`worker_died` is called).
-The process that serves the page sums the directory: :func:`serve_metrics_multiprocess`.
+The process that serves the page sums the directory: :func:`serve_metrics_multiprocess`.  Each
+worker also writes its ``/status`` there every second (``status_PID.json``), and the page's
+``/status`` merges them (:func:`tcpfiles.status.workers_status`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -34,11 +38,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.application import service
 from twisted.internet import task
+from twisted.logger import Logger
 from twisted.web import resource, server
 
 from tcpfiles.core.metrics import Metrics, Reading, tracker_readings
 from tcpfiles.core.service import ListenerService
-from tcpfiles.status import status_of
+from tcpfiles.status import status_file, status_of, workers_status
 from tcpfiles.tallies import DEFAULT_BUCKETS, Tally, TallyHistogram
 
 __all__ = [
@@ -57,6 +62,8 @@ __all__ = [
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds between copies of the live readings to the multi-process directory.
 SAMPLE_EVERY = 1.0
+
+log = Logger(namespace="tcpfiles.metrics")
 
 prometheus_client.disable_created_metrics()  # no *_created series: nothing here uses them
 
@@ -249,10 +256,29 @@ class _LiveCollector:
 
 
 class _Sampling(service.Service):
+    """Every ``every`` seconds: the live readings copied to the multi-process files, and this
+    process's ``/status`` written beside them (``status_PID.json``), for the parent's page."""
+
     def __init__(self, metrics: PrometheusMetrics, clock: Any, every: float) -> None:
-        self.loop = task.LoopingCall(metrics.sample)
+        self.metrics = metrics
+        self.clock = clock
+        self.loop = task.LoopingCall(self.sample)
         self.loop.clock = clock
         self.every = every
+        directory = os.environ.get(ENVIRONMENT)
+        self.status_path = directory and os.path.join(directory, status_file(os.getpid()))
+
+    def sample(self) -> None:
+        self.metrics.sample()
+        if not self.status_path:
+            return
+        temporary = self.status_path + ".new"
+        try:
+            with open(temporary, "w", encoding="utf-8") as out:
+                json.dump(self.metrics.status(self.clock), out)
+            os.replace(temporary, self.status_path)  # a reader never sees half of it
+        except OSError as exc:  # the directory is gone (the parent exited): nothing to tell
+            log.debug("status not written: {exc}", exc=exc)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -261,7 +287,10 @@ class _Sampling(service.Service):
     def stopService(self) -> Any:
         if self.loop.running:
             self.loop.stop()
-        self.loop.f()  # the last readings, so that counters are not short at exit
+        self.metrics.sample()  # the last readings, so that counters are not short at exit
+        if self.status_path:
+            with contextlib.suppress(OSError):
+                os.remove(self.status_path)  # stopped: no transfers, no connections of its own
         return super().stopService()  # type: ignore[no-untyped-call]
 
 
@@ -297,8 +326,6 @@ def metrics_site(
     registry: CollectorRegistry, status: Callable[[], dict[str, Any]] | None = None
 ) -> server.Site:
     """A twisted.web site: ``/metrics`` for ``registry`` and, given ``status``, ``/status``."""
-    import json
-
     root = resource.Resource()
     root.putChild(
         b"metrics",
@@ -330,13 +357,15 @@ def serve_metrics_multiprocess(reactor: Any, endpoint: str, directory: str) -> L
     Start it (or give it a parent service) to listen."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    site: Any = metrics_site(registry)
+    site: Any = metrics_site(registry, lambda: workers_status(directory))
     return ListenerService(endpoint, site, reactor, "metrics")
 
 
 def worker_died(pid: int, directory: str) -> None:
-    """A worker is gone: its live gauges no longer count (its counters still do)."""
+    """A worker is gone: its live gauges and its status no longer count (its counters do)."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    with contextlib.suppress(OSError):
+        os.remove(os.path.join(directory, status_file(pid)))
 
 
 class WorkersMetrics:

@@ -9,10 +9,23 @@ No library beyond the standard one, so the CLI can show a status without prometh
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_status", "status_of", "transfers_of"]
+__all__ = [
+    "STATUS_PREFIX",
+    "format_status",
+    "merge_statuses",
+    "status_file",
+    "status_of",
+    "transfers_of",
+    "workers_status",
+]
+
+#: How each worker's status file in a multi-process directory is named: ``status_PID.json``.
+STATUS_PREFIX = "status_"
 
 
 def transfers_of(behaviour: str, tracker: Any) -> list[dict[str, Any]]:
@@ -52,6 +65,47 @@ def status_of(
     }
 
 
+def merge_statuses(statuses: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One status for several processes (``--workers``), from each one's, by pid: connections
+    and gauges summed, every transfer (with its ``worker`` pid), the latest ``time``, and
+    ``workers``, how many processes it sums."""
+    connections: dict[str, int] = {}
+    gauges: dict[str, float] = {}
+    transfers: list[dict[str, Any]] = []
+    for pid, status in sorted(statuses.items()):
+        for name, count in status.get("connections", {}).items():
+            connections[name] = connections.get(name, 0) + count
+        for name, value in status.get("gauges", {}).items():
+            gauges[name] = gauges.get(name, 0) + value
+        transfers += [{**transfer, "worker": pid} for transfer in status.get("transfers", [])]
+    return {
+        "time": max((status.get("time", 0.0) for status in statuses.values()), default=0.0),
+        "workers": len(statuses),
+        "connections": connections,
+        "transfers": transfers,
+        "gauges": gauges,
+    }
+
+
+def status_file(pid: int) -> str:
+    """The name of process ``pid``'s status file in a multi-process directory."""
+    return f"{STATUS_PREFIX}{pid}.json"
+
+
+def workers_status(directory: str) -> dict[str, Any]:
+    """The parent's ``/status``: every worker's last status in ``directory`` (at most
+    a second old under ``twistd --workers``), merged (:func:`merge_statuses`)."""
+    statuses: dict[int, Any] = {}
+    for name in os.listdir(directory):
+        if name.startswith(STATUS_PREFIX) and name.endswith(".json"):
+            try:
+                with open(os.path.join(directory, name), encoding="utf-8") as text:
+                    statuses[int(name[len(STATUS_PREFIX) : -len(".json")])] = json.load(text)
+            except (OSError, ValueError):  # removed meanwhile, or not ours
+                continue
+    return merge_statuses(statuses)
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -67,6 +121,8 @@ def format_status(status: Mapping[str, Any]) -> str:
         "connections: "
         + (", ".join(f"{name} {count}" for name, count in connections.items()) or "none")
     ]
+    if "workers" in status:
+        lines.insert(0, f"workers: {status['workers']}")
     transfers = status.get("transfers", [])
     lines.append(f"transfers in flight: {len(transfers)}")
     for t in transfers:

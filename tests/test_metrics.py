@@ -4,6 +4,7 @@ reports, the /metrics and /status page, and --metrics on the command line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -24,7 +25,13 @@ from tcpfiles.core.metrics import NO_METRICS, Metrics
 from tcpfiles.core.plugin import Context
 from tcpfiles.files.metrics import RequestMetrics
 from tcpfiles.prometheus import PrometheusMetrics, metrics_site
-from tcpfiles.status import format_status, status_of
+from tcpfiles.status import (
+    format_status,
+    merge_statuses,
+    status_file,
+    status_of,
+    workers_status,
+)
 from tcpfiles.tap import Options
 from tcpfiles.testing import Connection, build_guarded, connect, files_factory, guarded
 from tests.helpers import temporary_directory
@@ -355,3 +362,57 @@ class ComposeTests(SynchronousTestCase):
             MemoryReactorClock(), str(temporary_directory(self)), ["chat"], metrics=Names()
         )
         self.assertIn("tcpfiles_chat_users", seen)
+
+
+SOME_TRANSFER = {"peer": "127.0.0.1:5", "bytes": 1, "size": 9, "seconds": 0.5, "rate": 2.0}
+
+
+class MergedStatusTests(SynchronousTestCase):
+    """The parent of --workers answers /status with every worker's last one, merged."""
+
+    def test_connections_and_gauges_summed_transfers_kept_with_their_worker(self) -> None:
+        one = {
+            "time": 5.0,
+            "connections": {"files": 2, "chat": 1},
+            "transfers": [{"behaviour": "files", "request": "GET a", **SOME_TRANSFER}],
+            "gauges": {"tcpfiles_chat_users": 1, "tcpfiles_uploads_in_flight": 0},
+        }
+        two = {
+            "time": 6.0,
+            "connections": {"files": 3},
+            "transfers": [],
+            "gauges": {"tcpfiles_chat_users": 2, "tcpfiles_uploads_in_flight": 1},
+        }
+        merged = merge_statuses({20: two, 10: one})
+        self.assertEqual(merged["workers"], 2)
+        self.assertEqual(merged["time"], 6.0)
+        self.assertEqual(merged["connections"], {"files": 5, "chat": 1})
+        self.assertEqual(
+            merged["gauges"], {"tcpfiles_chat_users": 3, "tcpfiles_uploads_in_flight": 1}
+        )
+        self.assertEqual(
+            merged["transfers"],
+            [{"behaviour": "files", "request": "GET a", **SOME_TRANSFER, "worker": 10}],
+        )
+        self.assertIn("workers: 2\n", format_status(merged))
+        self.assertEqual(merge_statuses({})["workers"], 0)
+
+    def test_read_from_the_directory_skipping_what_is_not_a_status(self) -> None:
+        directory = temporary_directory(self)
+        (directory / status_file(41)).write_text(json.dumps({"connections": {"files": 1}}))
+        (directory / status_file(42)).write_text("{half")  # being replaced: skipped
+        (directory / (status_file(43) + ".new")).write_text("{}")
+        (directory / "counter_41.db").write_bytes(b"\0")
+        merged = workers_status(str(directory))
+        self.assertEqual((merged["workers"], merged["connections"]), (1, {"files": 1}))
+
+    def test_a_worker_writes_its_status_and_removes_it_when_stopped(self) -> None:
+        directory = temporary_directory(self)
+        self.patch(os, "environ", {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)})
+        metrics = PrometheusMetrics(multiprocess=True)
+        clock = task.Clock()
+        sampling = metrics.sampling(clock)
+        sampling.startService()
+        self.assertEqual(workers_status(str(directory))["workers"], 1)
+        sampling.stopService()
+        self.assertEqual(workers_status(str(directory))["workers"], 0)

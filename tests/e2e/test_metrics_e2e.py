@@ -240,3 +240,43 @@ class WorkersMetricsTests(E2ETestCase):
             20,
             "45 GETs counted after a worker was killed and replaced",
         )
+
+    def test_the_parent_status_merges_every_worker(self) -> None:
+        """``tcpfiles status`` against the parent of ``--workers 2``: both workers counted,
+        a transfer in flight in one of them shown with its worker's pid; a stopped transfer
+        leaves it within a second or so."""
+        make_file(self.root / "big.bin", 64 << 20)
+        server = self.start_server("--workers", "2", *METRICS)
+        metrics_port = server.port_of("metrics")
+        for index in (1, 2):
+            server.wait_for(rf"\[worker {index} tcpfiles\.core\.service#info\] files listening")
+        pids = {
+            int(m.group(1)) for m in re.finditer(r"started worker \d \(pid (\d+)\)", server.text())
+        }
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(20)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(b"GET big.bin\n")
+        assert slow.recv(12).startswith(b"OK 67108864"), "the download began"
+
+        def status() -> dict:
+            done = run_cli("status", str(metrics_port), "--json")
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        wait_until(
+            lambda: status()["workers"] == 2 and len(status()["transfers"]) == 1,
+            20,
+            "both workers' status, with the download in flight",
+        )
+        page = status()
+        self.assertEqual(page["connections"], {"files": 1})
+        [transfer] = page["transfers"]
+        self.assertEqual(transfer["request"], "GET big.bin")
+        self.assertIn(transfer["worker"], pids)
+        text = run_cli("status", str(metrics_port)).stdout
+        self.assertIn("workers: 2\n", text)
+        self.assertIn("transfers in flight: 1\n", text)
+        slow.close()
+        wait_until(lambda: status()["transfers"] == [], 20, "the closed download to leave")
