@@ -91,15 +91,21 @@ def pin(cpu: int | None) -> Callable[[], None]:
 
 
 def start_server(
-    command: list[str], cwd: Path, port: int, pinned: bool = True, errors: Path | None = None
+    command: list[str],
+    cwd: Path,
+    port: int,
+    pinned: bool = True,
+    errors: Path | None = None,
+    output: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a server under test on the second CPU (anywhere unless ``pinned``), its output
-    discarded (standard error kept in ``errors``, if given); return once it listens."""
-    with open(errors or os.devnull, "wb") as stderr:
+    discarded (standard error kept in ``errors``, standard output in ``output``, if given);
+    return once it listens."""
+    with open(errors or os.devnull, "wb") as stderr, open(output or os.devnull, "wb") as stdout:
         proc = subprocess.Popen(
             command,
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=stderr,
             preexec_fn=pin(CPUS[1] if len(CPUS) > 1 and pinned else None),
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import select
 import socket
 import statistics
@@ -237,11 +238,28 @@ async def idle_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
     return writers
 
 
+#: A worker of ``tcpfiles --workers N`` serving its socket (its log line).
+WORKER_LISTENING = re.compile(rb"\[worker \d+ tcpfiles\.core\.service#info\] files listening")
+
+
 def start(kind: Kind, root: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``kind`` on a free port (pinned to the server's CPU when it is one process)."""
+    """Start ``kind`` on a free port (pinned to the server's CPU when it is one process).
+
+    ``tcpfiles --workers N`` listens (its parent binds) before its workers have started: the
+    load waits until every worker says it serves, or it would time their start-up (a second,
+    and their imports' CPU) as if it were serving."""
     port = free_port()
     errors = root.parent / f"stderr-{port}.txt"
-    proc = start_server(kind.command(root, port), root.parent, port, kind.workers == 1, errors)
+    output = root.parent / f"stdout-{port}.txt" if kind.workers > 1 and not kind.http else None
+    command = kind.command(root, port)
+    proc = start_server(command, root.parent, port, kind.workers == 1, errors, output)
+    if output is not None:
+        deadline = time.monotonic() + 30
+        while len(WORKER_LISTENING.findall(output.read_bytes())) < kind.workers:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                stop(proc)
+                sys.exit(f"{kind.label}: its {kind.workers} workers did not start within 30 s")
+            time.sleep(0.05)
     return proc, port
 
 
