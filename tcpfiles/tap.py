@@ -299,7 +299,7 @@ def makeService(options: BaseOptions, reactor: Any = None) -> service.IService:
         proxy=options.proxy_settings(),
     )
     if role is not None:  # started by a parent's --workers: serve its sockets
-        become_worker()
+        become_worker(role.parent)
         adopt_listeners(top, role.fds)
         from twisted.logger import globalLogPublisher
 

@@ -3,7 +3,10 @@ with the signals forwarded, and the pieces a worker uses (its role, adopted list
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from typing import Any
 
 from twisted.application import service
@@ -19,6 +22,7 @@ from tcpfiles.core.service import ListenerService
 from tcpfiles.core.workers import (
     FDS_VARIABLE,
     INDEX_VARIABLE,
+    PARENT_VARIABLE,
     STOP_MARGIN,
     WORKER_MAIN,
     Backoff,
@@ -92,9 +96,15 @@ class SupervisorTests(SynchronousTestCase):
             env = spawned["env"]
             self.assertEqual(
                 env,
-                {"PATH": "/bin", "EXTRA": "yes", INDEX_VARIABLE: str(number), FDS_VARIABLE: "3,4"},
+                {
+                    "PATH": "/bin",
+                    "EXTRA": "yes",
+                    INDEX_VARIABLE: str(number),
+                    FDS_VARIABLE: "3,4",
+                    PARENT_VARIABLE: str(os.getpid()),
+                },
             )
-            self.assertEqual(worker_role(env), WorkerRole(number, (3, 4)))
+            self.assertEqual(worker_role(env), WorkerRole(number, (3, 4), os.getpid()))
         self.assertEqual(sorted(self.supervisor.workers), [1, 2])
 
     def test_socket_names_from_systemd_are_passed_on(self) -> None:
@@ -224,6 +234,26 @@ class WorkerSideTests(SynchronousTestCase):
             worker_role({INDEX_VARIABLE: "2", FDS_VARIABLE: "3,4,5"}), WorkerRole(2, (3, 4, 5))
         )
         self.assertEqual(worker_role({INDEX_VARIABLE: "1", FDS_VARIABLE: ""}), WorkerRole(1, ()))
+        told = {INDEX_VARIABLE: "1", FDS_VARIABLE: "3", PARENT_VARIABLE: "4242"}
+        self.assertEqual(worker_role(told), WorkerRole(1, (3,), 4242))
+
+    def test_a_worker_whose_parent_is_gone_stops_at_once(self) -> None:
+        """Its parent is not the one that started it (that one died while it was starting, and
+        init took it over): SIGTERM to itself, before it serves anything.  With its real
+        parent, it goes on."""
+        code = "import sys; from tcpfiles.core.workers import become_worker; "
+        code += "become_worker(int(sys.argv[1])); print('serving')"
+        orphan = subprocess.run(
+            [sys.executable, "-c", code, "1"], capture_output=True, timeout=60, check=False
+        )
+        self.assertEqual((orphan.returncode, orphan.stdout), (-signal.SIGTERM, b""))
+        child = subprocess.run(
+            [sys.executable, "-c", code, str(os.getpid())],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual((child.returncode, child.stdout), (0, b"serving\n"), child.stderr)
 
     def _top(self, count: int) -> tuple[service.MultiService, list[ListenerService]]:
         top = service.MultiService()

@@ -41,6 +41,7 @@ __all__ = [
     "FDS_VARIABLE",
     "INDEX_VARIABLE",
     "PARENT_ONLY",
+    "PARENT_VARIABLE",
     "STOP_MARGIN",
     "WORKER_MAIN",
     "Backoff",
@@ -59,6 +60,8 @@ log = Logger(namespace="tcpfiles.core.workers")
 INDEX_VARIABLE = "TCPFILES_WORKER"
 #: The inherited listening descriptors, comma-separated, in the order of the service's listeners.
 FDS_VARIABLE = "TCPFILES_WORKER_FDS"
+#: The parent's pid: a worker whose parent is already gone when it starts stops at once.
+PARENT_VARIABLE = "TCPFILES_WORKER_PARENT"
 #: What a service manager tells the process it started, the parent: never passed to workers.
 PARENT_ONLY = (
     "NOTIFY_SOCKET",
@@ -178,6 +181,7 @@ class Supervisor(service.Service):
             **self.env,
             INDEX_VARIABLE: str(index),
             FDS_VARIABLE: ",".join(str(3 + n) for n in range(len(fds))),
+            PARENT_VARIABLE: str(os.getpid()),
         }
         worker = _Worker(self, index)
         try:
@@ -307,18 +311,21 @@ def _install_signals(handler: Callable[[str], None]) -> bool:
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """What a worker was told by its parent: its number and its listening descriptors."""
+    """What a worker was told by its parent: its number, its listening descriptors, and the
+    parent's pid (None when not told)."""
 
     index: int
     fds: tuple[int, ...]
+    parent: int | None = None
 
 
 def worker_role(environ: Mapping[str, str]) -> WorkerRole | None:
     """This process's role when a :class:`Supervisor` started it, else None."""
     if INDEX_VARIABLE not in environ:
         return None
-    fds = environ.get(FDS_VARIABLE, "")
-    return WorkerRole(int(environ[INDEX_VARIABLE]), tuple(int(fd) for fd in fds.split(",") if fd))
+    fds = tuple(int(fd) for fd in environ.get(FDS_VARIABLE, "").split(",") if fd)
+    parent = environ.get(PARENT_VARIABLE)
+    return WorkerRole(int(environ[INDEX_VARIABLE]), fds, int(parent) if parent else None)
 
 
 def adopt_listeners(top: service.MultiService, fds: Sequence[int]) -> None:
@@ -369,17 +376,21 @@ def tag_events(publisher: Any, index: int) -> Callable[[dict[str, Any]], None]:
     return tag
 
 
-def become_worker() -> None:
+def become_worker(parent: int | None = None) -> None:
     """What a worker does first: a process group of its own (a terminal's Ctrl-C is for the
-    parent, which forwards it), and SIGTERM when its parent dies (Linux)."""
+    parent, which forwards it), and SIGTERM when its parent dies (Linux).  ``parent``: the pid
+    of the parent that started it (:data:`PARENT_VARIABLE`); a worker whose parent died while it
+    was starting (its parent is then another process: init) stops at once, instead of serving
+    the sockets for ever with no supervisor."""
     os.setpgid(0, 0)
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the parent's signals still reach it
-        return
-    if os.getppid() != parent:  # it died before the request took effect
+        pass
+    if os.getppid() != parent:  # it died before now (before the request took effect)
         os.kill(os.getpid(), signal.SIGTERM)
