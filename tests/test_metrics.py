@@ -174,6 +174,20 @@ class ReportedTests(SynchronousTestCase):
             value(metrics, "tcpfiles_files_transfer_seconds_bucket", verb="GET", le="0.005"), 1
         )
 
+    def test_a_list_cut_short_is_one_outcome_whatever_its_count(self) -> None:
+        """The log says how far a failed LIST got; a label with the count would make a series
+        per count, which a client could multiply."""
+        metrics = PrometheusMetrics()
+        record = RequestMetrics(metrics)
+        for count in (3, 4, 5000):
+            record("LIST big", f"OK failed at {count} entries", 10, 0.1)
+        found = {
+            labels: v
+            for (name, labels), v in samples(metrics).items()
+            if name == "tcpfiles_files_requests_total"
+        }
+        self.assertEqual(found, {(("outcome", "OK failed"), ("verb", "LIST")): 3})
+
     def test_the_files_server_records_each_request_it_logs(self) -> None:
         root = temporary_directory(self)
         (root / "a.txt").write_bytes(b"hello")

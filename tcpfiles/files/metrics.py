@@ -58,6 +58,8 @@ class RequestMetrics:
         verb = request.partition(" ")[0].upper()
         if verb not in VERBS:
             verb = "other"
+        if outcome.endswith(" entries"):  # a LIST cut short: no series per count of entries
+            outcome = outcome.rpartition(" at ")[0]
         key = (verb, outcome)
         child = self._children.get(key)
         if child is None:  # verbs x outcomes: a few dozen at most
