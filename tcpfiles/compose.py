@@ -164,7 +164,7 @@ def _last(top: DrainingService, page: str | None, recorder: Metrics, tls: Any) -
     if page is not None:
         from tcpfiles.prometheus import MetricsService
 
-        _adopt(top, MetricsService(page, recorder, top.reactor))  # type: ignore[arg-type]
+        _adopt(top, MetricsService(page, recorder, top.reactor, top.trackers))  # type: ignore[arg-type]
     if tls is not None:
         _warn_plain_listeners(top)
     readiness = ReadinessService.from_environ(top.reactor)  # None unless $NOTIFY_SOCKET is set

@@ -7,10 +7,9 @@ imports this module unless metrics are asked for.
   to: counters and histograms are ``prometheus_client``'s own; what behaviours
   :meth:`~PrometheusMetrics.collect` (and each behaviour's connections) is read from live
   objects when the page is scraped, by a custom collector.
-- :func:`metrics_site` serves ``/metrics`` (the text format, made by ``generate_latest``) and
-  ``/status`` (JSON, :mod:`tcpfiles.status`) from a small ``twisted.web`` resource on the
-  reactor it is given: no WSGI, no thread pool (``prometheus_client.twisted`` would import the
-  global reactor and answer in a thread).  :class:`MetricsService` listens with it.
+- :class:`MetricsService` serves its ``/metrics`` (the text format, made by
+  ``generate_latest``) and ``/status`` (JSON, :mod:`tcpfiles.status`): the page is
+  :mod:`tcpfiles.metrics_page`'s, behind the kernel's guard.
 
 Several processes (``PROMETHEUS_MULTIPROC_DIR`` set in each before ``prometheus_client`` is
 imported): each worker's counters and histograms go to files in that directory, and what is
@@ -39,10 +38,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
-from twisted.web import resource, server
 
 from tcpfiles.core.metrics import Metrics, Reading, tracker_readings
 from tcpfiles.core.service import ListenerService
+from tcpfiles.metrics_page import PageService, metrics_site
 from tcpfiles.status import status_file, status_of, workers_status
 from tcpfiles.tallies import DEFAULT_BUCKETS, Tally, TallyHistogram
 
@@ -50,9 +49,7 @@ __all__ = [
     "ENVIRONMENT",
     "SAMPLE_EVERY",
     "MetricsService",
-    "MetricsSite",
     "PrometheusMetrics",
-    "metrics_site",
     "WorkersMetrics",
     "serve_metrics_multiprocess",
     "worker_died",
@@ -294,71 +291,29 @@ class _Sampling(service.Service):
         return super().stopService()  # type: ignore[no-untyped-call]
 
 
-# --- the web page -------------------------------------------------------------------------
+class MetricsService(PageService):
+    """Serves ``metrics``' ``/metrics`` and ``/status`` on ``description`` while running
+    (a :class:`~tcpfiles.metrics_page.PageService`: behind the guard, warning off loopback)."""
 
-
-class _Text(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, content_type: str, render: Callable[[], bytes]) -> None:
-        super().__init__()
-        self.content_type = content_type.encode("ascii")
-        self.make = render
-
-    def render_GET(self, request: Any) -> bytes:  # noqa: N802 - twisted.web's name
-        request.setHeader(b"content-type", self.content_type)
-        return self.make()
-
-
-class MetricsSite(server.Site):
-    """No access log line per scrape, no "Starting factory" line."""
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        """Scrapes are not logged."""
-
-    def logPrefix(self) -> str:  # noqa: N802 - Twisted's name
-        return "MetricsSite"
-
-
-def metrics_site(
-    registry: CollectorRegistry, status: Callable[[], dict[str, Any]] | None = None
-) -> server.Site:
-    """A twisted.web site: ``/metrics`` for ``registry`` and, given ``status``, ``/status``."""
-    root = resource.Resource()
-    root.putChild(
-        b"metrics",
-        _Text(
-            prometheus_client.CONTENT_TYPE_LATEST,
-            lambda: prometheus_client.generate_latest(registry),
-        ),
-    )
-    if status is not None:
-        root.putChild(
-            b"status",
-            _Text("application/json", lambda: json.dumps(status(), indent=1).encode() + b"\n"),
-        )
-    return MetricsSite(root)
-
-
-class MetricsService(ListenerService):
-    """Serves ``metrics`` (``/metrics`` and ``/status``) on ``description`` while running;
-    logs ``metrics listening on ...`` as the behaviours' listeners do."""
-
-    def __init__(self, description: str, metrics: PrometheusMetrics, reactor: Any) -> None:
-        site = metrics_site(metrics.registry, lambda: metrics.status(reactor))
-        super().__init__(description, site, reactor, "metrics")  # type: ignore[arg-type]
+    def __init__(
+        self,
+        description: str,
+        metrics: PrometheusMetrics,
+        reactor: Any,
+        trackers: list[Any] | None = None,
+    ) -> None:
+        site = metrics_site(metrics.registry, lambda: metrics.status(reactor), reactor)
+        super().__init__(description, site, reactor, trackers)
 
 
 def serve_metrics_multiprocess(reactor: Any, endpoint: str, directory: str) -> ListenerService:
-    """For the parent of several workers: a service serving ``/metrics`` on ``endpoint``, the
-    sum of what every process wrote to ``directory`` (their ``$PROMETHEUS_MULTIPROC_DIR``).
-    Start it (or give it a parent service) to listen."""
+    """For the parent of several workers: a service serving ``/metrics`` and ``/status`` on
+    ``endpoint``, the sum of what every process wrote to ``directory`` (their
+    ``$PROMETHEUS_MULTIPROC_DIR``).  Start it (or give it a parent service) to listen."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    site: Any = metrics_site(registry, lambda: workers_status(directory))
-    return ListenerService(endpoint, site, reactor, "metrics")
+    site = metrics_site(registry, lambda: workers_status(directory), reactor)
+    return PageService(endpoint, site, reactor)
 
 
 def worker_died(pid: int, directory: str) -> None:

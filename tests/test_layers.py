@@ -30,6 +30,7 @@ TOP = (
     "tcpfiles.testing",
     "tcpfiles.logs",
     "tcpfiles.prometheus",
+    "tcpfiles.metrics_page",
     "tcpfiles.status",
     "tcpfiles.tallies",
 )

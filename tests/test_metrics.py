@@ -12,19 +12,24 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import task
+from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import connectionDone
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from tcpfiles import metrics_page
 from tcpfiles.chat.plugin import chat
 from tcpfiles.compose import make_service
 from tcpfiles.core.auth import LoginLimiter
+from tcpfiles.core.guard import GuardedFactory
 from tcpfiles.core.metrics import NO_METRICS, Metrics
 from tcpfiles.core.plugin import Context
 from tcpfiles.files.metrics import RequestMetrics
-from tcpfiles.prometheus import PrometheusMetrics, metrics_site
+from tcpfiles.metrics_page import metrics_site
+from tcpfiles.prometheus import PrometheusMetrics
 from tcpfiles.status import (
     format_status,
     merge_statuses,
@@ -430,3 +435,43 @@ class MergedStatusTests(SynchronousTestCase):
         self.assertEqual(workers_status(str(directory))["workers"], 1)
         sampling.stopService()
         self.assertEqual(workers_status(str(directory))["workers"], 0)
+
+
+class PageServiceTests(SynchronousTestCase):
+    """The metrics page is served behind the kernel's guard, and says so when it is reachable
+    from elsewhere than this machine."""
+
+    def listen(self, description: str) -> tuple[Any, list[dict[str, Any]]]:
+        events: list[dict[str, Any]] = []
+        self.patch(metrics_page, "log", Logger(observer=events.append))
+        trackers: list[Any] = []
+        reactor = MemoryReactorClock()
+        site = metrics_site(PrometheusMetrics().registry, reactor=reactor)
+        service = metrics_page.PageService(description, site, reactor, trackers)
+        service.privilegedStartService()
+        self.assertEqual(trackers, [service.factory.tracker])  # drained, counted for fds
+        return service, events
+
+    def test_every_address_is_warned_about(self) -> None:
+        _, events = self.listen("tcp:0")  # no interface=: every address
+        [warning] = events
+        self.assertEqual(warning["log_level"], LogLevel.warn)
+        self.assertIn("not loopback", warning["log_format"])
+
+    def test_loopback_is_not(self) -> None:
+        _, events = self.listen(r"tcp6:0:interface=\:\:1")
+        self.assertEqual(events, [])
+
+    def test_connections_are_limited_by_the_guard(self) -> None:
+        service, _ = self.listen(r"tcp6:0:interface=\:\:1")
+        factory = service.factory
+        self.assertIsInstance(factory, GuardedFactory)
+        self.assertEqual(factory.settings, metrics_page.PAGE_LIMITS)
+        peer = IPv4Address("TCP", "10.0.0.5", 40000)
+        kept = [factory.buildProtocol(peer) for _ in range(metrics_page.PAGE_LIMITS.max_per_peer)]
+        for protocol in kept:
+            protocol.makeConnection(StringTransport(peerAddress=peer))
+        refused = factory.buildProtocol(peer)
+        transport = StringTransport(peerAddress=peer)
+        refused.makeConnection(transport)
+        self.assertTrue(transport.disconnecting)

@@ -57,7 +57,8 @@ class MultiProcessTests(SynchronousTestCase):
         listener = serve_metrics_multiprocess(MemoryReactorClock(), "tcp:0", self.directory)
         listener.privilegedStartService()
         request = DummyRequest([b"metrics"])
-        page = listener.factory.resource.getChildWithDefault(b"metrics", request)  # type: ignore[attr-defined]
+        site = listener.factory.wrappedFactory  # type: ignore[attr-defined]  # beneath the guard
+        page = site.resource.getChildWithDefault(b"metrics", request)
         text = page.render(request).decode()
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
