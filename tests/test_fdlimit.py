@@ -76,16 +76,17 @@ class WarningTests(SynchronousTestCase):
     """The warning appears exactly when the connections cannot fit."""
 
     def test_fits(self) -> None:
-        """1024 connections fit in 3104 descriptors (3 each + 32) and more."""
-        self.assertEqual(needed(1024), 3104)
-        self.assertIsNone(shortfall_warning(3104, 1024))
+        """1024 connections fit in 3168 descriptors (3 each + 32 + 64 kept open) and more."""
+        self.assertEqual(needed(1024), 3168)
+        self.assertIsNone(shortfall_warning(3168, 1024))
+        self.assertIsNotNone(shortfall_warning(3167, 1024))
         self.assertIsNone(shortfall_warning(resource.RLIM_INFINITY, 10**6))
 
     def test_too_small(self) -> None:
         """1024 connections in 1024 descriptors: a warning that says what to do."""
         text = shortfall_warning(1024, 1024)
         assert text is not None
-        for expected in ("(1024)", "3104", "ulimit -n 3104", "--max-connections", "330"):
+        for expected in ("(1024)", "3168", "ulimit -n 3168", "--max-connections", "309"):
             self.assertIn(expected, text)
 
     def test_service_sums_behaviours_and_warns_once(self) -> None:
@@ -100,7 +101,7 @@ class WarningTests(SynchronousTestCase):
             check.startService()
         warnings = [e for e in events if e["log_level"] is LogLevel.warn]
         self.assertEqual(len(warnings), 1)
-        self.assertIn("(700) is below the 1232 that 400 connections", formatEvent(warnings[0]))
+        self.assertIn("(700) is below the 1296 that 400 connections", formatEvent(warnings[0]))
         self.assertIn(
             "raised the file descriptor limit from 600 to 700",
             str([formatEvent(e) for e in events]),

@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 __all__ = [
+    "KEPT_OPEN",
     "PER_CONNECTION",
     "SPARE",
     "FdLimitCheck",
@@ -35,13 +36,16 @@ PER_CONNECTION = 3
 #: Descriptors the process needs besides its connections: listening sockets, the root's own
 #: descriptor, stdio, Twisted's reserved EMFILE-recovery descriptor, the log, the waker pipe.
 SPARE = 32
+#: Descriptors the file tree keeps open between requests: small files served often
+#: (:mod:`tcpfiles.tree.filecache`), at most this many in the whole process.
+KEPT_OPEN = 64
 
 Limits = tuple[int, int]
 
 
 def needed(max_connections: int) -> int:
     """Descriptors a server allowing ``max_connections`` connections in total may need."""
-    return max_connections * PER_CONNECTION + SPARE
+    return max_connections * PER_CONNECTION + SPARE + KEPT_OPEN
 
 
 def raise_soft_limit(
@@ -79,11 +83,11 @@ def shortfall_warning(soft: int, total_connections: int) -> str | None:
     want = needed(total_connections)
     if soft == resource.RLIM_INFINITY or soft >= want:
         return None
-    fits = max(1, (soft - SPARE) // PER_CONNECTION)
+    fits = max(1, (soft - SPARE - KEPT_OPEN) // PER_CONNECTION)
     return (
         f"the file descriptor limit ({soft}) is below the {want} that {total_connections} "
         f"connections (--max-connections summed over the behaviours served) may need "
-        f"({PER_CONNECTION} per connection + {SPARE}): past it, requests are answered "
+        f"({PER_CONNECTION} per connection + {SPARE + KEPT_OPEN}): past it, requests are answered "
         f"'ERR busy' and new connections are closed unanswered. Raise the limit "
         f"(ulimit -n {want}, or LimitNOFILE={want} in a systemd unit) or lower "
         f"--max-connections (to {fits} or fewer in total)"

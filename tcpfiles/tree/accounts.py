@@ -168,8 +168,7 @@ class FilesRealm:
     Without a users file (``users`` None, or an empty mapping), every account gets ``root``,
     writable when ``writable``, and anonymous access reads ``root``.  With one (:class:`Users`,
     or a mapping of grants: a users file without ``*`` and ``anonymous`` lines), only what it
-    lists: any other name is refused with UnauthorizedLogin, like a wrong password.
-    """
+    lists: any other name is refused with UnauthorizedLogin, like a wrong password."""
 
     def __init__(
         self,
@@ -199,8 +198,9 @@ class FilesRealm:
     def store_for(self, root: Root) -> tuple[FileStore, Uploads]:
         """One store and one upload registry per root, shared by everyone who uses it."""
         if root.real not in self._stores:
+            kept = 0 if self._stores else MAX_FILES  # one budget: the first root's (--root)
             self._stores[root.real] = (
-                FileStore(root, self._defer_to_thread, hasher=self.hasher, keep_open=MAX_FILES),
+                FileStore(root, self._defer_to_thread, hasher=self.hasher, keep_open=kept),
                 Uploads(root, self.max_upload, self._defer_to_thread, ledger=self._ledger),
             )
         return self._stores[root.real]

@@ -25,12 +25,14 @@ import os
 import stat
 from collections import OrderedDict
 
+from tcpfiles.core.fdlimit import KEPT_OPEN
 from tcpfiles.tree.paths import Root
 
 __all__ = ["MAX_FILE_BYTES", "MAX_FILES", "MAX_TOTAL_BYTES", "OpenFiles"]
 
-#: Descriptors kept open at most.
-MAX_FILES = 64
+#: Descriptors kept open at most, in the whole process (counted by the kernel's descriptor
+#: check): the realm gives them to the server's root, the one served first.
+MAX_FILES = KEPT_OPEN
 #: Only files up to this size are kept (larger ones cost their transfer, not their opening).
 MAX_FILE_BYTES = 256 * 1024
 #: The sizes of the files kept add up to at most this (as they were when kept).
