@@ -95,7 +95,11 @@ class Sending(Stalling):
                 pace=pace,
             )
         self.producer, self.count = producer, count
-        d = producer.begin(transport)
+        try:
+            d = producer.begin(transport)
+        except BaseException:
+            self.opened.close()  # _done, which closes it, is never called
+            raise
         if zero_copy:
             d.addBoth(self._uncork)
         d.addBoth(self._done, producer)

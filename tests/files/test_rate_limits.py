@@ -8,9 +8,11 @@ import os
 import socket
 
 from twisted.cred import strcred
-from twisted.internet import task
+from twisted.internet import interfaces, task
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import _ProducerMembrane
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from tcpfiles.core.auth import make_portal
 from tcpfiles.core.guard import GuardedFactory
@@ -313,3 +315,77 @@ class AccountRateTests(SynchronousTestCase):
         got = [len(one.value()) - before[0], len(two.value()) - before[1]]
         assert all(abs(g - MIB) < MIB // 8 for g in got), got  # 2 s at half of 1 MiB/s each
         assert len(bobs.value()) > 4 * MIB  # done long ago
+
+
+class MembraneTransport(StringTransport):
+    """A TLS transport as Twisted's TLS layer is to a producer: it holds the producer registered
+    wrapped in a ``_ProducerMembrane``, never the object itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self, interfaces.INegotiated)
+
+    def registerProducer(self, producer, streaming) -> None:
+        super().registerProducer(_ProducerMembrane(producer), streaming)
+
+
+@with_cases
+class TLSRateWaitTests(SynchronousTestCase):
+    """Under TLS an upload that waited for its allowance unregisters its placeholder producer:
+    the next GET can register its body's, and a QUIT closes."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.root = temporary_directory(self) / "files"
+        self.root.mkdir()
+        (self.root / "small.txt").write_bytes(b"small\n")
+
+    def waited_upload(self, whole: bool) -> tuple[object, MembraneTransport]:
+        """A 192 KiB upload at 16 KiB/s, which waits for its allowance, done."""
+        factory, guarded = served(self.root, self.clock, rate=16 << 10)
+        protocol = guarded.buildProtocol(("127.0.0.1", 4321))
+        transport = MembraneTransport()
+        protocol.makeConnection(transport)
+        body = os.urandom(192 << 10)
+        request = put_line(body) + body
+        if whole:  # the line, then the body in 64 KiB reads: it waits after the second
+            cut = len(put_line(body))
+            pieces = [request[:cut]] + [
+                body[i : i + (64 << 10)] for i in range(0, len(body), 64 << 10)
+            ]
+        else:
+            pieces = [request[i : i + 1] for i in range(len(request))]
+        fed = 0
+        for _ in range(200):
+            while fed < len(pieces) and transport.producerState == "producing":
+                protocol.dataReceived(pieces[fed])
+                fed += 1
+            if fed == len(pieces):
+                break
+            assert transport.producer is not None  # waiting for its allowance
+            self.clock.advance(0.1)
+        for _ in range(100):
+            if transport.value().endswith(b"OK stored %d %s\n" % (len(body), sha(body))):
+                break
+            self.clock.advance(0.1)
+        assert transport.value().endswith(b"OK stored %d %s\n" % (len(body), sha(body)))
+        transport.clear()
+        return protocol, transport
+
+    @cases(whole=(True,), one_byte_at_a_time=(False,))
+    def test_get_after_a_waited_upload(self, whole) -> None:
+        protocol, transport = self.waited_upload(whole)
+        assert transport.producer is None
+        protocol.dataReceived(b"GET small.txt\n")
+        for _ in range(100):
+            if transport.producer is None:
+                break
+            transport.producer.resumeProducing()
+            self.clock.advance(0.1)
+        assert transport.value() == b"OK 6\nsmall\n"
+
+    @cases(whole=(True,), one_byte_at_a_time=(False,))
+    def test_quit_after_a_waited_upload(self, whole) -> None:
+        protocol, transport = self.waited_upload(whole)
+        protocol.dataReceived(b"QUIT\n")
+        assert transport.disconnecting and transport.producer is None
