@@ -72,6 +72,23 @@ class QuotaOnTheWireTests(SynchronousTestCase):
         out = respond(protocol, transport, put_line(shrink, b"old.bin", b"REPLACE") + shrink)
         assert b"OK stored 10 " in out and self.usage.used == 110
 
+    @cases(whole=(False,), byte_by_byte=(True,))
+    def test_replacing_a_symlink_counts_the_whole_body(self, byte_by_byte) -> None:
+        """REPLACE over a link to old.bin (500 bytes) replaces the link, not old.bin: the body
+        is added whole, so 500 bytes do not fit in the 400 left, and 400 do (exactly)."""
+        os.symlink("old.bin", self.root / "link")
+        protocol, transport = connect(self.factory)
+        body = b"r" * 500
+        out = respond(protocol, transport, put_line(body, b"link", b"REPLACE"), byte_by_byte)
+        assert out.startswith(b"ERR over-quota 500 bytes"), out
+        assert self.usage.held == 0 and (self.root / "link").is_symlink()
+        body = b"r" * 400
+        out = respond(protocol, transport, put_line(body, b"link", b"REPLACE") + body, byte_by_byte)
+        assert out.startswith(b"OK send 400\nOK stored 400 "), out
+        assert not (self.root / "link").is_symlink()
+        assert (self.root / "old.bin").stat().st_size == 500
+        assert self.usage.used == 1000 == count_usage(Root.at(str(self.root)))
+
     def test_uploads_in_flight_are_held(self) -> None:
         """Two connections at once: the second's PUT finds the first's 300 bytes held."""
         first, first_io = connect(self.factory)
