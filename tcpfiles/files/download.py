@@ -82,7 +82,12 @@ class Sending(Stalling):
         producer: FileBodyProducer | SendfileProducer
         if zero_copy:
             producer = SendfileProducer(
-                self.opened.fd, offset, count, on_progress=self.progress, pace=pace
+                self.opened.fd,
+                offset,
+                count,
+                on_progress=self.progress,
+                pace=pace,
+                on_wait=self.rate_wait,
             )
         else:
             producer = FileBodyProducer(
@@ -93,12 +98,27 @@ class Sending(Stalling):
                 self.progress,
                 clock=conn.clock,
                 pace=pace,
+                on_wait=self.rate_wait,
             )
         self.producer, self.count = producer, count
-        d = producer.begin(transport)
+        try:
+            d = producer.begin(transport)
+        except BaseException:
+            self.opened.close()  # _done, which closes it, is never called
+            raise
         if zero_copy:
             d.addBoth(self._uncork)
         d.addBoth(self._done, producer)
+
+    def rate_wait(self, waiting: bool) -> None:
+        """The body waits for its turn at the rate (True), or has it (False): waiting is not
+        stalling, so the stall timer stops meanwhile (as an upload's does)."""
+        if waiting:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        elif self.current:
+            self.start_timer()
 
     def _uncork(self, result: Any) -> Any:
         transport = self.conn.transport

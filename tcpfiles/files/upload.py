@@ -69,7 +69,7 @@ def put(conn: FileServerProtocol, request: wire.Put) -> None:
 class Receiving(Stalling):
     """An upload's body coming in; what follows it is the next requests."""
 
-    __slots__ = ("upload", "pace")
+    __slots__ = ("upload", "pace", "placeholder")
 
     name = RECEIVING
 
@@ -77,6 +77,9 @@ class Receiving(Stalling):
         super().__init__(conn)
         self.upload = upload
         self.pace = pace
+        #: Whether we registered _RATE_WAIT: under TLS the transport holds it wrapped (Twisted's
+        #: _ProducerMembrane), so ``transport.producer is _RATE_WAIT`` cannot tell.
+        self.placeholder = False
 
     def transferred(self) -> tuple[int, int]:
         """Bytes of the body received so far, of how many (``tcpfiles status``)."""
@@ -129,6 +132,7 @@ class Receiving(Stalling):
         transport = self.conn.transport
         if getattr(transport, "producer", None) is None:  # ...nor idling
             transport.registerProducer(_RATE_WAIT, True)
+            self.placeholder = True
 
     def allowed(self, _nbytes: int) -> None:
         """The buckets have room again: read on."""
@@ -138,17 +142,19 @@ class Receiving(Stalling):
 
     def _waited(self) -> None:
         """Done waiting for the rate: read again."""
-        transport = self.conn.transport
-        if getattr(transport, "producer", None) is _RATE_WAIT:
-            transport.unregisterProducer()
+        if self.placeholder:
+            self.placeholder = False
+            self.conn.transport.unregisterProducer()
         self.conn.resume_reading()
 
     def leave(self) -> None:
         """Moving on (or gone): stop waiting for the rate; a connection going on reads again."""
-        if self.pace is not None and self.pace.waiting:
-            self.pace.cancel()
-            if self.current:
-                self._waited()
+        pace = self.pace
+        waiting = pace is not None and pace.waiting
+        if pace is not None and waiting:
+            pace.cancel()
+        if self.current and (waiting or self.placeholder):
+            self._waited()
         super().leave()
 
     def input_ended(self) -> None:

@@ -233,7 +233,7 @@ class FilesRealm:
         if not limit:
             return None
         if grant.root.real not in self._usage:
-            self._usage[grant.root.real] = Usage(grant.root)
+            self._usage[grant.root.real] = Usage(grant.root, self.clock, self._defer_to_thread)
         return Quota(limit, self._usage[grant.root.real])
 
     def _bucket(self, name: str, rate: int) -> TokenBucket | None:

@@ -64,6 +64,7 @@ class FileBodyProducer:
         on_progress: Callable[[int], None] | None = None,
         clock: interfaces.IReactorTime | None = None,
         pace: Pace | None = None,
+        on_wait: Callable[[bool], None] | None = None,
     ) -> None:
         self.fd = fd
         self.position = offset
@@ -79,6 +80,9 @@ class FileBodyProducer:
         self._later: Any = None
         self._clock = clock
         self._pace = pace
+        #: Told True when the body starts waiting for the pace's grant, False when it comes
+        #: (the download's stall timer stops meanwhile: waiting in turn is not stalling).
+        self.on_wait = on_wait
 
     def begin(self, consumer: interfaces.IConsumer) -> defer.Deferred[int]:
         """Start sending; the Deferred fires with the byte count when every byte is written."""
@@ -151,11 +155,15 @@ class FileBodyProducer:
                 return
             wanted = self._pace.request(wanted, self._granted)
             if not wanted:
+                if self.on_wait is not None and self._pace.waiting:
+                    self.on_wait(True)
                 return  # nothing written: the transport asks no more until _granted writes
         self._send(wanted)
 
     def _granted(self, allowed: int) -> None:
         """The buckets have ``allowed`` bytes for us: send them, and go on if pushing."""
+        if self.on_wait is not None:
+            self.on_wait(False)
         if self._consumer is None or self._done.called:
             return
         self._send(allowed)

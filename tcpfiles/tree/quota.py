@@ -14,15 +14,34 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tcpfiles.tree.paths import PathError, Root
 from tcpfiles.tree.store import TEMP_PREFIX
 
-__all__ = ["SCAN_LIMIT", "OverQuota", "Quota", "Uncountable", "Usage", "count_usage"]
+__all__ = [
+    "RECOUNT_AFTER",
+    "SCAN_LIMIT",
+    "OverQuota",
+    "Quota",
+    "Uncountable",
+    "Usage",
+    "count_usage",
+]
 
 #: Entries (files and directories) a root's first count walks at most; past it, uploads with a
 #: quota are refused ``busy`` rather than stall the server (a million lstat calls: about 2 s).
 SCAN_LIMIT = 1_000_000
+#: Seconds a root found too big to count is taken as such before it is counted again.
+RECOUNT_AFTER = 60.0
+
+log = Logger(namespace="tcpfiles.tree")
 
 
 class OverQuota(PathError):
@@ -61,18 +80,69 @@ def count_usage(root: Root, limit: int = SCAN_LIMIT) -> int:
 
 class Usage:
     """What one root holds (``used``, counted at first need) and what uploads in flight to it
-    hold on top (``held``); shared by every account whose root it is."""
+    hold on top (``held``); shared by every account whose root it is.
 
-    def __init__(self, root: Root) -> None:
+    A root too big to count (:class:`Uncountable`) is remembered as such: uploads are answered
+    ``busy`` without walking it again, and it is counted again :data:`RECOUNT_AFTER` seconds of
+    ``clock`` later (never without a clock), in ``defer_to_thread`` when given (``busy`` until
+    that count is done), not on the reactor's thread."""
+
+    def __init__(
+        self,
+        root: Root,
+        clock: IReactorTime | None = None,
+        defer_to_thread: Callable[..., Deferred[Any]] | None = None,
+        limit: int = SCAN_LIMIT,
+    ) -> None:
         self.root = root
         self.used: int | None = None
         self.held = 0
+        self.clock = clock
+        self.limit = limit
+        self._defer_to_thread = defer_to_thread
+        self._uncountable: str | None = None  # why the last count failed
+        self._recount_at = 0.0
+        self._counting = False
 
     def counted(self) -> int:
-        """Bytes stored, counted now if they never were."""
-        if self.used is None:
-            self.used = count_usage(self.root)
+        """Bytes stored, counted now if they never were (:class:`Uncountable`: not known)."""
+        if self.used is not None:
+            return self.used
+        if self._uncountable is None:  # the first count: here, now (bounded by the limit)
+            return self._count()
+        if self._counting or self.clock is None or self.clock.seconds() < self._recount_at:
+            raise Uncountable(self._uncountable)
+        if self._defer_to_thread is None:
+            return self._count()
+        self._counting = True
+        d = self._defer_to_thread(count_usage, self.root, self.limit)
+        d.addCallbacks(self._recounted, self._not_recounted)
+        if self.used is not None:  # counted at once (an inline defer_to_thread)
+            return self.used
+        raise Uncountable(self._uncountable)
+
+    def _count(self) -> int:
+        try:
+            self.used = count_usage(self.root, self.limit)
+        except Uncountable as exc:
+            self._gave_up(str(exc))
+            raise
         return self.used
+
+    def _gave_up(self, why: str) -> None:
+        self._uncountable = why
+        if self.clock is not None:
+            self._recount_at = self.clock.seconds() + RECOUNT_AFTER
+
+    def _recounted(self, used: int) -> None:
+        self._counting = False
+        self.used, self._uncountable = used, None
+
+    def _not_recounted(self, failure: Failure) -> None:
+        self._counting = False
+        if not failure.check(Uncountable):
+            log.failure("counting the files below {root}", failure, root=self.root.real)
+        self._gave_up(str(failure.value))
 
 
 class Quota:

@@ -146,9 +146,12 @@ class Uploads:
         try:
             name = parts[-1]
             existing = _lstat(parent, name)
+            replaced = 0  # what publishing removes: a link itself, never what it points to
             if existing is not None:
                 if stat.S_ISLNK(existing.st_mode):
                     existing = _through_link(self.root, parts)
+                else:
+                    replaced = existing.st_size
                 if not stat.S_ISREG(existing.st_mode):
                     raise NotAFile("a directory or special file is in the way")
                 if not replace:
@@ -161,7 +164,6 @@ class Uploads:
             key = (directory.st_dev, directory.st_ino, name)
             if key in self._in_progress:
                 raise Busy("another upload of this file is in progress")
-            replaced = 0 if existing is None else existing.st_size
             held = 0 if quota is None else quota.reserve(size, replaced)
             try:
                 upload = Upload(self, parent, name, size, sha256, replace, key, parts)

@@ -84,6 +84,7 @@ class SendfileProducer:
         per_turn: int = PER_TURN,
         on_progress: Callable[[int], None] | None = None,
         pace: Pace | None = None,
+        on_wait: Callable[[bool], None] | None = None,
     ) -> None:
         self.fd = fd
         self.position = offset
@@ -96,6 +97,7 @@ class SendfileProducer:
         self._first = True
         self._pace = pace
         self._allowed = 0  # granted by the pace and not sent yet
+        self.on_wait = on_wait  # told when waiting for the pace starts (True) and ends (False)
         self._done: defer.Deferred[int] = defer.Deferred()
 
     def begin(self, transport: Any) -> defer.Deferred[int]:
@@ -162,11 +164,15 @@ class SendfileProducer:
         assert self._pace is not None
         if not self._allowed and not self._pace.waiting:
             self._allowed = self._pace.request(min(self.remaining, self.per_turn), self._granted)
+            if not self._allowed and self.on_wait is not None and self._pace.waiting:
+                self.on_wait(True)
         return self._allowed
 
     def _granted(self, allowed: int) -> None:
         """The buckets have ``allowed`` bytes for us: ask for a write turn to send them."""
         self._allowed = allowed
+        if self.on_wait is not None:
+            self.on_wait(False)
         if self._transport is not None and not self._done.called:
             self._transport.startWriting()
 

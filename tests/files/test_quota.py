@@ -7,13 +7,14 @@ import hashlib
 import os
 
 from twisted.cred import strcred
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.core.auth import make_portal, password_credentials
 from tcpfiles.files.factory import factory_for
 from tcpfiles.files.server import FileServerFactory, Limits
 from tcpfiles.testing import connect, pump, respond
+from tcpfiles.tree import quota as quota_module
 from tcpfiles.tree.accounts import FilesRealm, make_accounts, parse_users
 from tcpfiles.tree.hashing import Hasher, inline
 from tcpfiles.tree.interfaces import IFilesAccount
@@ -72,6 +73,23 @@ class QuotaOnTheWireTests(SynchronousTestCase):
         out = respond(protocol, transport, put_line(shrink, b"old.bin", b"REPLACE") + shrink)
         assert b"OK stored 10 " in out and self.usage.used == 110
 
+    @cases(whole=(False,), byte_by_byte=(True,))
+    def test_replacing_a_symlink_counts_the_whole_body(self, byte_by_byte) -> None:
+        """REPLACE over a link to old.bin (500 bytes) replaces the link, not old.bin: the body
+        is added whole, so 500 bytes do not fit in the 400 left, and 400 do (exactly)."""
+        os.symlink("old.bin", self.root / "link")
+        protocol, transport = connect(self.factory)
+        body = b"r" * 500
+        out = respond(protocol, transport, put_line(body, b"link", b"REPLACE"), byte_by_byte)
+        assert out.startswith(b"ERR over-quota 500 bytes"), out
+        assert self.usage.held == 0 and (self.root / "link").is_symlink()
+        body = b"r" * 400
+        out = respond(protocol, transport, put_line(body, b"link", b"REPLACE") + body, byte_by_byte)
+        assert out.startswith(b"OK send 400\nOK stored 400 "), out
+        assert not (self.root / "link").is_symlink()
+        assert (self.root / "old.bin").stat().st_size == 500
+        assert self.usage.used == 1000 == count_usage(Root.at(str(self.root)))
+
     def test_uploads_in_flight_are_held(self) -> None:
         """Two connections at once: the second's PUT finds the first's 300 bytes held."""
         first, first_io = connect(self.factory)
@@ -127,6 +145,82 @@ class CountingTests(SynchronousTestCase):
         quota.release(60)
         quota.stored(60)
         assert usage.held == 10 and usage.used == 60
+
+
+@with_cases
+class UncountableRootTests(SynchronousTestCase):
+    """A root past the count's limit: uploads are answered busy without walking it again, until
+    a recount (a minute later, in the thread pool) finds it countable."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.root = temporary_directory(self) / "files"
+        self.root.mkdir()
+        for i in range(10):
+            (self.root / f"f{i}").write_bytes(b"f" * 10)
+        self.walks: list[object] = []
+        real = quota_module.count_usage
+
+        def counting(root, limit=quota_module.SCAN_LIMIT):
+            self.walks.append(root)
+            return real(root, limit)
+
+        self.patch(quota_module, "count_usage", counting)
+        self.jobs: list[tuple[object, tuple[object, ...], defer.Deferred]] = []
+
+        def in_thread(f, *args):  # a thread pool whose jobs the test runs
+            d: defer.Deferred = defer.Deferred()
+            self.jobs.append((f, args, d))
+            return d
+
+        served = Root.at(str(self.root))
+        self.usage = Usage(served, self.clock, in_thread, limit=5)
+        self.factory = FileServerFactory(
+            FileStore(served, inline),
+            self.clock,
+            Limits(),
+            Uploads(served, 1 << 20, inline),
+            quota=Quota(1000, self.usage),
+        )
+
+    def put(self, byte_by_byte: bool) -> bytes:
+        protocol, transport = connect(self.factory)
+        return respond(protocol, transport, put_line(b"x" * 10, b"new.bin"), byte_by_byte)
+
+    def run_jobs(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for f, args, d in jobs:
+            try:
+                d.callback(f(*args))
+            except Exception:
+                d.errback()
+
+    @cases(whole=(False,), byte_by_byte=(True,))
+    def test_not_walked_again_for_every_upload(self, byte_by_byte) -> None:
+        for _ in range(3):
+            assert self.put(byte_by_byte).startswith(b"ERR busy more than 5 files")
+        assert len(self.walks) == 1 and self.jobs == []  # counted once, on the first upload
+        self.clock.advance(quota_module.RECOUNT_AFTER)
+        assert self.put(byte_by_byte).startswith(b"ERR busy")  # a recount, in the thread pool
+        assert len(self.jobs) == 1 and self.put(byte_by_byte).startswith(b"ERR busy")
+        assert len(self.jobs) == 1 and len(self.walks) == 1  # one recount at a time
+        self.run_jobs()
+        assert len(self.walks) == 2 and self.usage.used is None
+        assert self.put(byte_by_byte).startswith(b"ERR busy") and self.jobs == []
+        for i in range(6):  # the operator clears some out; the next recount finds 40 bytes
+            (self.root / f"f{i}").unlink()
+        self.clock.advance(quota_module.RECOUNT_AFTER)
+        assert self.put(byte_by_byte).startswith(b"ERR busy")
+        self.run_jobs()
+        assert self.usage.used == 40 and len(self.walks) == 3
+        assert self.put(byte_by_byte) == b"OK send 10\n"
+
+    def test_without_a_clock_never_again(self) -> None:
+        usage = Usage(Root.at(str(self.root)), limit=5)
+        for _ in range(3):
+            with self.assertRaises(Uncountable):
+                usage.counted()
+        assert len(self.walks) == 1
 
 
 class UsersFileLimitsTests(SynchronousTestCase):

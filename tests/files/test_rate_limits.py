@@ -8,9 +8,11 @@ import os
 import socket
 
 from twisted.cred import strcred
-from twisted.internet import task
+from twisted.internet import interfaces, task
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import _ProducerMembrane
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import directlyProvides
 
 from tcpfiles.core.auth import make_portal
 from tcpfiles.core.guard import GuardedFactory
@@ -95,16 +97,26 @@ class PacedProducerTests(SynchronousTestCase):
         for got in seconds[1:]:
             assert abs(got - rate) <= 2 * bucket.step, seconds
 
+    def assert_told(self, waits: list[bool], pace: Pace) -> None:
+        """``on_wait`` was told each wait for the bucket as it began (True) and ended (False)."""
+        assert len(waits) > 10 and waits[0] is True, waits
+        assert all(a is not b for a, b in zip(waits, waits[1:], strict=False)), waits
+        assert waits[-1] is pace.waiting
+
     @cases(pulled=(False,), pushed=(True,))
     def test_copying_producer(self, tls) -> None:
         """Pulled (plain TCP) or pushed (TLS), it writes no more than the bucket grants."""
         bucket = TokenBucket(self.clock, 2 * MIB)
         transport = BufferingTransport(limit=1 << 30, tls=tls)
-        producer = FileBodyProducer(self.fd, 0, 8 * MIB, clock=self.clock, pace=Pace([bucket]))
+        waits: list[bool] = []
+        producer = FileBodyProducer(
+            self.fd, 0, 8 * MIB, clock=self.clock, pace=Pace([bucket]), on_wait=waits.append
+        )
         done: list[int] = []
         producer.begin(transport).addCallback(done.append)
         seconds = per_second(self.clock, transport.drain, lambda: len(transport.received), 3)
         self.assert_paced(seconds, bucket)
+        self.assert_told(waits, producer._pace)
         assert not done
         for _ in range(500):  # the rest, then done; nothing left on the clock
             transport.drain()
@@ -131,11 +143,14 @@ class PacedProducerTests(SynchronousTestCase):
                 pass
 
         transport = SocketTransport(ours)
-        producer = SendfileProducer(self.fd, 0, 8 * MIB, pace=Pace([bucket]))
+        waits: list[bool] = []
+        pace = Pace([bucket])
+        producer = SendfileProducer(self.fd, 0, 8 * MIB, pace=pace, on_wait=waits.append)
         stopped: list[object] = []
         producer.begin(transport).addErrback(stopped.append)
         seconds = per_second(self.clock, step, lambda: received[0], 3)
         self.assert_paced(seconds, bucket)
+        self.assert_told(waits, pace)
         producer.stopProducing()  # gone mid-way: it stops waiting for the bucket
         assert len(stopped) == 1 and self.clock.getDelayedCalls() == []
 
@@ -313,3 +328,124 @@ class AccountRateTests(SynchronousTestCase):
         got = [len(one.value()) - before[0], len(two.value()) - before[1]]
         assert all(abs(g - MIB) < MIB // 8 for g in got), got  # 2 s at half of 1 MiB/s each
         assert len(bobs.value()) > 4 * MIB  # done long ago
+
+
+class MembraneTransport(StringTransport):
+    """A TLS transport as Twisted's TLS layer is to a producer: it holds the producer registered
+    wrapped in a ``_ProducerMembrane``, never the object itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        directlyProvides(self, interfaces.INegotiated)
+
+    def registerProducer(self, producer, streaming) -> None:
+        super().registerProducer(_ProducerMembrane(producer), streaming)
+
+
+@with_cases
+class TLSRateWaitTests(SynchronousTestCase):
+    """Under TLS an upload that waited for its allowance unregisters its placeholder producer:
+    the next GET can register its body's, and a QUIT closes."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.root = temporary_directory(self) / "files"
+        self.root.mkdir()
+        (self.root / "small.txt").write_bytes(b"small\n")
+
+    def waited_upload(self, whole: bool) -> tuple[object, MembraneTransport]:
+        """A 192 KiB upload at 16 KiB/s, which waits for its allowance, done."""
+        factory, guarded = served(self.root, self.clock, rate=16 << 10)
+        protocol = guarded.buildProtocol(("127.0.0.1", 4321))
+        transport = MembraneTransport()
+        protocol.makeConnection(transport)
+        body = os.urandom(192 << 10)
+        request = put_line(body) + body
+        if whole:  # the line, then the body in 64 KiB reads: it waits after the second
+            cut = len(put_line(body))
+            pieces = [request[:cut]] + [
+                body[i : i + (64 << 10)] for i in range(0, len(body), 64 << 10)
+            ]
+        else:
+            pieces = [request[i : i + 1] for i in range(len(request))]
+        fed = 0
+        for _ in range(200):
+            while fed < len(pieces) and transport.producerState == "producing":
+                protocol.dataReceived(pieces[fed])
+                fed += 1
+            if fed == len(pieces):
+                break
+            assert transport.producer is not None  # waiting for its allowance
+            self.clock.advance(0.1)
+        for _ in range(100):
+            if transport.value().endswith(b"OK stored %d %s\n" % (len(body), sha(body))):
+                break
+            self.clock.advance(0.1)
+        assert transport.value().endswith(b"OK stored %d %s\n" % (len(body), sha(body)))
+        transport.clear()
+        return protocol, transport
+
+    @cases(whole=(True,), one_byte_at_a_time=(False,))
+    def test_get_after_a_waited_upload(self, whole) -> None:
+        protocol, transport = self.waited_upload(whole)
+        assert transport.producer is None
+        protocol.dataReceived(b"GET small.txt\n")
+        for _ in range(100):
+            if transport.producer is None:
+                break
+            transport.producer.resumeProducing()
+            self.clock.advance(0.1)
+        assert transport.value() == b"OK 6\nsmall\n"
+
+    @cases(whole=(True,), one_byte_at_a_time=(False,))
+    def test_quit_after_a_waited_upload(self, whole) -> None:
+        protocol, transport = self.waited_upload(whole)
+        protocol.dataReceived(b"QUIT\n")
+        assert transport.disconnecting and transport.producer is None
+
+
+@with_cases
+class SharedTurnTests(SynchronousTestCase):
+    """Twenty downloads of one account share 8 KiB/s: each waits about 2.5 s for its turn (20
+    grants of 1 KiB), longer than the stall timeout (2 s); waiting in turn is not stalling."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        tmp = temporary_directory(self)
+        root = tmp / "files"
+        (root / "a").mkdir(parents=True)
+        (root / "a" / "big.bin").write_bytes(os.urandom(MIB))
+        users = tmp / "users"
+        users.write_text("alice a ro rate=8K\n")
+        base = Root.at(str(root))
+        realm = FilesRealm(
+            base, False, parse_users(str(users), base), MIB, inline, None, self.clock
+        )
+        portal = make_portal(realm, [strcred.makeChecker("memory:alice:pw")], False)
+        store, _ = realm.store_for(base)
+        limits = Limits(stall_timeout=2.0)
+        self.factory = FileServerFactory(store, self.clock, limits, None, portal)
+
+    @cases(whole=(False,), byte_by_byte=(True,))
+    def test_waiting_in_turn_is_not_stalling(self, byte_by_byte) -> None:
+        conns = []
+        for _ in range(21):
+            protocol, transport = connect(self.factory)
+            protocol.dataReceived(b"LOGIN alice pw\n")
+            transport.clear()
+            request = b"GET big.bin\n"
+            for piece in (
+                [request[i : i + 1] for i in range(len(request))] if byte_by_byte else [request]
+            ):
+                protocol.dataReceived(piece)
+            conns.append((protocol, transport))
+        reading, stuck = conns[:20], conns[20]
+        for _ in range(300):  # 30 s, a write turn every 0.1 s for those that read
+            for _protocol, transport in reading:
+                if transport.producer is not None and not transport.disconnecting:
+                    transport.producer.resumeProducing()
+            self.clock.advance(0.1)
+        assert [t for _p, t in reading if t.disconnecting] == []
+        got = [len(t.value()) for _p, t in reading]
+        assert all(got) and sum(got) <= 8192 * 30 + 64 * 1024 + 2 * 1024, got
+        assert stuck[1].disconnecting  # one that does not read is still dropped
