@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 
 from tcpfiles.chat.buscontract import Bus, BusListener, node_id, parse_url, stream_order
 from tcpfiles.chat.room import Room
-from tcpfiles.chat.roster import Roster
+from tcpfiles.chat.roster import Roster, Seen, said_lines
 
 __all__ = ["Bus", "BusListener", "RoomBus", "node_id", "parse_url", "stream_order"]
 
@@ -51,8 +51,6 @@ STREAM_KEEP = 1000
 #: Said lines posted at most in one message (the lines said here in one reactor turn go together,
 #: so that the other nodes write them to each user at once: a send per user, not per line).
 BATCH = 100
-#: Nodes whose last line number is remembered (the least recently heard forgotten first).
-SEEN_NODES = 10_000
 
 
 class RoomBus:
@@ -76,7 +74,7 @@ class RoomBus:
         self.up = False
         self.outbox: deque[tuple[int, str]] = deque(maxlen=OUTBOX)  # (seq, payload) to post
         self._seq = 0  # numbers this node's said lines: a line posted twice is delivered once
-        self._seen: dict[str, int] = {}  # by node: the highest seq delivered here
+        self._seen = Seen()  # by node: the highest seq delivered here
         self.last_id: str | None = None  # the newest stream id seen
         self._catching_up: list[str] | None = None  # messages held while reading what we missed
         self._released: set[str] = set()  # nicks to delete once the bus is back
@@ -142,7 +140,7 @@ class RoomBus:
             if not (ok and joining and self.history):
                 return done(ok, local)
             recent = self.bus.recent(self.stream, self.history)
-            recent.addCallback(lambda entries: done(True, self._said_lines(entries)))
+            recent.addCallback(lambda entries: done(True, said_lines(entries)))
             recent.addErrback(lambda _: done(True, local))
             return None
 
@@ -262,7 +260,7 @@ class RoomBus:
         if not isinstance(message, dict) or message.get("node") == self.node:
             return
         if isinstance(message.get("said"), str):
-            if not self._again(message):
+            if not self._seen.again(message):
                 self.room.deliver(message["said"], said=True)
         elif isinstance(message.get("notice"), str):
             self.room.deliver(message["notice"], said=False)
@@ -274,19 +272,6 @@ class RoomBus:
             target = self.room.members.get(str(message.get("nick")))
             if target is not None:
                 target.send(message["private"])
-
-    def _again(self, message: dict[str, Any]) -> bool:
-        """Whether this said line was delivered here already (posted again after a failure)."""
-        node, seq = str(message.get("node")), message.get("seq")
-        if not isinstance(seq, int):
-            return False
-        if seq <= self._seen.get(node, 0):
-            return True
-        self._seen.pop(node, None)  # re-inserted: the oldest node is forgotten first
-        self._seen[node] = seq
-        while len(self._seen) > SEEN_NODES:
-            del self._seen[next(iter(self._seen))]
-        return False
 
     def bus_down(self, why: str) -> None:
         """Say so once per outage; the room goes on here."""
@@ -379,19 +364,6 @@ class RoomBus:
             for member in list(self.room.members.values()):
                 if member.nick is not None:
                     self._reclaim(member.nick).addErrback(self._ignore)
-
-    def _said_lines(self, entries: list[tuple[str, str]]) -> list[str]:
-        lines, seen = [], set()
-        for _, payload in entries:
-            try:
-                message = json.loads(payload)
-                said, key = message.get("said"), (message.get("node"), message.get("seq"))
-            except (ValueError, AttributeError, TypeError):
-                continue
-            if isinstance(said, str) and key not in seen:
-                seen.add(key)
-                lines.append(said)
-        return lines
 
     @staticmethod
     def _ignore(failure: Failure) -> None:
