@@ -22,12 +22,14 @@ tests) offers:
 While the bus is down the room is local: users here still talk to each other, their said lines
 wait in a bounded outbox, nicks are checked here only.  When it is back, the relay re-claims
 the nicks of the users here, reads what it missed, sends the outbox, and says so in the log.
+A bus that stops answering (its connection still open) fails what it was asked after a few
+seconds and says it is down: the same path.  At most :data:`POSTS_IN_FLIGHT` posts are
+unanswered at once; the lines said meanwhile wait in the outbox.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpfiles.chat.buscontract import Bus, BusListener, node_id, parse_url, stream_order
+from tcpfiles.chat.outbox import Outbox
 from tcpfiles.chat.room import Room
 from tcpfiles.chat.roster import Roster, Seen, said_lines
 
@@ -51,6 +54,9 @@ STREAM_KEEP = 1000
 #: Said lines posted at most in one message (the lines said here in one reactor turn go together,
 #: so that the other nodes write them to each user at once: a send per user, not per line).
 BATCH = 100
+#: Posts sent and not answered yet, at most (each of at most BATCH lines): the others wait in the
+#: outbox, so a bus that answers slowly or not at all holds no more than this.
+POSTS_IN_FLIGHT = 4
 
 
 class RoomBus:
@@ -72,7 +78,7 @@ class RoomBus:
         self.prefix, self.ttl, self.history = prefix, ttl, history
         self.stream = f"{prefix}:history"
         self.up = False
-        self.outbox: deque[tuple[int, str]] = deque(maxlen=OUTBOX)  # (seq, payload) to post
+        self.outbox = Outbox(OUTBOX, BATCH, POSTS_IN_FLIGHT)  # (seq, payload) to post
         self._seq = 0  # numbers this node's said lines: a line posted twice is delivered once
         self._seen = Seen()  # by node: the highest seq delivered here
         self.last_id: str | None = None  # the newest stream id seen
@@ -163,7 +169,7 @@ class RoomBus:
         """To the stream and the channel with the others said in this reactor turn; to the
         outbox while the bus is down."""
         self._seq += 1
-        self.outbox.append(
+        self.outbox.add(
             (self._seq, json.dumps({"node": self.node, "seq": self._seq, "said": line}))
         )
         if self.up and self._flushing is None:
@@ -206,26 +212,44 @@ class RoomBus:
             self._publish(roster=nicks, ask=ask)
 
     def _flush(self) -> None:
-        """Post what waits, in batches (what fails comes back to the outbox, for later)."""
+        """Post what waits, in batches, while fewer than POSTS_IN_FLIGHT are unanswered (the
+        rest is posted as they are answered); what fails comes back to the outbox, for later
+        (each batch is tried once here: a bus that fails at once is not asked again and again)."""
         if self._flushing is not None and self._flushing.active():
             self._flushing.cancel()
         self._flushing = None
-        pending, self.outbox = list(self.outbox), deque(maxlen=OUTBOX)
-        for start in range(0, len(pending), BATCH):
-            batch = pending[start : start + BATCH]
-            if not self.up:
-                self.outbox.extend(batch)
-                continue
+        for _ in range(len(self.outbox) // BATCH + 1):
+            batch = self.outbox.take() if self.up else None
+            if batch is None:
+                break
             posted = self.bus.post(
                 self.stream, max(self.history, STREAM_KEEP), [p for _, p in batch]
             )
-            posted.addErrback(self._unsent, batch)
+            posted.addCallbacks(self._posted, self._unsent, errbackArgs=(batch,))
+
+    def _posted(self, _: Any) -> None:
+        """A post went through: what waits behind it goes at the end of this turn."""
+        self.outbox.answered()
+        self._tell_dropped()
+        if self.up and len(self.outbox) and self._flushing is None:
+            self._flushing = self.clock.callLater(0, self._flush)
 
     def _unsent(self, failure: Failure, batch: list[tuple[int, str]]) -> None:
         """A post failed (the bus went away, perhaps after doing it): back to the outbox, in
         order, to be posted again; a line that did get through is dropped by its seq."""
         log.debug("chat bus: post failed: {f}", f=failure.getErrorMessage())
-        self.outbox = deque(sorted([*batch, *self.outbox]), maxlen=OUTBOX)
+        self.outbox.failed(batch)
+
+    def _tell_dropped(self) -> None:
+        dropped = self.outbox.tell_dropped()
+        if dropped:
+            log.warn(
+                "chat bus: dropped {dropped} said line(s) that waited for {where} (at most "
+                "{most} wait)",
+                dropped=dropped,
+                where=self.bus.where,
+                most=OUTBOX,
+            )
 
     # --- the bus's side (BusListener) ----------------------------------------------------
 
@@ -343,6 +367,7 @@ class RoomBus:
             missed = []
         queued = len(self.outbox)
         self._flush()
+        self._tell_dropped()
         if self._down_since is not None:
             log.info(
                 "chat bus: {where} reached{after}; the room spans processes (re-claimed "
