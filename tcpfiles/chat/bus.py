@@ -22,12 +22,14 @@ tests) offers:
 While the bus is down the room is local: users here still talk to each other, their said lines
 wait in a bounded outbox, nicks are checked here only.  When it is back, the relay re-claims
 the nicks of the users here, reads what it missed, sends the outbox, and says so in the log.
+A bus that stops answering (its connection still open) fails what it was asked after a few
+seconds and says it is down: the same path.  At most :data:`POSTS_IN_FLIGHT` posts are
+unanswered at once; the lines said meanwhile wait in the outbox.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +38,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tcpfiles.chat.buscontract import Bus, BusListener, node_id, parse_url, stream_order
+from tcpfiles.chat.outbox import Outbox
 from tcpfiles.chat.room import Room
-from tcpfiles.chat.roster import Roster
+from tcpfiles.chat.roster import Roster, Seen, said_lines
 
 __all__ = ["Bus", "BusListener", "RoomBus", "node_id", "parse_url", "stream_order"]
 
@@ -51,8 +54,9 @@ STREAM_KEEP = 1000
 #: Said lines posted at most in one message (the lines said here in one reactor turn go together,
 #: so that the other nodes write them to each user at once: a send per user, not per line).
 BATCH = 100
-#: Nodes whose last line number is remembered (the least recently heard forgotten first).
-SEEN_NODES = 10_000
+#: Posts sent and not answered yet, at most (each of at most BATCH lines): the others wait in the
+#: outbox, so a bus that answers slowly or not at all holds no more than this.
+POSTS_IN_FLIGHT = 4
 
 
 class RoomBus:
@@ -74,9 +78,9 @@ class RoomBus:
         self.prefix, self.ttl, self.history = prefix, ttl, history
         self.stream = f"{prefix}:history"
         self.up = False
-        self.outbox: deque[tuple[int, str]] = deque(maxlen=OUTBOX)  # (seq, payload) to post
+        self.outbox = Outbox(OUTBOX, BATCH, POSTS_IN_FLIGHT)  # (seq, payload) to post
         self._seq = 0  # numbers this node's said lines: a line posted twice is delivered once
-        self._seen: dict[str, int] = {}  # by node: the highest seq delivered here
+        self._seen = Seen()  # by node: the highest seq delivered here
         self.last_id: str | None = None  # the newest stream id seen
         self._catching_up: list[str] | None = None  # messages held while reading what we missed
         self._released: set[str] = set()  # nicks to delete once the bus is back
@@ -142,7 +146,7 @@ class RoomBus:
             if not (ok and joining and self.history):
                 return done(ok, local)
             recent = self.bus.recent(self.stream, self.history)
-            recent.addCallback(lambda entries: done(True, self._said_lines(entries)))
+            recent.addCallback(lambda entries: done(True, said_lines(entries)))
             recent.addErrback(lambda _: done(True, local))
             return None
 
@@ -165,7 +169,7 @@ class RoomBus:
         """To the stream and the channel with the others said in this reactor turn; to the
         outbox while the bus is down."""
         self._seq += 1
-        self.outbox.append(
+        self.outbox.add(
             (self._seq, json.dumps({"node": self.node, "seq": self._seq, "said": line}))
         )
         if self.up and self._flushing is None:
@@ -208,26 +212,44 @@ class RoomBus:
             self._publish(roster=nicks, ask=ask)
 
     def _flush(self) -> None:
-        """Post what waits, in batches (what fails comes back to the outbox, for later)."""
+        """Post what waits, in batches, while fewer than POSTS_IN_FLIGHT are unanswered (the
+        rest is posted as they are answered); what fails comes back to the outbox, for later
+        (each batch is tried once here: a bus that fails at once is not asked again and again)."""
         if self._flushing is not None and self._flushing.active():
             self._flushing.cancel()
         self._flushing = None
-        pending, self.outbox = list(self.outbox), deque(maxlen=OUTBOX)
-        for start in range(0, len(pending), BATCH):
-            batch = pending[start : start + BATCH]
-            if not self.up:
-                self.outbox.extend(batch)
-                continue
+        for _ in range(len(self.outbox) // BATCH + 1):
+            batch = self.outbox.take() if self.up else None
+            if batch is None:
+                break
             posted = self.bus.post(
                 self.stream, max(self.history, STREAM_KEEP), [p for _, p in batch]
             )
-            posted.addErrback(self._unsent, batch)
+            posted.addCallbacks(self._posted, self._unsent, errbackArgs=(batch,))
+
+    def _posted(self, _: Any) -> None:
+        """A post went through: what waits behind it goes at the end of this turn."""
+        self.outbox.answered()
+        self._tell_dropped()
+        if self.up and len(self.outbox) and self._flushing is None:
+            self._flushing = self.clock.callLater(0, self._flush)
 
     def _unsent(self, failure: Failure, batch: list[tuple[int, str]]) -> None:
         """A post failed (the bus went away, perhaps after doing it): back to the outbox, in
         order, to be posted again; a line that did get through is dropped by its seq."""
         log.debug("chat bus: post failed: {f}", f=failure.getErrorMessage())
-        self.outbox = deque(sorted([*batch, *self.outbox]), maxlen=OUTBOX)
+        self.outbox.failed(batch)
+
+    def _tell_dropped(self) -> None:
+        dropped = self.outbox.tell_dropped()
+        if dropped:
+            log.warn(
+                "chat bus: dropped {dropped} said line(s) that waited for {where} (at most "
+                "{most} wait)",
+                dropped=dropped,
+                where=self.bus.where,
+                most=OUTBOX,
+            )
 
     # --- the bus's side (BusListener) ----------------------------------------------------
 
@@ -262,7 +284,7 @@ class RoomBus:
         if not isinstance(message, dict) or message.get("node") == self.node:
             return
         if isinstance(message.get("said"), str):
-            if not self._again(message):
+            if not self._seen.again(message):
                 self.room.deliver(message["said"], said=True)
         elif isinstance(message.get("notice"), str):
             self.room.deliver(message["notice"], said=False)
@@ -274,19 +296,6 @@ class RoomBus:
             target = self.room.members.get(str(message.get("nick")))
             if target is not None:
                 target.send(message["private"])
-
-    def _again(self, message: dict[str, Any]) -> bool:
-        """Whether this said line was delivered here already (posted again after a failure)."""
-        node, seq = str(message.get("node")), message.get("seq")
-        if not isinstance(seq, int):
-            return False
-        if seq <= self._seen.get(node, 0):
-            return True
-        self._seen.pop(node, None)  # re-inserted: the oldest node is forgotten first
-        self._seen[node] = seq
-        while len(self._seen) > SEEN_NODES:
-            del self._seen[next(iter(self._seen))]
-        return False
 
     def bus_down(self, why: str) -> None:
         """Say so once per outage; the room goes on here."""
@@ -358,6 +367,7 @@ class RoomBus:
             missed = []
         queued = len(self.outbox)
         self._flush()
+        self._tell_dropped()
         if self._down_since is not None:
             log.info(
                 "chat bus: {where} reached{after}; the room spans processes (re-claimed "
@@ -379,19 +389,6 @@ class RoomBus:
             for member in list(self.room.members.values()):
                 if member.nick is not None:
                     self._reclaim(member.nick).addErrback(self._ignore)
-
-    def _said_lines(self, entries: list[tuple[str, str]]) -> list[str]:
-        lines, seen = [], set()
-        for _, payload in entries:
-            try:
-                message = json.loads(payload)
-                said, key = message.get("said"), (message.get("node"), message.get("seq"))
-            except (ValueError, AttributeError, TypeError):
-                continue
-            if isinstance(said, str) and key not in seen:
-                seen.add(key)
-                lines.append(said)
-        return lines
 
     @staticmethod
     def _ignore(failure: Failure) -> None:

@@ -54,7 +54,8 @@ class BusListener(Protocol):
 
 
 class Bus(Protocol):
-    """The shared store and channel of a room (every Deferred fails when the bus is down)."""
+    """The shared store and channel of a room (every Deferred fails when the bus is down, and
+    within a few seconds when it does not answer: the bus then tells it is down)."""
 
     where: str  # for the log: redis://host:port/db
 

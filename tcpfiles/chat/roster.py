@@ -1,11 +1,17 @@
-"""Who is in the room on the other nodes: each node tells its nicks on the bus when they change
-and every few seconds; a node that stops telling is forgotten after ``ttl`` seconds."""
+"""The other nodes of a room, as seen from here: who is in the room there (each node tells its
+nicks on the bus when they change and every few seconds; a node that stops telling is forgotten
+after ``ttl`` seconds), and which of their said lines were delivered here already."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Roster"]
+__all__ = ["Roster", "Seen", "said_lines"]
+
+#: Nodes whose last line number is remembered (the least recently heard forgotten first).
+SEEN_NODES = 10_000
 
 
 class Roster:
@@ -42,3 +48,39 @@ class Roster:
             if nick.lower() in names:
                 return node, names[nick.lower()]
         return None
+
+
+class Seen:
+    """The highest line number delivered here, by node: a line posted twice (its post failed,
+    perhaps after Redis did it) is delivered once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def again(self, message: dict[str, Any]) -> bool:
+        """Whether this said line was delivered here already (if not, it is now)."""
+        node, seq = str(message.get("node")), message.get("seq")
+        if not isinstance(seq, int):
+            return False
+        if seq <= self._seen.get(node, 0):
+            return True
+        self._seen.pop(node, None)  # re-inserted: the oldest node is forgotten first
+        self._seen[node] = seq
+        while len(self._seen) > SEEN_NODES:
+            del self._seen[next(iter(self._seen))]
+        return False
+
+
+def said_lines(entries: list[tuple[str, str]]) -> list[str]:
+    """The said lines of stream entries (id, payload), each once (by node and number)."""
+    lines, seen = [], set()
+    for _, payload in entries:
+        try:
+            message = json.loads(payload)
+            said, key = message.get("said"), (message.get("node"), message.get("seq"))
+        except (ValueError, AttributeError, TypeError):
+            continue
+        if isinstance(said, str) and key not in seen:
+            seen.add(key)
+            lines.append(said)
+    return lines

@@ -222,6 +222,22 @@ class TwoNodes(SynchronousTestCase):
         assert self.server.posts == OUTBOX // BATCH
         assert bob.got[0] == "<ann> n5"
 
+    def test_lines_dropped_from_the_outbox_are_counted(self) -> None:
+        """Beyond OUTBOX waiting lines the oldest are dropped, and how many is logged once
+        when the outbox is sent."""
+        ann = self.a.join("ann")
+        self.server.crash()
+        self.a.room._rate = self.a.room._burst = 1e9
+        for n in range(OUTBOX + 7):
+            self.a.room.line(ann, f"n{n}")
+        self.server.restart()
+        with capturedLogs() as events:
+            self.a.bus.reconnect()
+            self.clock.advance(0)
+        dropped = [formatEvent(e) for e in events if "dropped" in formatEvent(e)]
+        assert len(dropped) == 1 and "dropped 7 said line(s)" in dropped[0], dropped
+        assert self.a.relay.outbox.tell_dropped() == 0
+
     def test_lines_of_one_turn_travel_together(self) -> None:
         """What is said here in one reactor turn is one message on the channel (the other
         nodes then write it to each user at once), in order, each line still once."""

@@ -74,6 +74,11 @@ class RedisServer:
                 time.sleep(0.05)
         raise AssertionError(f"redis-server did not answer on {self.port} in {timeout} s")
 
+    def pid(self) -> int:
+        """Its process id (it runs)."""
+        assert self.proc is not None and self.proc.poll() is None, "redis-server is not running"
+        return self.proc.pid
+
     def stop(self) -> None:
         """SIGTERM by PID, and wait."""
         if self.proc is not None and self.proc.poll() is None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 from tests.e2e.cases import E2ETestCase
 from tests.e2e.harness import Twistd, Wire
 from tests.e2e.redis_server import RedisServer
@@ -81,4 +85,34 @@ class ChatBusTests(E2ETestCase):
         imposter.line()
         imposter.send(b"/nick dave\n")
         assert imposter.line() == b"!!! the nick dave is taken"
+        assert a.text().count("is unreachable") == 1
+
+    def test_stalled_redis(self) -> None:
+        """redis-server stopped (SIGSTOP) with its sockets open: a newcomer's /nick is
+        decided here within a few seconds, the node says once that Redis does not answer, the
+        users talk on; after SIGCONT the room spans processes again, with what was said."""
+        (a, port_a), (_, port_b) = self.node(), self.node()
+        carol = self.user(port_b, "carol")
+        ann = self.user(port_a, "ann")
+        assert carol.line() == b"*** ann joined"
+        pid = self.redis.pid()
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, pid, signal.SIGCONT)  # before it is stopped (last first)
+        bob = Wire(port_a, timeout=15.0)
+        assert bob.line().startswith(b"*** tcpfiles chat")
+        started = time.monotonic()
+        bob.send(b"/nick bob\n")
+        assert bob.line().startswith(b"*** welcome, bob")
+        waited = time.monotonic() - started
+        assert 2.5 < waited < 8.0, waited  # the timeout (3 s), not sooner, not forever
+        a.wait_for(r"is unreachable \(no answer in 3 s\)")
+        assert ann.line() == b"*** bob joined"
+        bob.send(b"while stalled\n")
+        assert ann.line() == b"<bob> while stalled"
+        os.kill(pid, signal.SIGCONT)
+        a.wait_for(r"reached after .*re-claimed 2 nick")
+        bob.send(b"after\n")
+        assert ann.line() == b"<bob> after"
+        assert carol.line() == b"<bob> while stalled"
+        assert carol.line() == b"<bob> after"
         assert a.text().count("is unreachable") == 1
