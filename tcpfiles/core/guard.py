@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from tcpfiles.core.connections import ConnectionTracker, RefusedProtocol, describe_peer
+from tcpfiles.core.passthrough import TransportPassThrough
 
 __all__ = ["ConnectionSettings", "GuardedFactory", "GuardedProtocol", "beneath", "guard_stream"]
 
@@ -91,7 +92,7 @@ class ConnectionSettings:
         )
 
 
-class GuardedProtocol(ProtocolWrapper):
+class GuardedProtocol(TransportPassThrough, ProtocolWrapper):  # type: ignore[misc]  # disconnecting: a property here
     """One connection under the kernel's guard: counted, timed for idleness, drainable."""
 
     factory: GuardedFactory
@@ -206,44 +207,7 @@ class GuardedProtocol(ProtocolWrapper):
         self._last = self._seconds()
         self.transport.unregisterProducer()
 
-    def loseConnection(self) -> None:
-        """Close once the buffers are flushed."""
-        self.transport.loseConnection()
-
-    # --- what protocols read from their transport, passed through --------------------------
-
-    @property
-    def disconnecting(self) -> bool:  # type: ignore[override]
-        """Whether the real transport is closing (however it was asked to)."""
-        return bool(getattr(self.transport, "disconnecting", False))
-
-    @property
-    def bufferSize(self) -> int:
-        """The real transport's read size (``tcpfiles.core.sending.adapt_read_size``)."""
-        return int(self.transport.bufferSize)
-
-    @bufferSize.setter
-    def bufferSize(self, value: int) -> None:
-        self.transport.bufferSize = value
-
-    @property
-    def SEND_LIMIT(self) -> int:  # noqa: N802 - Twisted's name
-        """The real transport's per-write limit (raised by the copying body producer)."""
-        return int(self.transport.SEND_LIMIT)
-
-    @SEND_LIMIT.setter
-    def SEND_LIMIT(self, value: int) -> None:  # noqa: N802 - Twisted's name
-        self.transport.SEND_LIMIT = value
-
-    # --- half-close and TLS events, for a wrapped protocol that takes them ------------------
-
-    def readConnectionLost(self) -> None:
-        """The peer sent all it will send (IHalfCloseableProtocol)."""
-        self.wrappedProtocol.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        """The peer reads no more (IHalfCloseableProtocol)."""
-        self.wrappedProtocol.writeConnectionLost()
+    # --- TLS events, for a wrapped protocol that takes them (half-close: TransportPassThrough)
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake is done (IHandshakeListener)."""

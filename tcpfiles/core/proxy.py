@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from tcpfiles.core.connections import describe_peer
+from tcpfiles.core.passthrough import TransportPassThrough
 from tcpfiles.core.proxyheader import Header, ProxyHeaderError, read_header
 
 __all__ = [
@@ -132,7 +133,7 @@ def _proxied(source: address.IPv4Address | address.IPv6Address, via: Any) -> Any
 _PROVIDES: dict[tuple[Any, bool], Any] = {}
 
 
-class ProxyProtocol(ProtocolWrapper):
+class ProxyProtocol(TransportPassThrough, ProtocolWrapper):  # type: ignore[misc]  # disconnecting: a property here
     """One connection on a ``haproxy:`` listener: reads the header, then wraps what the
     factory builds for the client it names, as that protocol's transport."""
 
@@ -247,41 +248,6 @@ class ProxyProtocol(ProtocolWrapper):
         if interfaces.ILoggingContext.providedBy(wrapped):
             return str(wrapped.logPrefix())
         return type(wrapped).__name__
-
-    def loseConnection(self) -> None:
-        """Close once the buffers are flushed."""
-        self.transport.loseConnection()
-
-    def readConnectionLost(self) -> None:
-        """The client sent all it will send (IHalfCloseableProtocol)."""
-        self.wrappedProtocol.readConnectionLost()
-
-    def writeConnectionLost(self) -> None:
-        """The client reads no more (IHalfCloseableProtocol)."""
-        self.wrappedProtocol.writeConnectionLost()
-
-    @property
-    def disconnecting(self) -> bool:  # type: ignore[override]
-        """Whether the real transport is closing."""
-        return bool(getattr(self.transport, "disconnecting", False))
-
-    @property
-    def bufferSize(self) -> int:
-        """The real transport's read size, both ways."""
-        return int(self.transport.bufferSize)
-
-    @bufferSize.setter
-    def bufferSize(self, value: int) -> None:
-        self.transport.bufferSize = value
-
-    @property
-    def SEND_LIMIT(self) -> int:  # noqa: N802 - Twisted's name
-        """The real transport's per-write limit, both ways."""
-        return int(self.transport.SEND_LIMIT)
-
-    @SEND_LIMIT.setter
-    def SEND_LIMIT(self, value: int) -> None:  # noqa: N802 - Twisted's name
-        self.transport.SEND_LIMIT = value
 
 
 class _Untrusted(Protocol):
