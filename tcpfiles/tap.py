@@ -146,6 +146,7 @@ class BaseOptions(TLSOptions, AccountOptions, ProxyOptions):
                 "or --logger tcpfiles.logs.json_logger with TCPFILES_JSON_LOG)"
             )
         self.logger = twistd["logger"] if twistd is not None else None
+        self.reactor_name = twistd.get("reactor") if twistd is not None else None  # --reactor
         for name, (plugin, _own, _endpoints) in self["serving"].items():
             if is_datagram(plugin):
                 raise usage.UsageError(
@@ -342,7 +343,7 @@ def _parent(options: BaseOptions, reactor: Any, top: service.MultiService) -> An
     supervisor = Supervisor(
         reactor,
         options["workers"],
-        _worker_command(options, reactor),
+        _worker_command(options),
         None,
         env,
         options["grace"],
@@ -355,17 +356,15 @@ def _parent(options: BaseOptions, reactor: Any, top: service.MultiService) -> An
     return parent
 
 
-def _worker_command(options: BaseOptions, reactor: Any) -> list[str]:
-    """A worker's command line: this Python running twistd in the foreground, with this
-    process's reactor and ``--logger``, and the same tcpfiles arguments."""
+def _worker_command(options: BaseOptions) -> list[str]:
+    """A worker's command line: this Python running twistd in the foreground, with twistd's
+    ``--reactor`` and ``--logger`` as this process was given them, and the same tcpfiles
+    arguments."""
     command = [sys.executable, "-c", WORKER_MAIN]
     command += ["-n", "--pidfile="]
-    from twisted.application.reactors import getReactorTypes
-
-    for kind in getReactorTypes():
-        if getattr(kind, "moduleName", None) == type(reactor).__module__:
-            command += ["--reactor", kind.shortName]
-            break
+    reactor_name = getattr(options, "reactor_name", None)
+    if reactor_name:
+        command += ["--reactor", reactor_name]
     logger = getattr(options, "logger", None)
     if logger:
         command += ["--logger", logger]

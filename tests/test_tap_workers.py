@@ -65,3 +65,16 @@ class WorkersOptionTests(SynchronousTestCase):
         self.assertEqual(command[3:5], ["-n", "--pidfile="])
         self.assertIn("--logger", command)
         self.assertEqual(command[command.index("tcpfiles") + 1 :], ["--root", self.root, *args])
+        self.assertNotIn("--reactor", command)  # twistd's default: the workers' too
+
+    def test_workers_run_the_reactor_twistd_was_given(self) -> None:
+        """twistd --reactor asyncio: each worker is started with it too."""
+        args = ("--listen", "tcp:0:interface=127.0.0.1", "--workers", "2")
+        options = parse(self.root, *args, twistd={"reactor": "asyncio"})
+        options.parent = None
+        [supervisor] = [
+            c for c in tap.makeService(options, MemoryReactorClock()) if isinstance(c, Supervisor)
+        ]
+        command = supervisor.command
+        self.assertEqual(command[command.index("--reactor") + 1], "asyncio")
+        self.assertLess(command.index("--reactor"), command.index("tcpfiles"))
