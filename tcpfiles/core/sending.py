@@ -205,14 +205,6 @@ def drained(transport: Any) -> defer.Deferred[None]:
     return waiter.done
 
 
-def send_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None] | None:
-    """:func:`write_paced`, except that it returns None, and makes no Deferred, when the pieces
-    went to the kernel at once (an idle plain TCP connection: the usual answer)."""
-    if can_send_now(transport):
-        return None if _sendmsg(transport, pieces) else drained(transport)
-    return write_paced(transport, *pieces)
-
-
 @implementer(interfaces.IPushProducer)
 class _PauseWatcher:
     """A push producer that writes nothing: it only hears when the transport wants a pause,
@@ -245,12 +237,20 @@ def write_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None]:
     Fails with :class:`TransferStopped` if the connection is lost first.  The transport must
     have no other producer.
     """
+    written = send_paced(transport, *pieces)
+    return defer.succeed(None) if written is None else written
+
+
+def send_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None] | None:
+    """:func:`write_paced`, except that it returns None, and makes no Deferred, when the
+    transport is ready for more at once (an idle plain TCP connection took the pieces whole:
+    the usual answer)."""
     if can_send_now(transport):
-        return defer.succeed(None) if _sendmsg(transport, pieces) else drained(transport)
+        return None if _sendmsg(transport, pieces) else drained(transport)
     if not hasattr(transport, "registerProducer") or getattr(transport, "producer", None):
         for piece in pieces:
             transport.write(piece)
-        return defer.succeed(None)
+        return None
     watcher = _PauseWatcher()
     transport.registerProducer(watcher, True)
     for piece in pieces:
@@ -261,4 +261,4 @@ def write_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None]:
         watcher.done.addCallback(lambda _: transport.unregisterProducer())
         return watcher.done
     transport.unregisterProducer()
-    return defer.succeed(None)
+    return None
