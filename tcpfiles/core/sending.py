@@ -57,16 +57,24 @@ def buffered(transport: Any) -> int:
     return held
 
 
+def _connection(transport: Any) -> Any:
+    """The connection itself beneath the kernel's wrappers: the guard and, on a ``haproxy:``
+    listener, the PROXY layer beneath it (past its header it only passes bytes on); else
+    ``transport`` as it is (TLS, a test transport)."""
+    if isinstance(transport, GuardedProtocol):
+        transport = transport.transport
+        if type(transport) is ProxyProtocol:
+            transport = transport.transport
+    return transport
+
+
 def can_send_now(transport: Any) -> bool:
     """A plain TCP (or UNIX) transport with nothing queued and not closing.
 
     The caller must know that nothing else writes to the socket behind Twisted's back (a
     sendfile producer in the middle of a body): that is not visible from here.
     """
-    if isinstance(transport, GuardedProtocol):  # beneath(), inline: once per answer or echo
-        transport = transport.transport
-        if type(transport) is ProxyProtocol:  # behind a balancer: it only passes bytes on
-            transport = transport.transport
+    transport = _connection(transport)
     return (
         isinstance(transport, tcp.Connection)  # not TLS, not a test transport
         and not is_tls_transport(transport)
@@ -90,10 +98,7 @@ def adapt_read_size(transport: Any, got: int) -> None:
     less than an eighth of it gives both.  The transport's write-side pause threshold is the
     same attribute, so a connection buffers at most ``MAX_READ`` before reading stops.
     """
-    if isinstance(transport, GuardedProtocol):  # beneath(), inline: once per read
-        transport = transport.transport
-        if type(transport) is ProxyProtocol:
-            transport = transport.transport
+    transport = _connection(transport)
     if not isinstance(transport, tcp.Connection):  # TLS wrappers, test transports: as they are
         return
     size = transport.bufferSize
@@ -120,9 +125,7 @@ def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
     """:func:`send_now` where :func:`can_send_now` is known to hold."""
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
-        transport = transport.transport
-        if type(transport) is ProxyProtocol:
-            transport = transport.transport
+    transport = _connection(transport)
     try:
         sent = transport.socket.sendmsg(pieces)
     except OSError:
@@ -156,10 +159,7 @@ def close_now(transport: Any) -> bool:
     """
     if not can_send_now(transport):
         return False
-    if isinstance(transport, GuardedProtocol):
-        transport = transport.transport
-        if type(transport) is ProxyProtocol:  # the connection itself is one layer further
-            transport = transport.transport
+    transport = _connection(transport)
     if (
         transport.producer is not None
         or transport._writeDisconnecting
