@@ -47,6 +47,7 @@ from zope.interface import directlyProvides, providedBy
 
 from tcpfiles.core.connections import ConnectionTracker, RefusedProtocol, describe_peer
 from tcpfiles.core.passthrough import TransportPassThrough
+from tcpfiles.core.proxy import ProxyProtocol
 
 __all__ = ["ConnectionSettings", "GuardedFactory", "GuardedProtocol", "beneath", "guard_stream"]
 
@@ -334,12 +335,17 @@ class GuardedFactory(WrappingFactory[GuardedProtocol]):
 
 
 def beneath(transport: Any) -> Any:
-    """The transport beneath the guard (the connection's own), or ``transport`` itself.
+    """The connection's own transport beneath the guard and, on a ``haproxy:`` listener, the
+    PROXY layer beneath it (past its header it only passes bytes on); or ``transport`` itself.
 
     For code that writes to the socket itself: call :meth:`GuardedProtocol.touch` on the
     guard when it does, so that the bytes count as activity.
     """
-    return transport.transport if isinstance(transport, GuardedProtocol) else transport
+    if isinstance(transport, GuardedProtocol):
+        transport = transport.transport
+        if type(transport) is ProxyProtocol:
+            transport = transport.transport
+    return transport
 
 
 def guard_stream(

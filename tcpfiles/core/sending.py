@@ -25,8 +25,7 @@ from twisted.internet import defer, error, interfaces, tcp
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tcpfiles.core.guard import GuardedProtocol
-from tcpfiles.core.proxy import ProxyProtocol
+from tcpfiles.core.guard import GuardedProtocol, beneath
 from tcpfiles.core.tls import is_tls_transport
 
 __all__ = [
@@ -57,24 +56,13 @@ def buffered(transport: Any) -> int:
     return held
 
 
-def _connection(transport: Any) -> Any:
-    """The connection itself beneath the kernel's wrappers: the guard and, on a ``haproxy:``
-    listener, the PROXY layer beneath it (past its header it only passes bytes on); else
-    ``transport`` as it is (TLS, a test transport)."""
-    if isinstance(transport, GuardedProtocol):
-        transport = transport.transport
-        if type(transport) is ProxyProtocol:
-            transport = transport.transport
-    return transport
-
-
 def can_send_now(transport: Any) -> bool:
     """A plain TCP (or UNIX) transport with nothing queued and not closing.
 
     The caller must know that nothing else writes to the socket behind Twisted's back (a
     sendfile producer in the middle of a body): that is not visible from here.
     """
-    transport = _connection(transport)
+    transport = beneath(transport)
     return (
         isinstance(transport, tcp.Connection)  # not TLS, not a test transport
         and not is_tls_transport(transport)
@@ -98,7 +86,7 @@ def adapt_read_size(transport: Any, got: int) -> None:
     less than an eighth of it gives both.  The transport's write-side pause threshold is the
     same attribute, so a connection buffers at most ``MAX_READ`` before reading stops.
     """
-    transport = _connection(transport)
+    transport = beneath(transport)
     if not isinstance(transport, tcp.Connection):  # TLS wrappers, test transports: as they are
         return
     size = transport.bufferSize
@@ -125,7 +113,7 @@ def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
     """:func:`send_now` where :func:`can_send_now` is known to hold."""
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
-    transport = _connection(transport)
+    transport = beneath(transport)
     try:
         sent = transport.socket.sendmsg(pieces)
     except OSError:
@@ -159,7 +147,7 @@ def close_now(transport: Any) -> bool:
     """
     if not can_send_now(transport):
         return False
-    transport = _connection(transport)
+    transport = beneath(transport)
     if (
         transport.producer is not None
         or transport._writeDisconnecting
