@@ -327,15 +327,22 @@ class WorkersMetrics:
     """``--metrics`` for the parent of ``--workers``: a fresh directory for the workers to
     write to (:attr:`environment` is what they need in theirs), :attr:`page`, the listener
     serving its sum on ``endpoint``, and :meth:`worker_died` for the supervisor to call with
-    each worker that ends.  The directory is removed when this process exits, after its
-    workers (the supervisor waits for them), never while one may still write to it."""
+    each worker that ends.  The directory is removed once ``reactor`` has shut down (the
+    supervisor has waited for its workers by then), or at exit if it never ran: never while a
+    worker may still write to it.  (twistd ends a run stopped by a signal by raising that
+    signal again: no ``atexit`` handler runs then.)"""
 
     def __init__(self, reactor: Any, endpoint: str) -> None:
         self.directory = tempfile.mkdtemp(prefix="tcpfiles-metrics-")
-        atexit.register(shutil.rmtree, self.directory, True)
+        reactor.addSystemEventTrigger("after", "shutdown", self.remove)
+        atexit.register(self.remove)
         self.environment = {ENVIRONMENT: self.directory}
         self.page = serve_metrics_multiprocess(reactor, endpoint, self.directory)
 
     def worker_died(self, pid: int) -> None:
         """A worker is gone: see :func:`worker_died`."""
         worker_died(pid, self.directory)
+
+    def remove(self) -> None:
+        """Remove the directory (once; nothing if it is gone)."""
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -193,7 +193,11 @@ class WorkersMetricsTests(E2ETestCase):
         counters (each request counted once, whichever worker answered it); after a worker is
         killed, what it counted is still there and its replacement adds to it."""
         (self.root / "small.txt").write_bytes(SMALL)
-        server = self.start_server("--workers", "2", *METRICS)
+        temporary = self.tmp_path / "tmp"  # where the parent makes the workers' directory
+        temporary.mkdir()
+        server = self.start_server(
+            "--workers", "2", *METRICS, env={**os.environ, "TMPDIR": str(temporary)}
+        )
         metrics_port = server.port_of("metrics")
         for index in (1, 2):
             server.wait_for(rf"\[worker {index} tcpfiles\.core\.service#info\] files listening")
@@ -240,6 +244,10 @@ class WorkersMetricsTests(E2ETestCase):
             20,
             "45 GETs counted after a worker was killed and replaced",
         )
+        [directory] = list(temporary.iterdir())
+        assert directory.name.startswith("tcpfiles-metrics-")
+        server.stop()
+        self.assertEqual(list(temporary.iterdir()), [])  # removed once the parent has stopped
 
     def test_the_parent_status_merges_every_worker(self) -> None:
         """``tcpfiles status`` against the parent of ``--workers 2``: both workers counted,
