@@ -1,7 +1,9 @@
-"""send_now and drained on a real socket pair under Twisted's TCP connection class."""
+"""send_now, send_file_now and drained on a real socket pair under Twisted's TCP connection
+class."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from twisted.internet import error, interfaces, tcp
@@ -20,10 +22,12 @@ from tcpfiles.core.sending import (
     can_send_now,
     close_now,
     drained,
+    send_file_now,
     send_now,
     write_paced,
 )
 from tcpfiles.testing import PausingTransport
+from tests.helpers import temporary_directory
 
 
 def read_all(sock: socket.socket, n: int) -> bytes:
@@ -184,11 +188,83 @@ class SendingTests(SynchronousTestCase):
         assert can_send_now(guard)
         assert send_now(guard, b"OK 3\n", b"abc") is True
         assert read_all(theirs, 8) == b"OK 3\nabc"
+        clock.advance(5)
+        fd = SendFileNowTests.file(self, b"body")  # type: ignore[arg-type]
+        assert send_file_now(guard, b"OK 4\n", fd, 0, 4) == 4
+        assert read_all(theirs, 9) == b"OK 4\nbody"
+        assert guard._last == 5  # the guard was told: traffic
         adapt_read_size(guard, connection.bufferSize)
         assert connection.bufferSize == 2 * MIN_READ
         from tcpfiles.tree.zerocopy import sendfile_possible
 
         assert sendfile_possible(guard)  # getHandle, producer, disconnecting: passed through
+
+
+class SendFileNowTests(SynchronousTestCase):
+    """send_file_now: the head with send(MSG_MORE), the body with sendfile, in this turn."""
+
+    def file(self, data: bytes) -> int:
+        path = temporary_directory(self) / "body.bin"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(os.close, fd)
+        return fd
+
+    def tcp_pair(self) -> tuple[tcp.Connection, socket.socket]:
+        """As SendingTests.pair, over TCP on loopback (MSG_MORE means something there)."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        theirs = socket.create_connection(listener.getsockname())
+        self.addCleanup(theirs.close)
+        ours, _ = listener.accept()
+        self.addCleanup(ours.close)
+        ours.setblocking(False)
+        connection = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
+        connection.connected = 1
+        return connection, theirs
+
+    def test_idle_connection_takes_head_and_body_at_once(self) -> None:
+        connection, theirs = self.tcp_pair()
+        body = os.urandom(10_000)
+        fd = self.file(b"skip" + body)
+        assert send_file_now(connection, b"OK 10000\n", fd, 4, len(body)) == len(body)
+        assert buffered(connection) == 0
+        assert read_all(theirs, 9 + len(body)) == b"OK 10000\n" + body
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # sendfile with an offset: the file's own stays
+
+    def test_a_full_socket_takes_part_of_the_body_and_nothing_is_queued(self) -> None:
+        """The caller sends the rest: what the kernel took is returned, Twisted holds nothing."""
+        connection, theirs = SendingTests.pair(self)  # type: ignore[arg-type]
+        body = bytes(range(256)) * 4096  # 1 MiB
+        fd = self.file(body)
+        taken = send_file_now(connection, b"OK 1048576\n", fd, 0, len(body))
+        assert taken is not None and 0 < taken < len(body)
+        assert buffered(connection) == 0
+        assert read_all(theirs, 11 + taken) == b"OK 1048576\n" + body[:taken]
+
+    def test_a_head_the_socket_does_not_take_is_queued_first(self) -> None:
+        connection, theirs = SendingTests.pair(self)  # type: ignore[arg-type]
+        try:
+            for _ in range(10_000):  # bounded: fill the socket until it would block
+                connection.socket.send(b"x" * 4096)
+        except BlockingIOError:
+            pass
+        fd = self.file(b"body")
+        assert send_file_now(connection, b"OK 4\n", fd, 0, 4) == 0
+        assert buffered(connection) == len(b"OK 4\n")
+
+    def test_not_where_it_cannot_be_done(self) -> None:
+        """A test transport, bytes already queued, a producer registered: None, nothing sent."""
+        fd = self.file(b"body")
+        assert send_file_now(StringTransport(), b"OK 4\n", fd, 0, 4) is None
+        connection, theirs = SendingTests.pair(self)  # type: ignore[arg-type]
+        connection.write(b"queued")
+        assert send_file_now(connection, b"OK 4\n", fd, 0, 4) is None
+        connection, theirs = SendingTests.pair(self)  # type: ignore[arg-type]
+        connection.registerProducer(LostProtocol(), True)
+        assert send_file_now(connection, b"OK 4\n", fd, 0, 4) is None
+        theirs.setblocking(False)
+        self.assertRaises(BlockingIOError, theirs.recv, 10)
 
 
 class LostProtocol(Protocol):

@@ -4,7 +4,8 @@ Twisted queues every ``transport.write`` for the next reactor turn, and joins wh
 into one bytes object before sending it (a copy).  For a short answer on an idle connection that
 is a wasted turn, a copy and two ``epoll_ctl`` calls.  :func:`send_now` hands the pieces to the
 kernel in one ``sendmsg`` when Twisted's own buffer is empty, as asyncio does, and queues only
-what the socket did not take.
+what the socket did not take.  :func:`send_file_now` does the same for a status line and a
+file's bytes, the bytes with ``os.sendfile``: they never pass through Python.
 
 :func:`write_paced` is the other half, backpressure: it writes an answer and fires once the
 transport is ready for more, so a protocol answering pipelined requests holds the next answer
@@ -19,6 +20,8 @@ listener too (:mod:`tcpfiles.core.proxy`: past the header it only passes bytes o
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from twisted.internet import defer, error, interfaces, tcp
@@ -37,6 +40,7 @@ __all__ = [
     "can_send_now",
     "close_now",
     "drained",
+    "send_file_now",
     "send_now",
     "send_paced",
     "write_paced",
@@ -127,6 +131,44 @@ def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
         transport.write(piece[sent:] if sent else piece)
         sent = 0
     return buffered(transport) == 0
+
+
+def send_file_now(transport: Any, head: bytes, fd: int, offset: int, count: int) -> int | None:
+    """Send ``head``, then ``count`` bytes of the file ``fd`` from ``offset``, in this turn:
+    the number of body bytes the kernel took (0 to ``count``), or None where this cannot be
+    done (nothing sent: not an idle plain TCP connection, or a producer is registered), and
+    copying the body is the way.
+
+    ``head`` goes in one ``send`` with ``MSG_MORE``, so it shares a segment with the body, and
+    the body goes with ``os.sendfile``: the kernel takes it from the page cache, where reading
+    it with ``pread`` and writing it with ``sendmsg`` copied it twice through Python (for a 64
+    KiB file, 20 of 60 µs per request, measured: docs/performance.md).  What the socket did not
+    take of ``head`` is queued on the transport (Twisted sends it first); the rest of the body
+    is the caller's to send (a sendfile producer), after that.  Fewer bytes than ``count`` may
+    also mean the file has shrunk: the caller's producer finds out.  A broken connection
+    (``EPIPE``) sends nothing more, and Twisted's own next turn meets the error and closes.
+    """
+    if not can_send_now(transport):
+        return None
+    connection = beneath(transport)
+    if connection.producer is not None:
+        return None
+    if isinstance(transport, GuardedProtocol):
+        transport.touch()  # the bytes go around it: still traffic
+    sock = connection.socket
+    try:
+        sent = sock.send(head, socket.MSG_MORE) if count else sock.send(head)
+    except OSError:
+        sent = 0
+    if sent < len(head):
+        connection.write(head[sent:])
+        return 0
+    if not count:
+        return 0
+    try:  # one call: fewer bytes than asked means the socket is full (or the file ended)
+        return os.sendfile(sock.fileno(), fd, offset, count)
+    except OSError:
+        return 0  # would block, or broken: the caller's producer goes on (or meets the error)
 
 
 #: What Twisted's reactor hands ``connectionLost`` for a connection closed in order (one, shared).

@@ -14,8 +14,9 @@ REQUESTS_PER_TURN = 64
 #: (one client sending newlines wrote 290,000 log lines in 10 s).
 BAD_REQUESTS_LOGGED = 16
 
-#: Bodies up to this size are read and written in one step (with the status line, one send):
-#: cheaper than sendfile plus setting and clearing TCP_CORK (measured: 16% of the time for 64 KiB).
+#: Bodies up to this size go out in the request's own turn, with the status line (on an idle
+#: plain TCP connection: ``send`` and ``sendfile``, else read whole and written): a producer,
+#: setting and clearing TCP_CORK and another turn cost more (16% of the time for 64 KiB).
 SMALL_BODY = 256 * 1024
 
 

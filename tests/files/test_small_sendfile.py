@@ -1,0 +1,111 @@
+"""A short GET on plain TCP: the status line with send, the body with sendfile, in the request's
+own turn; what a full socket did not take goes on with a producer (a real socket pair under
+Twisted's TCP connection class, write turns run by hand)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from tcpfiles.files.limits import SMALL_BODY
+from tcpfiles.files.states import RESPONDING
+from tests.files.helpers import served_factory
+from tests.helpers import temporary_directory
+
+BODY = bytes(range(256)) * (SMALL_BODY // 256)  # the largest short body
+
+
+class SmallSendfileTests(SynchronousTestCase):
+    """The files server over a socket pair whose buffers hold a few KiB."""
+
+    def setUp(self) -> None:
+        self.root = temporary_directory(self) / "files"
+        self.root.mkdir()
+        (self.root / "small.bin").write_bytes(BODY)
+        (self.root / "tiny.txt").write_bytes(b"tiny\n")
+
+    def connect(self, **limits: object) -> tuple[object, tcp.Connection, socket.socket]:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        self.addCleanup(ours.close)
+        ours.setblocking(False)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        factory = served_factory(self.root, **limits)
+        peer = IPv4Address("TCP", "127.0.0.1", 40000)
+        protocol = factory.buildProtocol(peer)
+        connection = tcp.Connection(ours, protocol, reactor=MemoryReactorClock())
+        connection.getPeer = lambda: peer  # type: ignore[method-assign]
+        connection.getHost = lambda: IPv4Address("TCP", "127.0.0.1", 8888)  # type: ignore[method-assign]
+        connection.connected = 1
+        protocol.makeConnection(connection)
+        return protocol.wrappedProtocol, connection, theirs
+
+    def read(self, connection: tcp.Connection, theirs: socket.socket, n: int) -> bytes:
+        """Read ``n`` bytes, running the server's write turns as Twisted's reactor would."""
+        data = b""
+        for _ in range(100_000):
+            if len(data) >= n:
+                break
+            theirs.setblocking(False)
+            try:
+                data += theirs.recv(1 << 16)
+            except BlockingIOError:
+                assert connection in connection.reactor.getWriters(), "nothing more to send"
+                connection.doWrite()
+        return data
+
+    def test_a_short_body_the_socket_takes_is_answered_in_the_request_turn(self) -> None:
+        server, connection, theirs = self.connect()
+        with capturedLogs() as events:
+            server.dataReceived(b"GET tiny.txt\n")
+        assert server.state.takes_requests and connection.producer is None
+        assert theirs.recv(100) == b"OK 5\ntiny\n"
+        assert [e["outcome"] for e in events if "outcome" in e] == ["OK"]
+
+    def test_what_a_full_socket_did_not_take_is_sent_after_it(self) -> None:
+        """256 KiB into a 4 KiB socket: sendfile takes a part, a producer the rest, and the
+        next request waits for it; the log counts the whole body."""
+        server, connection, theirs = self.connect()
+        with capturedLogs() as events:
+            server.dataReceived(b"GET small.bin\nGET tiny.txt\n")
+            assert server.state.name == RESPONDING
+            sent, count = server.state.transferred()
+            assert 0 < sent < count == len(BODY)
+            head = f"OK {len(BODY)}\n".encode()
+            got = self.read(connection, theirs, len(head) + len(BODY) + 10)
+        assert got == head + BODY + b"OK 5\ntiny\n"
+        outcomes = [(e["outcome"], e["nbytes"]) for e in events if "outcome" in e]
+        assert outcomes == [("OK", len(BODY)), ("OK", 5)]
+
+    def test_a_file_that_shrinks_before_the_rest_is_sent_ends_the_connection(self) -> None:
+        """The size is promised in the status line: a short body must not pose as whole."""
+        server, connection, theirs = self.connect()
+        server.dataReceived(b"GET small.bin\n")
+        assert server.state.name == RESPONDING
+        os.truncate(self.root / "small.bin", 10)
+        with capturedLogs() as events:
+            for _ in range(100_000):
+                if connection.disconnected:
+                    break
+                try:
+                    theirs.setblocking(False)
+                    theirs.recv(1 << 16)
+                except BlockingIOError:
+                    connection.doWrite()
+                    connection.reactor.advance(0)  # abortConnection's connectionLost
+        assert connection.disconnected
+        assert any("aborted: file shrank" in e.get("outcome", "") for e in events)
+
+    def test_without_sendfile_the_body_is_copied(self) -> None:
+        """--no-sendfile: read whole and written with its status line, all the same bytes."""
+        server, connection, theirs = self.connect(zero_copy=False)
+        server.dataReceived(b"GET small.bin\n")
+        head = f"OK {len(BODY)}\n".encode()
+        assert self.read(connection, theirs, len(head) + len(BODY)) == head + BODY
