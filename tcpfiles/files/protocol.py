@@ -50,6 +50,28 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="tcpfiles.files")
 
+#: Request lines read lately and what they were (the request, its text as logged): clients ask
+#: for the same few files again and again, and reading a line again was a tenth of a small
+#: GET's Python (docs/performance.md).  Only reads (no secret in them, nothing stored) of short
+#: lines are kept, the oldest dropped past ``_RECENT_LINES``.
+_RECENT: dict[bytes, tuple[wire.Request, str]] = {}
+_RECENT_LINES = 256
+_REREAD = (wire.Get, wire.Stat, wire.List)
+
+
+def _read_request(line: bytes) -> tuple[wire.Request, str]:
+    """``line``'s request, and its text as logged (never a password)."""
+    known = _RECENT.get(line)
+    if known is not None:
+        return known
+    request = wire.parse_request(line)
+    known = request, wire.shown(request, line)
+    if type(request) in _REREAD and len(line) <= 512:
+        if len(_RECENT) >= _RECENT_LINES:
+            del _RECENT[next(iter(_RECENT))]
+        _RECENT[line] = known
+    return known
+
 
 @implementer(interfaces.IHalfCloseableProtocol)
 class FileServerProtocol(Protocol):
@@ -199,8 +221,7 @@ class FileServerProtocol(Protocol):
         """One request: checked against the account, then given to its handler."""
         if self.state is self.reading_line:
             self.enter(self.idle)  # the line is complete: its deadline is over
-        request = wire.parse_request(line)
-        self.request_text = wire.shown(request, line)  # never a password
+        request, self.request_text = _read_request(line)
         self.started = self.clock.seconds()
         route = ROUTES[type(request)]
         try:

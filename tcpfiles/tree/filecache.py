@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import OrderedDict
+from functools import lru_cache
 
 from tcpfiles.core.fdlimit import KEPT_OPEN
 from tcpfiles.tree.paths import Root
@@ -43,6 +44,12 @@ Identity = tuple[int, int, int]  # device, inode, ctime_ns
 
 def _identity(st: os.stat_result) -> Identity:
     return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+@lru_cache(maxsize=MAX_FILES)
+def _prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """Each level of ``parts`` as a path relative to the root: ``a``, ``a/b``, ``a/b/c``."""
+    return tuple("/".join(parts[: depth + 1]) for depth in range(len(parts)))
 
 
 class _Entry:
@@ -143,14 +150,14 @@ class OpenFiles:
         levels: list[Identity] = []
         last = len(parts) - 1
         st = None
-        for depth in range(len(parts)):
+        for depth, where in enumerate(_prefixes(parts)):
             try:
-                st = os.stat("/".join(parts[: depth + 1]), dir_fd=root_fd, follow_symlinks=False)
+                st = os.stat(where, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
                 return None
             wanted = stat.S_ISREG if depth == last else stat.S_ISDIR
             if not wanted(st.st_mode):
                 return None
-            levels.append(_identity(st))
+            levels.append((st.st_dev, st.st_ino, st.st_ctime_ns))
         assert st is not None
         return levels, st
