@@ -74,6 +74,18 @@ class BindNowTests(SynchronousTestCase):
         self.assertEqual(len(reactor.tcpServers), 1)
         top.stopService()
 
+    def test_under_twistd_what_start_up_made_is_frozen_once_running(self) -> None:
+        """gc.freeze when the reactor runs (under twistd only): an embedder's heap is theirs."""
+        import gc
+
+        reactor = MemoryReactorClock()
+        tap.makeService(_options(self, "--listen", "tcp:0:interface=127.0.0.1"), reactor=reactor)
+        assert gc.freeze not in [hook for hook, _, _ in reactor.whenRunningHooks]
+        reactor = MemoryReactorClock()
+        options = _options(self, "--listen", "tcp:0:interface=127.0.0.1", under_twistd=True)
+        tap.makeService(options, reactor=reactor)
+        assert gc.freeze in [hook for hook, _, _ in reactor.whenRunningHooks]
+
     def test_listen_failure_is_one_line(self) -> None:
         """A port in use ends makeService with SystemExit and one line naming it."""
         options = _options(self, "--listen", "tcp:8888:interface=127.0.0.1", under_twistd=True)
