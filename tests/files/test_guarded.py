@@ -46,6 +46,24 @@ class GuardedFilesTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"ERR timeout idle for 300 s; closing\n")
         self.assertTrue(transport.disconnecting)
 
+    def test_one_timer_per_connection_the_kernels(self) -> None:
+        """Under a guard with the same idle timeout, files arms no idle timer of its own (the
+        kernel's calls its timed_out); under one with another, or none, it does."""
+        from tcpfiles.core.guard import ConnectionSettings, GuardedFactory
+        from tests.files.helpers import make_factory
+
+        protocol, transport = connect(served_factory(self.root, self.clock, idle_timeout=300))
+        self.clock.advance(2)  # the kernel's timer is armed within a second
+        respond(protocol, transport, b"GET a.txt\n")
+        assert len(self.clock.getDelayedCalls()) == 1
+        assert protocol.wrappedProtocol.idle.timer is None
+        files = make_factory(self.root, self.clock, idle_timeout=300)
+        other = GuardedFactory(files, self.clock, ConnectionSettings(idle_timeout=100))
+        protocol, transport = connect(other)
+        assert protocol.wrappedProtocol.idle.timer is not None
+        protocol, transport = connect(files)
+        assert protocol.idle.timer is not None
+
     def test_a_request_that_moves_nothing_for_the_timeout_is_closed(self) -> None:
         """A request waiting on the file system with no byte moving either way (and no producer)
         for the idle timeout is closed, without an answer."""
