@@ -311,7 +311,9 @@ class FileServerProtocol(Protocol):
                 "log_level": LogLevel.info,
                 "log_namespace": log.namespace,
                 "log_source": None,
-                "log_format": text.replace("{", "{{").replace("}", "}}"),
+                "log_format": text.replace("{", "{{").replace("}", "}}")
+                if "{" in text or "}" in text
+                else text,
                 "log_time": time.time(),
             }
         )
