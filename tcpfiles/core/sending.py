@@ -66,14 +66,21 @@ def can_send_now(transport: Any) -> bool:
     The caller must know that nothing else writes to the socket behind Twisted's back (a
     sendfile producer in the middle of a body): that is not visible from here.
     """
-    transport = beneath(transport)
-    return (
-        isinstance(transport, tcp.Connection)  # not TLS, not a test transport
-        and not is_tls_transport(transport)
-        and bool(transport.connected)
-        and not transport.disconnecting
-        and buffered(transport) == 0
-    )
+    return _idle_connection(transport) is not None
+
+
+def _idle_connection(transport: Any) -> tcp.Connection | None:
+    """The plain TCP connection beneath ``transport`` where :func:`can_send_now` holds."""
+    connection = beneath(transport)
+    if (
+        isinstance(connection, tcp.Connection)  # not a TLS wrapper, not a test transport
+        and not is_tls_transport(connection)
+        and connection.connected
+        and not connection.disconnecting
+        and not len(connection.dataBuffer) - connection.offset + connection._tempDataLen
+    ):
+        return connection
+    return None
 
 
 #: Bounds of :func:`adapt_read_size`: Twisted's fixed read size, and the largest it grows to.
@@ -106,18 +113,19 @@ def send_now(transport: Any, *pieces: bytes) -> bool:
     Where :func:`can_send_now` holds, one ``sendmsg`` (no joined copy); the rest, and anything
     on any other transport, goes through ``transport.write`` as usual.
     """
-    if can_send_now(transport):
-        return _sendmsg(transport, pieces)
+    connection = _idle_connection(transport)
+    if connection is not None:
+        return _sendmsg(transport, connection, pieces)
     for piece in pieces:  # through the guard, if any: it sees the activity
         transport.write(piece)
     return False
 
 
-def _sendmsg(transport: Any, pieces: tuple[bytes, ...]) -> bool:
-    """:func:`send_now` where :func:`can_send_now` is known to hold."""
+def _sendmsg(transport: Any, connection: tcp.Connection, pieces: tuple[bytes, ...]) -> bool:
+    """:func:`send_now` on ``connection``, the idle one beneath ``transport``."""
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
-    transport = beneath(transport)
+    transport = connection
     try:
         sent = transport.socket.sendmsg(pieces)
     except OSError:
@@ -148,10 +156,8 @@ def send_file_now(transport: Any, head: bytes, fd: int, offset: int, count: int)
     also mean the file has shrunk: the caller's producer finds out.  A broken connection
     (``EPIPE``) sends nothing more, and Twisted's own next turn meets the error and closes.
     """
-    if not can_send_now(transport):
-        return None
-    connection = beneath(transport)
-    if connection.producer is not None:
+    connection = _idle_connection(transport)
+    if connection is None or connection.producer is not None:
         return None
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
@@ -187,9 +193,9 @@ def close_now(transport: Any) -> bool:
     ``connectionLost`` runs before this returns, as Twisted's own ``loseConnection`` does
     on a connection whose write side is already shut.
     """
-    if not can_send_now(transport):
+    transport = _idle_connection(transport)
+    if transport is None:
         return False
-    transport = beneath(transport)
     if (
         transport.producer is not None
         or transport._writeDisconnecting
@@ -275,8 +281,9 @@ def send_paced(transport: Any, *pieces: bytes) -> defer.Deferred[None] | None:
     """:func:`write_paced`, except that it returns None, and makes no Deferred, when the
     transport is ready for more at once (an idle plain TCP connection took the pieces whole:
     the usual answer)."""
-    if can_send_now(transport):
-        return None if _sendmsg(transport, pieces) else drained(transport)
+    connection = _idle_connection(transport)
+    if connection is not None:
+        return None if _sendmsg(transport, connection, pieces) else drained(transport)
     if not hasattr(transport, "registerProducer") or getattr(transport, "producer", None):
         for piece in pieces:
             transport.write(piece)
