@@ -15,9 +15,8 @@ forwarded too (a worker's second signal drops what is left); a third, or the gra
 margin running out, kills what is still there.  Workers run in a process group of their own, so a
 terminal's Ctrl-C reaches the parent alone, and get SIGTERM if the parent dies.
 
-Hooks for who needs to know about processes (a metrics endpoint summing the workers):
-``env`` is added to each worker's environment, ``on_worker_exit(pid)`` is called for each one
-that ends, whatever the reason.
+Hooks (for a metrics endpoint summing the workers): ``env`` is added to each worker's
+environment, ``on_worker_exit(pid)`` is called for each one that ends, whatever the reason.
 """
 
 from __future__ import annotations
@@ -361,16 +360,21 @@ def parent_service(top: service.MultiService, supervisor: Supervisor) -> service
 def tag_events(publisher: Any, index: int) -> Callable[[dict[str, Any]], None]:
     """Add ``worker`` (its number) to every event of ``publisher``, and put ``worker N`` in
     front of the text log's ``[system]``; the observer added, first of all."""
+    systems: dict[tuple[Any, Any], str] = {}  # the usual [system]: made once, not per event
 
     def tag(event: dict[str, Any]) -> None:
         if "worker" in event:
             return
         event["worker"] = index
-        level = event.get("log_level")
-        system = event.get("log_system") or (
-            f"{event.get('log_namespace', '-')}#{getattr(level, 'name', '-')}"
-        )
-        event["log_system"] = f"worker {index} {system}"
+        if system := event.get("log_system"):
+            event["log_system"] = f"worker {index} {system}"
+            return
+        key = (event.get("log_namespace", "-"), event.get("log_level"))
+        if (tagged := systems.get(key)) is None:
+            if len(systems) > 1024:  # namespaces are few; bounded all the same
+                systems.clear()
+            tagged = systems[key] = f"worker {index} {key[0]}#{getattr(key[1], 'name', '-')}"
+        event["log_system"] = tagged
 
     publisher.addObserver(tag)
     return tag
