@@ -69,8 +69,9 @@ def can_send_now(transport: Any) -> bool:
     return _idle_connection(transport) is not None
 
 
-def _idle_connection(transport: Any) -> tcp.Connection | None:
-    """The plain TCP connection beneath ``transport`` where :func:`can_send_now` holds."""
+def _idle_connection(transport: Any) -> Any:
+    """The plain TCP connection (a ``tcp.Connection``, whose methods are not typed) beneath
+    ``transport`` where :func:`can_send_now` holds; else None."""
     connection = beneath(transport)
     if (
         isinstance(connection, tcp.Connection)  # not a TLS wrapper, not a test transport
@@ -121,7 +122,7 @@ def send_now(transport: Any, *pieces: bytes) -> bool:
     return False
 
 
-def _sendmsg(transport: Any, connection: tcp.Connection, pieces: tuple[bytes, ...]) -> bool:
+def _sendmsg(transport: Any, connection: Any, pieces: tuple[bytes, ...]) -> bool:
     """:func:`send_now` on ``connection``, the idle one beneath ``transport``."""
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
