@@ -47,6 +47,12 @@ __all__ = [
 ]
 
 
+#: ``send``'s flag holding a segment for what follows: Linux's; elsewhere (macOS, the BSDs) none,
+#: and the status line goes in a segment of its own.
+_MORE = getattr(socket, "MSG_MORE", 0)
+_SENDFILE = hasattr(os, "sendfile")
+
+
 class TransferStopped(Exception):
     """The consumer went away (connection lost) before everything was sent."""
 
@@ -158,13 +164,13 @@ def send_file_now(transport: Any, head: bytes, fd: int, offset: int, count: int)
     (``EPIPE``) sends nothing more, and Twisted's own next turn meets the error and closes.
     """
     connection = _idle_connection(transport)
-    if connection is None or connection.producer is not None:
+    if connection is None or connection.producer is not None or not _SENDFILE:
         return None
     if isinstance(transport, GuardedProtocol):
         transport.touch()  # the bytes go around it: still traffic
     sock = connection.socket
     try:
-        sent = sock.send(head, socket.MSG_MORE) if count else sock.send(head)
+        sent = sock.send(head, _MORE if count else 0)
     except OSError:
         sent = 0
     if sent < len(head):

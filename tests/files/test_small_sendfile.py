@@ -109,3 +109,22 @@ class SmallSendfileTests(SynchronousTestCase):
         server.dataReceived(b"GET small.bin\n")
         head = f"OK {len(BODY)}\n".encode()
         assert self.read(connection, theirs, len(head) + len(BODY)) == head + BODY
+
+    def test_where_there_is_no_msg_more_a_short_body_still_goes_out(self) -> None:
+        """A POSIX system without ``MSG_MORE`` (macOS, the BSDs: ``os.sendfile`` is there): the
+        head goes in a send of its own, the body with sendfile; nothing raises, the file's
+        descriptor is given back."""
+        from tcpfiles.core import sending
+
+        if hasattr(sending, "_MORE"):  # what the module found there at import
+            self.patch(sending, "_MORE", 0)
+        more = socket.MSG_MORE
+        del socket.MSG_MORE
+        self.addCleanup(setattr, socket, "MSG_MORE", more)
+        server, connection, theirs = self.connect()
+        server.account.store.root.fd()  # opened once, on first use
+        descriptors = len(os.listdir("/proc/self/fd"))
+        server.dataReceived(b"GET tiny.txt\n")
+        assert theirs.recv(100) == b"OK 5\ntiny\n"
+        assert server.state.takes_requests
+        assert len(os.listdir("/proc/self/fd")) == descriptors
