@@ -50,9 +50,13 @@ def get(conn: FileServerProtocol, request: wire.Get) -> None:
         sending.begin(request.offset, count, pace)
         return
     if count and conn.limits.zero_copy:
-        sent = send_file_now(
-            conn.transport, wire.count_line(count), opened.fd, request.offset, count
-        )
+        try:
+            sent = send_file_now(
+                conn.transport, wire.count_line(count), opened.fd, request.offset, count
+            )
+        except BaseException:
+            opened.close()  # a kept file's count of readers goes down too
+            raise
         if sent == count:
             opened.close()
             conn.finished("OK", count)

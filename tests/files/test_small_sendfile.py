@@ -128,3 +128,18 @@ class SmallSendfileTests(SynchronousTestCase):
         assert theirs.recv(100) == b"OK 5\ntiny\n"
         assert server.state.takes_requests
         assert len(os.listdir("/proc/self/fd")) == descriptors
+
+    def test_a_failure_while_sending_gives_the_file_back(self) -> None:
+        """Whatever send_file_now raises, the descriptor is closed (or a kept one given back)."""
+        from tcpfiles.files import download
+
+        server, connection, theirs = self.connect()
+        kept = server.account.store.open_files
+        kept.max_files = 64  # as the server's own root keeps them
+
+        def broken(*args: object) -> int:
+            raise RuntimeError("broken")
+
+        self.patch(download, "send_file_now", broken)
+        self.assertRaises(RuntimeError, server.dataReceived, b"GET tiny.txt\n")
+        assert [entry.users for entry in kept._entries.values()] == [0]
