@@ -46,9 +46,20 @@ def _identity(st: os.stat_result) -> Identity:
     return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
-@lru_cache(maxsize=MAX_FILES)
+#: Paths up to this deep keep their levels' prefixes (:func:`_prefixes`): at most 4 KiB each,
+#: 64 KiB per path and 4 MiB for the cache's 64 paths; a deeper one makes them at each use.
+_PREFIXES_KEPT_DEPTH = 16
+
+
 def _prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
     """Each level of ``parts`` as a path relative to the root: ``a``, ``a/b``, ``a/b/c``."""
+    if len(parts) <= _PREFIXES_KEPT_DEPTH:
+        return _kept_prefixes(parts)
+    return tuple("/".join(parts[: depth + 1]) for depth in range(len(parts)))
+
+
+@lru_cache(maxsize=MAX_FILES)
+def _kept_prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
     return tuple("/".join(parts[: depth + 1]) for depth in range(len(parts)))
 
 

@@ -206,3 +206,19 @@ class ServerTests(SynchronousTestCase):
         os.unlink(path)
         self.assertTrue(respond(protocol, transport, b"GET a.txt\n").startswith(b"ERR not-found"))
         protocol.transport.loseConnection()
+
+
+class PrefixesTests(SynchronousTestCase):
+    """Each level's path below the root, kept only for paths of bounded depth."""
+
+    def test_levels_and_what_is_kept(self) -> None:
+        from tcpfiles.tree import filecache
+
+        shallow = ("a", "b", "c")
+        assert filecache._prefixes(shallow) == ("a", "a/b", "a/b/c")
+        assert filecache._prefixes(shallow) is filecache._prefixes(shallow)
+        deep = tuple(f"d{n}" for n in range(filecache._PREFIXES_KEPT_DEPTH + 1))
+        kept = filecache._kept_prefixes.cache_info().currsize
+        assert filecache._prefixes(deep)[-1] == "/".join(deep)
+        assert len(filecache._prefixes(deep)) == len(deep)
+        assert filecache._kept_prefixes.cache_info().currsize == kept  # made, not kept
