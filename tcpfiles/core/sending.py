@@ -157,11 +157,12 @@ def send_file_now(transport: Any, head: bytes, fd: int, offset: int, count: int)
     ``head`` goes in one ``send`` with ``MSG_MORE``, so it shares a segment with the body, and
     the body goes with ``os.sendfile``: the kernel takes it from the page cache, where reading
     it with ``pread`` and writing it with ``sendmsg`` copied it twice through Python (for a 64
-    KiB file, 20 of 60 µs per request, measured: docs/performance.md).  What the socket did not
-    take of ``head`` is queued on the transport (Twisted sends it first); the rest of the body
-    is the caller's to send (a sendfile producer), after that.  Fewer bytes than ``count`` may
-    also mean the file has shrunk: the caller's producer finds out.  A broken connection
-    (``EPIPE``) sends nothing more, and Twisted's own next turn meets the error and closes.
+    KiB file, about 15 of 60 µs per request, measured: docs/performance.md).  What the socket
+    did not take of ``head`` is queued on the transport (Twisted sends it first); the rest of
+    the body is the caller's to send (a sendfile producer), after that.  Fewer bytes than
+    ``count`` may also mean the file has shrunk: the caller's producer finds out.  A broken
+    connection (``EPIPE``) sends nothing more, and Twisted's own next turn meets the error and
+    closes.
     """
     connection = _idle_connection(transport)
     if connection is None or connection.producer is not None or not _SENDFILE:
