@@ -34,6 +34,7 @@ from tcpfiles.files import wire
 from tcpfiles.files.handlers import ROUTES, refuse
 from tcpfiles.files.limits import BAD_REQUESTS_LOGGED, REQUESTS_PER_TURN
 from tcpfiles.files.states import (
+    CLOSED,
     CLOSING,
     RESPONDING,
     WAITING,
@@ -98,8 +99,8 @@ class FileServerProtocol(Protocol):
         self.request_text = ""
         self.started = 0.0
         # The two waiting states, made once: a connection goes through them at every request.
-        self.idle = Idle(self)
-        self.reading_line = ReadingLine(self)
+        self.idle: State = Idle(self)
+        self.reading_line: State = ReadingLine(self)
         self.state: State = self.idle
         self._pumping = False  # in the request loop (an answer sent at once does not re-enter)
         self._draining = False  # shutting down: no request after the current one
@@ -137,6 +138,9 @@ class FileServerProtocol(Protocol):
                 peer=self.peer,
                 count=self._bad_requests - BAD_REQUESTS_LOGGED,
             )
+        # What still runs for this connection (a hash, a listing's batch) finds it closed;
+        # its own states point back at it: let them go, and the connection is freed now.
+        self.state = self.idle = self.reading_line = CLOSED
 
     def drain(self) -> None:
         """Shutting down: close now if idle, else after the current response."""

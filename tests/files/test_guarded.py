@@ -64,6 +64,22 @@ class GuardedFilesTests(SynchronousTestCase):
         protocol, transport = connect(files)
         assert protocol.idle.timer is not None
 
+    def test_a_lost_connection_is_freed_without_the_garbage_collector(self) -> None:
+        """Nothing of a closed connection waits for the cyclic collector: its protocol, and
+        the guard around it, go when the last reference does."""
+        import gc
+        import weakref
+
+        protocol, transport = connect(served_factory(self.root, self.clock))
+        respond(protocol, transport, b"GET a.txt\n")
+        files = weakref.ref(protocol.wrappedProtocol)
+        guard = weakref.ref(protocol)
+        protocol.connectionLost(None)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        del protocol, transport
+        assert files() is None and guard() is None
+
     def test_a_request_that_moves_nothing_for_the_timeout_is_closed(self) -> None:
         """A request waiting on the file system with no byte moving either way (and no producer)
         for the idle timeout is closed, without an answer."""
