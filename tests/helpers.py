@@ -5,6 +5,7 @@ test and one test method per case."""
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,18 @@ def temporary_directory(case: SynchronousTestCase) -> Path:
 
 
 T = TypeVar("T", bound=type)
+
+
+def small_socketpair(case: SynchronousTestCase) -> tuple[socket.socket, socket.socket]:
+    """A connected pair whose buffers hold a few KiB: ours (non-blocking, to send from) and
+    theirs (blocking, to read what was sent); both closed when the test is done."""
+    ours, theirs = socket.socketpair()
+    case.addCleanup(theirs.close)
+    case.addCleanup(ours.close)
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return ours, theirs
 
 
 def cases(**named: tuple[Any, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

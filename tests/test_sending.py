@@ -27,7 +27,7 @@ from tcpfiles.core.sending import (
     write_paced,
 )
 from tcpfiles.testing import PausingTransport
-from tests.helpers import temporary_directory
+from tests.helpers import small_socketpair, temporary_directory
 
 
 def read_all(sock: socket.socket, n: int) -> bytes:
@@ -44,12 +44,7 @@ class SendingTests(SynchronousTestCase):
         """A connected Twisted TCP connection object over one end of a socket pair, and the
         other end (blocking) to read what was sent.  Nothing runs a reactor: doWrite is called
         by hand.  Both ends are closed when the test is done."""
-        ours, theirs = socket.socketpair()
-        self.addCleanup(theirs.close)
-        self.addCleanup(ours.close)
-        ours.setblocking(False)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ours, theirs = small_socketpair(self)
         connection = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
         connection.connected = 1
         return connection, theirs

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tcpfiles.files.limits import SMALL_BODY
 from tcpfiles.files.states import RESPONDING
 from tests.files.helpers import served_factory
-from tests.helpers import temporary_directory
+from tests.helpers import small_socketpair, temporary_directory
 
 BODY = bytes(range(256)) * (SMALL_BODY // 256)  # the largest short body
 
@@ -31,12 +31,7 @@ class SmallSendfileTests(SynchronousTestCase):
         (self.root / "tiny.txt").write_bytes(b"tiny\n")
 
     def connect(self, **limits: object) -> tuple[object, tcp.Connection, socket.socket]:
-        ours, theirs = socket.socketpair()
-        self.addCleanup(theirs.close)
-        self.addCleanup(ours.close)
-        ours.setblocking(False)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        ours, theirs = small_socketpair(self)
         factory = served_factory(self.root, **limits)
         peer = IPv4Address("TCP", "127.0.0.1", 40000)
         protocol = factory.buildProtocol(peer)
