@@ -51,16 +51,19 @@ def _identity(st: os.stat_result) -> Identity:
 _PREFIXES_KEPT_DEPTH = 16
 
 
-def _prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
+def _level_paths(parts: tuple[str, ...]) -> tuple[str, ...]:
     """Each level of ``parts`` as a path relative to the root: ``a``, ``a/b``, ``a/b/c``."""
+    return tuple("/".join(parts[: depth + 1]) for depth in range(len(parts)))
+
+
+_kept_prefixes = lru_cache(maxsize=MAX_FILES)(_level_paths)
+
+
+def _prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`_level_paths`, kept for paths up to :data:`_PREFIXES_KEPT_DEPTH` deep."""
     if len(parts) <= _PREFIXES_KEPT_DEPTH:
         return _kept_prefixes(parts)
-    return tuple("/".join(parts[: depth + 1]) for depth in range(len(parts)))
-
-
-@lru_cache(maxsize=MAX_FILES)
-def _kept_prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple("/".join(parts[: depth + 1]) for depth in range(len(parts)))
+    return _level_paths(parts)
 
 
 class _Entry:
@@ -169,6 +172,6 @@ class OpenFiles:
             wanted = stat.S_ISREG if depth == last else stat.S_ISDIR
             if not wanted(st.st_mode):
                 return None
-            levels.append((st.st_dev, st.st_ino, st.st_ctime_ns))
+            levels.append(_identity(st))
         assert st is not None
         return levels, st
