@@ -9,7 +9,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from tcpfiles.core.connections import RefusedProtocol
-from tcpfiles.core.guard import CLOSE_WITHIN, GuardedProtocol
+from tcpfiles.core.guard import CLOSE_WITHIN, GuardedProtocol, kernel_idle_timeout
 from tests.guard_fakes import Busy, Plain, Polite, Stubborn, connect, guard
 
 
@@ -88,6 +88,12 @@ class IdleTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.1)
         self.assertTrue(transport.disconnecting)
+
+    def test_a_protocol_can_ask_what_the_guard_keeps(self) -> None:
+        """kernel_idle_timeout: the guard's period for the protocol's transport; None outside."""
+        protocol, transport = connect(guard(clock=self.clock, idle_timeout=10))
+        assert kernel_idle_timeout(protocol.wrappedProtocol.transport) == 10
+        assert kernel_idle_timeout(transport) is None
 
     def test_reads_and_writes_are_activity(self) -> None:
         """A byte in or out pushes the timeout back by a whole period."""

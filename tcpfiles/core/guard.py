@@ -49,7 +49,14 @@ from tcpfiles.core.connections import ConnectionTracker, RefusedProtocol, descri
 from tcpfiles.core.passthrough import TransportPassThrough
 from tcpfiles.core.proxy import ProxyProtocol
 
-__all__ = ["ConnectionSettings", "GuardedFactory", "GuardedProtocol", "beneath", "guard_stream"]
+__all__ = [
+    "ConnectionSettings",
+    "GuardedFactory",
+    "GuardedProtocol",
+    "beneath",
+    "guard_stream",
+    "kernel_idle_timeout",
+]
 
 log = Logger(namespace="tcpfiles.core.guard")
 
@@ -332,6 +339,16 @@ class GuardedFactory(WrappingFactory[GuardedProtocol]):
 
     def unregisterProtocol(self, p: Any) -> None:
         """See :meth:`registerProtocol`."""
+
+
+def kernel_idle_timeout(transport: Any) -> float | None:
+    """The idle timeout the kernel's guard keeps for the connection whose protocol has this
+    ``transport`` (its ``timed_out()`` is called when it runs out), or None when the
+    connection is not under the guard (a factory served or tested on its own).  A protocol
+    whose own idle timer would say the same can leave it to the guard."""
+    if isinstance(transport, GuardedProtocol):
+        return transport.factory.settings.idle_timeout
+    return None
 
 
 def beneath(transport: Any) -> Any:

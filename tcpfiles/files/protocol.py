@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tcpfiles.core.connections import describe_peer
-from tcpfiles.core.guard import GuardedProtocol
+from tcpfiles.core.guard import kernel_idle_timeout
 from tcpfiles.core.rates import Pace, TokenBucket, as_pace
 from tcpfiles.core.sending import close_now, send_paced
 from tcpfiles.files import wire
@@ -120,11 +120,7 @@ class FileServerProtocol(Protocol):
     def connectionMade(self) -> None:
         """Wait for a request."""
         self.peer = describe_peer(self.transport.getPeer())
-        guard = self.transport
-        self._idle_timer = not (
-            isinstance(guard, GuardedProtocol)
-            and guard.factory.settings.idle_timeout == self.limits.idle_timeout
-        )
+        self._idle_timer = kernel_idle_timeout(self.transport) != self.limits.idle_timeout
         self.pump()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
